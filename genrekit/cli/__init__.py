@@ -1,0 +1,51 @@
+"""The ``genrekit`` command: a thin layer over the Python API.
+
+Each sub-command is a module of this package with ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int``. They import nothing heavy at module level, so ``genrekit
+--help`` starts without torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+
+COMMANDS = ["prepare", "show", "lr-find", "train", "evaluate", "predict", "export", "tag",
+            "tags", "embed", "serve"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genrekit", description="Music genre classification: prepare data, "
+                                     "train, evaluate, predict, tag and serve.")
+    parser.add_argument("--version", action="version", version=f"genrekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f".{name.replace('-', '_')}", __name__)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    from ..errors import GenrekitError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except GenrekitError as e:
+        print(f"genrekit {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"genrekit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""What every data set reader yields, and how tracks are split without leakage."""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import DatasetError, LeakageError
+
+SPLITS = ("train", "valid", "test")
+SPLIT_ALIASES = {"training": "train", "train": "train", "validation": "valid", "valid": "valid",
+                 "val": "valid", "test": "test", "testing": "test"}
+
+
+@dataclass(frozen=True)
+class Track:
+    """One audio file with its label. ``artist`` is the group that must not cross splits."""
+
+    track_id: str
+    path: str
+    label: str
+    split: str | None = None
+    artist: str | None = None
+
+    @property
+    def group(self) -> str:
+        """Tracks of one artist (or, if unknown, one track) stay in one split."""
+        return f"artist:{self.artist}" if self.artist else f"track:{self.track_id}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Dataset:
+    """A labelled collection of tracks, as a reader found it.
+
+    ``notes`` says what the reader skipped (for example metadata rows whose audio file
+    is not there), so a summary can tell the user.
+    """
+
+    name: str
+    root: str
+    tracks: list[Track]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({t.label for t in self.tracks})
+
+    def describe(self) -> dict:
+        counts: dict[str, int] = defaultdict(int)
+        for t in self.tracks:
+            counts[t.split or "none"] += 1
+        return {"name": self.name, "root": self.root, "n_tracks": len(self.tracks),
+                "labels": self.labels, "splits": dict(sorted(counts.items())), "notes": self.notes}
+
+    def subset(self, split: str) -> list[Track]:
+        return [t for t in self.tracks if t.split == split]
+
+
+def normalise_split(value) -> str | None:
+    """Map the split names used by FMA and others to ``train``/``valid``/``test``."""
+    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+        return None
+    text = str(value).strip().lower()
+    return SPLIT_ALIASES.get(text, text)
+
+
+def assign_splits(tracks: Iterable[Track], valid_fraction: float = 0.1, test_fraction: float = 0.1,
+                  seed: int = 0, only_missing: bool = True) -> list[Track]:
+    """Give tracks without a split one, by group (artist, else track) and per label.
+
+    Groups are shuffled with ``seed`` and dealt to test, valid and train per label, so
+    every split gets each label where there are enough groups. Segments never enter
+    this: a track and all its segments land in one split.
+
+    Examples
+    --------
+    >>> ts = [Track(str(i), f"{i}.wav", "rock" if i % 2 else "jazz") for i in range(20)]
+    >>> sorted({t.split for t in assign_splits(ts)})
+    ['test', 'train', 'valid']
+    """
+    tracks = list(tracks)
+    todo = [t for t in tracks if not (only_missing and t.split)]
+    by_group: dict[str, list[Track]] = defaultdict(list)
+    for t in todo:
+        by_group[t.group].append(t)
+    groups_by_label: dict[str, list[str]] = defaultdict(list)
+    for group, members in sorted(by_group.items()):
+        labels = sorted(m.label for m in members)
+        groups_by_label[max(set(labels), key=labels.count)].append(group)
+    rng = random.Random(seed)
+    split_of: dict[str, str] = {}
+    for label in sorted(groups_by_label):
+        groups = groups_by_label[label]
+        rng.shuffle(groups)
+        n = len(groups)
+        n_test = round(n * test_fraction) if n >= 3 else 0
+        n_valid = round(n * valid_fraction) if n >= 3 else 0
+        if test_fraction > 0 and n >= 3:
+            n_test = max(1, n_test)
+        if valid_fraction > 0 and n >= 3:
+            n_valid = max(1, n_valid)
+        for i, group in enumerate(groups):
+            split_of[group] = "test" if i < n_test else "valid" if i < n_test + n_valid else "train"
+    return [replace(t, split=split_of[t.group]) if t.group in split_of else t for t in tracks]
+
+
+def check_disjoint(a: Iterable[Track], b: Iterable[Track], what: str = "train and valid") -> None:
+    """Refuse two track sets that share a track id, a file or an artist."""
+    a, b = list(a), list(b)
+    for key, name in ((lambda t: t.track_id, "track"), (lambda t: str(Path(t.path).resolve()), "file"),
+                      (lambda t: t.artist, "artist")):
+        common = {key(t) for t in a if key(t)} & {key(t) for t in b if key(t)}
+        if common:
+            raise LeakageError(f"{what} share {len(common)} {name}(s), e.g. {sorted(common)[:3]}: "
+                               "splits must be disjoint by track and artist")
+
+
+def require_tracks(dataset: Dataset) -> Dataset:
+    if not dataset.tracks:
+        raise DatasetError(f"{dataset.name}: no tracks found under {dataset.root}"
+                           + (f" ({'; '.join(dataset.notes)})" if dataset.notes else ""))
+    return dataset
