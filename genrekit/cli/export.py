@@ -1,12 +1,19 @@
-"""genrekit export (not implemented yet)."""
-HELP = "(coming)"
+"""genrekit export: checkpoint → ONNX."""
+HELP = "export a checkpoint to ONNX (metadata included) for onnxruntime"
 
 
 def add_arguments(p):
-    pass
+    p.add_argument("checkpoint", help="model checkpoint (.pt)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", help="output file (default: CHECKPOINT with .onnx)")
 
 
 def run(args) -> int:
-    from ..errors import GenrekitError
+    from pathlib import Path
 
-    raise GenrekitError("not implemented yet")
+    from ..export import export_onnx
+
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    export_onnx(args.checkpoint, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0

@@ -1,12 +1,79 @@
-"""genrekit predict (not implemented yet)."""
-HELP = "(coming)"
+"""genrekit predict: classify audio files with the shipped model or your own."""
+from ._common import positive_float, positive_int
+
+HELP = "predict the genre of audio files or folders (shipped model by default)"
 
 
 def add_arguments(p):
-    pass
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders (searched recursively)")
+    p.add_argument("--model", help="checkpoint (.pt) or exported .onnx (default: the model shipped with genrekit)")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--top-k", type=positive_int, default=3, help="probabilities to show per file (default 3)")
+    p.add_argument("--max-duration", type=positive_float, help="read at most this many seconds of each file")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--segments", action="store_true", help="table format: also list every segment's vote")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _table(result, top_k: int, segments: bool) -> str:
+    from ..prediction import Failure
+
+    if isinstance(result, Failure):
+        return f"{result.path}\tFAILED: {result.error}"
+    probs = ", ".join(f"{label} {p:.2f}" for label, p in result.top(top_k))
+    votes = " ".join(f"{label}:{n}" for label, n in result.votes().items())
+    line = f"{result.path}\t{result.genre}\t({probs})\tvotes {votes}"
+    if segments:
+        line += "".join(f"\n    {s['start']:7.2f}-{s['end']:7.2f} s  {s['genre']} {s['confidence']:.2f}" for s in result.segments)
+    return line
+
+
+def _csv_rows(results, top_k):
+    from ..prediction import Failure
+
+    rows = []
+    for r in results:
+        if isinstance(r, Failure):
+            rows.append({"path": r.path, "genre": "", "confidence": "", "top": "", "n_segments": "", "error": r.error})
+        else:
+            rows.append({"path": r.path, "genre": r.genre, "confidence": f"{r.confidence:.4f}",
+                         "top": ";".join(f"{k}={v:.4f}" for k, v in r.top(top_k)), "n_segments": len(r.segments), "error": ""})
+    return rows
 
 
 def run(args) -> int:
-    from ..errors import GenrekitError
+    import csv
+    import json
+    import sys
 
-    raise GenrekitError("not implemented yet")
+    from tqdm import tqdm
+
+    from ..audio import find_audio_files
+    from ..prediction import Failure, load_model
+
+    files = find_audio_files(args.paths)
+    if not files:
+        print("genrekit predict: no audio files found", file=sys.stderr)
+        return 1
+    model = load_model(args.model, device=args.device, runtime=args.runtime)
+    results = []
+    bar = tqdm(total=len(files), unit="file", disable=args.quiet or len(files) < 2, file=sys.stderr)
+    for result in model.predict_files(files, args.max_duration):
+        results.append(result)
+        bar.update()
+        if args.format == "table":
+            bar.write(_table(result, args.top_k, args.segments), file=sys.stdout)
+    bar.close()
+    if args.format == "json":
+        print(json.dumps([r.to_dict() if isinstance(r, Failure) else r.to_dict(args.top_k) for r in results], indent=2))
+    elif args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=["path", "genre", "confidence", "top", "n_segments", "error"])
+        writer.writeheader()
+        writer.writerows(_csv_rows(results, args.top_k))
+    failed = [r for r in results if isinstance(r, Failure)]
+    if failed:
+        print(f"{len(failed)} of {len(results)} file(s) failed:", file=sys.stderr)
+        for f in failed:
+            print(f"  {f.path}: {f.error}", file=sys.stderr)
+    return 1 if failed else 0

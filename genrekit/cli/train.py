@@ -1,12 +1,64 @@
-"""genrekit train (not implemented yet)."""
-HELP = "(coming)"
+"""genrekit train: the two-phase recipe on a feature cache."""
+from ._common import positive_float, positive_int
+
+HELP = "train a model on a feature cache (frozen then unfrozen, one-cycle, AdaBound)"
 
 
 def add_arguments(p):
-    pass
+    p.add_argument("--config", help="YAML recipe (see configs/); options below override it")
+    add_training_overrides(p)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/last.pt")
+    p.add_argument("--devices", type=positive_int, default=1, help="processes (GPUs) per node for DDP training")
+    p.add_argument("--nodes", type=positive_int, default=1, help="nodes for DDP training (with torchrun/SLURM)")
+
+
+def add_training_overrides(p):
+    p.add_argument("--cache", help="feature cache from genrekit prepare")
+    p.add_argument("--backbone", help="backbone name (densenet121, tf_efficientnet_lite0, small_cnn, musicnn-msd, ...)")
+    p.add_argument("--pretrained", action="store_true", default=None, help="start from pretrained backbone weights")
+    p.add_argument("--weights", help="local backbone weights file (timm state dict)")
+    p.add_argument("--epochs", type=int, nargs=2, metavar=("FROZEN", "UNFROZEN"), help="epochs per phase, e.g. 10 10")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--optimizer", choices=["adabound", "adamw"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run folder (checkpoints, metrics, plots)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args):
+    from ..errors import ConfigError
+    from ..training import TrainConfig
+
+    overrides = {"cache": args.cache, "backbone": args.backbone, "pretrained": args.pretrained, "weights": args.weights,
+                 "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "seed": args.seed,
+                 "out": args.out, "device": args.device, "progress": False if args.quiet else None}
+    if args.epochs:
+        overrides["frozen_epochs"], overrides["unfrozen_epochs"] = args.epochs
+    if args.config:
+        config = TrainConfig.from_file(args.config, **overrides)
+    else:
+        config = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    if not config.cache:
+        raise ConfigError("no feature cache: give --cache or set cache: in the --config file")
+    return config
 
 
 def run(args) -> int:
-    from ..errors import GenrekitError
+    config = config_from_args(args)
+    if args.devices > 1 or args.nodes > 1:
+        from ..distributed.ddp import launch
 
-    raise GenrekitError("not implemented yet")
+        result = launch(config, devices=args.devices, nodes=args.nodes, resume=args.resume)
+    else:
+        from ..training import train
+
+        result = train(config, resume=args.resume)
+    best = result.best_metrics
+    print(f"best: {best.get('phase')} epoch {best.get('epoch')}, valid track accuracy "
+          f"{best.get('valid_track_accuracy', float('nan')):.3f}, segment accuracy "
+          f"{best.get('valid_segment_accuracy', float('nan')):.3f}")
+    print(f"checkpoint: {result.best_checkpoint}\nmetrics: {result.out / 'metrics.csv'}\n"
+          f"curves: {result.out / 'training_curves.png'}")
+    return 0

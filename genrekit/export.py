@@ -1,0 +1,73 @@
+"""Export a checkpoint to ONNX, with the model's metadata inside the file.
+
+The exported graph takes segments ``(batch, n_mels, frames)`` float32 and returns
+class probabilities; the metadata property ``genrekit`` holds the labels, the
+FeatureConfig, the architecture and the training description, so an ``.onnx`` file
+alone is enough for :func:`genrekit.prediction.load_model`.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from .errors import CheckpointError
+
+METADATA_KEY = "genrekit"
+OPSET = 17
+
+
+def _metadata(payload: dict) -> dict:
+    keep = ("format", "genrekit_version", "created", "name", "labels", "feature_config", "model_config",
+            "metrics", "test_metrics")
+    data = {k: payload[k] for k in keep if k in payload}
+    training = payload.get("training_data", {})
+    data["training_data"] = {k: v for k, v in training.items() if not k.endswith("_ids") and k != "train_artists"}
+    return data
+
+
+def onnx_bytes_from_payload(payload: dict) -> bytes:
+    """Trace the checkpoint's model (with softmax) into an ONNX model, returned as bytes."""
+    import onnx
+    import torch
+
+    from .config import FeatureConfig
+    from .training import model_from_checkpoint
+
+    model = torch.nn.Sequential(model_from_checkpoint(payload), torch.nn.Softmax(dim=1)).eval()
+    cfg = FeatureConfig.from_dict(payload["feature_config"])
+    example = torch.zeros(2, *cfg.segment_shape)
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (example,), buffer, input_names=["segments"], output_names=["probabilities"],
+                      dynamic_axes={"segments": {0: "batch"}, "probabilities": {0: "batch"}},
+                      opset_version=OPSET, dynamo=False)
+    proto = onnx.load_from_string(buffer.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(_metadata(payload))
+    return proto.SerializeToString()
+
+
+def export_onnx(checkpoint, out) -> Path:
+    """Write ``checkpoint`` as an ONNX file at ``out`` (atomically).
+
+    Examples
+    --------
+    >>> export_onnx("runs/demo/best.pt", "model.onnx")  # doctest: +SKIP
+    """
+    from .io import atomic_path
+    from .training import load_checkpoint
+
+    data = onnx_bytes_from_payload(load_checkpoint(checkpoint))
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+    return Path(out)
+
+
+def read_onnx_metadata(path) -> dict:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    for entry in proto.metadata_props:
+        if entry.key == METADATA_KEY:
+            return json.loads(entry.value)
+    raise CheckpointError(f"{path}: an ONNX file without genrekit metadata (export it with genrekit export)")

@@ -1,0 +1,101 @@
+"""Learning-rate range test (Smith 2015; fastai's ``lr_find``).
+
+The learning rate grows exponentially from ``start_lr`` to ``end_lr`` over
+``num_iter`` mini-batches while the (smoothed) training loss is recorded; the run
+stops early once the loss diverges. The suggestion is the rate where the smoothed
+loss falls fastest, which is what fastai's "steep" suggestion reports.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class LRFinderResult:
+    lrs: list
+    losses: list
+    suggestion: float
+
+    def to_dict(self) -> dict:
+        return {"lrs": self.lrs, "losses": self.losses, "suggestion": self.suggestion}
+
+
+def range_test(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64,
+               start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100, smooth: float = 0.98,
+               diverge: float = 4.0, device="cpu", generator: torch.Generator | None = None) -> LRFinderResult:
+    """Run the range test on a copy of ``model``'s weights (the model is restored afterwards)."""
+    if not 0 < start_lr < end_lr:
+        raise ValueError("need 0 < start_lr < end_lr")
+    saved = copy.deepcopy(model.state_dict())
+    gamma = (end_lr / start_lr) ** (1 / max(num_iter - 1, 1))
+    lrs, losses, avg, best = [], [], 0.0, float("inf")
+    model.train()
+    for step in range(num_iter):
+        lr = start_lr * gamma ** step
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = torch.randint(0, len(x), (batch_size,), generator=generator)
+        loss = nn.functional.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        avg = smooth * avg + (1 - smooth) * float(loss)
+        smoothed = avg / (1 - smooth ** (step + 1))
+        lrs.append(lr)
+        losses.append(smoothed)
+        best = min(best, smoothed)
+        if not np.isfinite(smoothed) or smoothed > diverge * best:
+            break
+    model.load_state_dict(saved)
+    return LRFinderResult(lrs, losses, suggest_lr(lrs, losses))
+
+
+def suggest_lr(lrs, losses) -> float:
+    """The rate of steepest descent of the smoothed loss (before its minimum)."""
+    lrs, losses = np.asarray(lrs), np.asarray(losses)
+    if len(lrs) < 3:
+        return float(lrs[0])
+    end = int(np.argmin(losses)) + 1
+    end = max(end, 3)
+    slopes = np.gradient(losses[:end], np.log(lrs[:end]))
+    return float(lrs[:end][int(np.argmin(slopes))])
+
+
+def lr_find(config, out_png=None, num_iter: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0) -> LRFinderResult:
+    """Range test for a training config (its cache, backbone, optimiser, frozen state of phase 1).
+
+    Examples
+    --------
+    >>> from genrekit.training import TrainConfig
+    >>> result = lr_find(TrainConfig(cache="caches/gtzan", backbone="small_cnn"), "lr.png")  # doctest: +SKIP
+    >>> result.suggestion  # doctest: +SKIP
+    0.0012
+    """
+    from .cache import FeatureCache
+    from .models import HeadConfig, ModelConfig, build_model
+    from .training import load_segments, make_optimizer, norm_stats, resolve_device, seed_everything, split_tracks
+
+    generator = seed_everything(config.seed)
+    device = resolve_device(config.device)
+    cache = FeatureCache(config.cache)
+    train_tracks, _ = split_tracks(cache, config)
+    labels = config.labels or sorted(train_tracks["label"].unique())
+    data = load_segments(cache, train_tracks, labels)
+    mean, std = norm_stats(data.x)
+    model = build_model(ModelConfig(config.backbone, len(labels), HeadConfig(**config.head), mean, std),
+                        pretrained=config.pretrained, weights=config.weights).to(device)
+    model.freeze_backbone(config.frozen_epochs > 0)
+    optimizer = make_optimizer(model.parameters(), config, start_lr)
+    result = range_test(model, optimizer, data.x, data.y, config.batch_size, start_lr, end_lr, num_iter,
+                        device=device, generator=generator)
+    if out_png:
+        from .plots import plot_lr_finder
+
+        plot_lr_finder(result.lrs, result.losses, Path(out_png), result.suggestion)
+    return result

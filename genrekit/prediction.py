@@ -1,0 +1,264 @@
+"""Prediction: audio files → genre, with every segment voting.
+
+A file is decoded as a stream and cut into segments in batches, so a file of any
+length is covered by windows over the whole of it with bounded memory
+(``max_duration`` caps how much is read). The segment probabilities are averaged into
+the file's prediction; each segment's own vote is kept.
+
+Examples
+--------
+>>> import genrekit
+>>> result = genrekit.predict("song.mp3")  # doctest: +SKIP
+>>> result.genre, round(result.probabilities[result.genre], 2)  # doctest: +SKIP
+('jazz', 0.81)
+>>> model = genrekit.load_model()            # load once, reuse for many files  # doctest: +SKIP
+>>> [model.predict_file(p).genre for p in ["a.mp3", "b.flac"]]  # doctest: +SKIP
+['rock', 'classical']
+"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .config import FeatureConfig
+from .errors import AudioError, CheckpointError, EmptyAudioError, SilentAudioError, TooShortError
+
+DEFAULT_MODEL = Path(__file__).parent / "weights" / "genrekit-gtzan.pt"
+SEGMENT_BATCH = 32
+MIN_DURATION = 1.0
+
+
+@dataclass
+class Prediction:
+    """The result for one file.
+
+    ``probabilities`` maps every label to its mean segment probability, highest first;
+    ``segments`` holds each segment's start/end (s), its own top genre and confidence.
+    """
+
+    path: str
+    genre: str
+    probabilities: dict[str, float]
+    segments: list[dict] = field(default_factory=list)
+    duration: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.genre]
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        return list(self.probabilities.items())[:k]
+
+    def votes(self) -> dict[str, int]:
+        """How many segments voted for each genre."""
+        counts: dict[str, int] = {}
+        for seg in self.segments:
+            counts[seg["genre"]] = counts.get(seg["genre"], 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+    def to_dict(self, top_k: int | None = None) -> dict:
+        probs = self.probabilities if top_k is None else dict(self.top(top_k))
+        return {"path": self.path, "genre": self.genre, "confidence": round(self.confidence, 6),
+                "probabilities": {k: round(v, 6) for k, v in probs.items()}, "votes": self.votes(),
+                "segments": self.segments, "duration": round(self.duration, 3)}
+
+
+@dataclass
+class Failure:
+    path: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "error": self.error}
+
+
+class TorchRunner:
+    """Runs segment batches through a PyTorch model."""
+
+    def __init__(self, payload: dict, device: str = "cpu"):
+        import torch
+
+        from .training import model_from_checkpoint
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model_from_checkpoint(payload).to(self.device)
+
+    def __call__(self, x) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            logits = self.model(torch.as_tensor(x).to(self.device))
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+class OnnxRunner:
+    """Runs segment batches through onnxruntime (the exported model outputs probabilities)."""
+
+    def __init__(self, onnx_bytes: bytes):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x) -> np.ndarray:
+        x = np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype=np.float32)
+        return self.session.run(None, {self.input: x})[0]
+
+
+class GenreClassifier:
+    """A loaded model: labels, feature settings and a runner, reusable for many files."""
+
+    def __init__(self, payload: dict, source: str, device: str = "cpu", runtime: str = "torch",
+                 onnx_bytes: bytes | None = None):
+        self.payload = payload
+        self.source = source
+        self.labels: list[str] = list(payload["labels"])
+        self.feature_config = FeatureConfig.from_dict(payload["feature_config"])
+        self.runtime = runtime
+        if runtime == "torch":
+            self.runner = TorchRunner(payload, device)
+        elif runtime == "onnx":
+            if onnx_bytes is None:
+                from .export import onnx_bytes_from_payload
+
+                onnx_bytes = onnx_bytes_from_payload(payload)
+            self.runner = OnnxRunner(onnx_bytes)
+        else:
+            raise ValueError(f"runtime must be 'torch' or 'onnx', not {runtime!r}")
+        self._logmel = None
+
+    @property
+    def model_id(self) -> str:
+        name = self.payload.get("name") or Path(self.source).stem
+        return f"{name}@{self.payload.get('genrekit_version', '?')}"
+
+    @property
+    def card(self) -> dict:
+        """What the model is: labels, features, backbone, training data and metrics."""
+        data = self.payload.get("training_data", {})
+        return {"model_id": self.model_id, "source": self.source, "labels": self.labels,
+                "feature_config": self.feature_config.to_dict(), "model_config": self.payload.get("model_config"),
+                "training_data": {k: v for k, v in data.items() if not k.endswith("_ids") and k != "train_artists"},
+                "metrics": self.payload.get("metrics", {}), "test_metrics": self.payload.get("test_metrics"),
+                "genrekit_version": self.payload.get("genrekit_version"), "runtime": self.runtime}
+
+    def _segment_batches(self, path, max_duration: float | None) -> Iterator:
+        from .audio import SILENCE_PEAK, stream_audio
+        from .features import LogMel, iter_segments
+
+        cfg = self.feature_config
+        self._logmel = self._logmel or LogMel(cfg)
+        stats = {"samples": 0, "peak": 0.0}
+
+        def tracked(blocks):
+            for block in blocks:
+                stats["samples"] += len(block)
+                stats["peak"] = max(stats["peak"], float(np.abs(block).max(initial=0.0)))
+                yield block
+
+        blocks = tracked(stream_audio(path, cfg.sr, 0.0, max_duration))
+        for batch in iter_segments(blocks, cfg, SEGMENT_BATCH, logmel=self._logmel):
+            yield batch, stats
+        if stats["samples"] == 0:
+            raise EmptyAudioError(path, "decoded to 0 samples")
+        if stats["samples"] < MIN_DURATION * cfg.sr:
+            raise TooShortError(path, f"{stats['samples'] / cfg.sr:.2f} s < {MIN_DURATION:.2f} s")
+        if stats["peak"] < SILENCE_PEAK:
+            raise SilentAudioError(path)
+
+    def segment_probabilities(self, path, max_duration: float | None = None) -> tuple[np.ndarray, float]:
+        """Probabilities of every segment of a file ``(n_segments, n_labels)`` and its duration (s)."""
+        probs, stats = [], None
+        for batch, stats in self._segment_batches(path, max_duration):
+            probs.append(self.runner(batch))
+        if not probs:  # _segment_batches raised for empty input; this is a guard
+            raise EmptyAudioError(path)
+        return np.concatenate(probs), stats["samples"] / self.feature_config.sr
+
+    def predict_file(self, path, max_duration: float | None = None) -> Prediction:
+        """Classify one audio file; raises :class:`~genrekit.errors.AudioError` for bad audio."""
+        start = time.perf_counter()
+        probs, duration = self.segment_probabilities(path, max_duration)
+        return self._prediction(str(path), probs, duration, time.perf_counter() - start)
+
+    def _prediction(self, path: str, probs: np.ndarray, duration: float, seconds: float) -> Prediction:
+        cfg = self.feature_config
+        mean = probs.mean(axis=0)
+        order = np.argsort(-mean)
+        seg_len = cfg.segment_frames * cfg.hop_length / cfg.sr
+        seg_hop = cfg.segment_hop_frames * cfg.hop_length / cfg.sr
+        segments = [{"start": round(i * seg_hop, 3), "end": round(i * seg_hop + seg_len, 3),
+                     "genre": self.labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
+                    for i, p in enumerate(probs)]
+        return Prediction(path, self.labels[int(order[0])], {self.labels[i]: float(mean[i]) for i in order},
+                          segments, duration, seconds)
+
+    def predict_files(self, paths: Iterable, max_duration: float | None = None, workers: int = 2) -> Iterator:
+        """Classify many files, decoding ahead in threads; yields :class:`Prediction` or :class:`Failure`.
+
+        A failed file is reported and the others go on.
+        """
+        paths = list(paths)
+
+        def safe(path):
+            try:
+                return self.predict_file(path, max_duration)
+            except AudioError as e:
+                return Failure(str(path), f"{e.reason}" + (f" ({e.detail})" if e.detail else ""))
+            except Exception as e:  # one bad file must not end a batch
+                return Failure(str(path), f"unexpected error: {type(e).__name__}: {e}")
+
+        if workers <= 1 or len(paths) <= 1:
+            yield from map(safe, paths)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            yield from pool.map(safe, paths)
+
+
+def load_model(model=None, device: str = "cpu", runtime: str = "torch") -> GenreClassifier:
+    """Load a checkpoint (``.pt``) or an exported ``.onnx`` model; ``None`` loads the shipped default.
+
+    Examples
+    --------
+    >>> clf = load_model()  # doctest: +SKIP
+    >>> clf.labels  # doctest: +SKIP
+    ['blues', 'classical', 'country', 'disco', 'hiphop', 'jazz', 'metal', 'pop', 'reggae', 'rock']
+    """
+    path = Path(model) if model is not None else DEFAULT_MODEL
+    if not path.is_file():
+        hint = "" if model is not None else " (the shipped model is missing: reinstall genrekit)"
+        raise CheckpointError(f"model not found: {path}{hint}")
+    if path.suffix == ".onnx":
+        from .export import read_onnx_metadata
+
+        payload = read_onnx_metadata(path)
+        return GenreClassifier(payload, str(path), device, "onnx", onnx_bytes=path.read_bytes())
+    from .training import load_checkpoint
+
+    return GenreClassifier(load_checkpoint(path), str(path), device, runtime)
+
+
+def predict(paths, model=None, device: str = "cpu", max_duration: float | None = None):
+    """Classify one file (returns a :class:`Prediction`) or several (returns a list).
+
+    Examples
+    --------
+    >>> genrekit.predict("song.mp3").genre  # doctest: +SKIP
+    'jazz'
+    """
+    classifier = model if isinstance(model, GenreClassifier) else load_model(model, device)
+    if isinstance(paths, (str, Path)):
+        return classifier.predict_file(paths, max_duration)
+    return list(classifier.predict_files(paths, max_duration))
+
+
+def to_json(results: list) -> str:
+    return json.dumps([r.to_dict() for r in results], indent=2)
