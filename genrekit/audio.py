@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -81,6 +82,9 @@ def _looks_like_audio(path: Path) -> bool:
 
 
 class _SoundfileReader:
+    """libsndfile: sample-accurate seeks; ``frames`` is exact for WAV, FLAC, OGG and
+    for MP3 with a Xing/Info header (else estimated from the file size)."""
+
     def __init__(self, path: Path):
         import soundfile as sf
 
@@ -88,16 +92,20 @@ class _SoundfileReader:
         self.samplerate = self._sf.samplerate
         self.channels = self._sf.channels
         frames = self._sf.frames
-        self.duration = frames / self.samplerate if 0 < frames < 2**62 else None
+        self.frames = frames if 0 < frames < 2**62 else None
+        self.duration = None if self.frames is None else self.frames / self.samplerate
 
-    def blocks(self, offset: float, duration: float | None, block_seconds: float):
-        start = int(round(offset * self.samplerate))
+    def blocks(self, start: int, count: int | None, block_frames: int):
+        """Yield ``(n, channels)`` float32 blocks of frames ``[start, start + count)``."""
         if start:
-            self._sf.seek(min(start, max(self._sf.frames - 1, 0)) if self._sf.seekable() else 0)
-        remaining = None if duration is None else int(round(duration * self.samplerate))
-        blocksize = int(block_seconds * self.samplerate)
+            if self.frames is not None and start >= self.frames:
+                return
+            if not self._sf.seekable():
+                raise OSError("file is not seekable")
+            self._sf.seek(start)
+        remaining = count
         while remaining is None or remaining > 0:
-            n = blocksize if remaining is None else min(blocksize, remaining)
+            n = block_frames if remaining is None else min(block_frames, remaining)
             block = self._sf.read(n, dtype="float32", always_2d=True)
             if len(block) == 0:
                 return
@@ -110,6 +118,10 @@ class _SoundfileReader:
 
 
 class _PyAVReader:
+    """FFmpeg through PyAV, for what libsndfile cannot read (M4A/AAC, WMA, ...)."""
+
+    PREROLL_SECONDS = 0.5  # decode this much before a seek target: codecs (AAC's MDCT) need warm-up
+
     def __init__(self, path: Path):
         import av
 
@@ -121,42 +133,47 @@ class _PyAVReader:
         self.samplerate = self._stream.codec_context.sample_rate or self._stream.rate
         self.channels = self._stream.codec_context.channels or 1
         dur = self._stream.duration
+        self.frames = None  # exact only where the container stores the stream's length
         if dur is not None and self._stream.time_base is not None:
             self.duration = float(dur * self._stream.time_base)
+            self.frames = int(round(self.duration * self.samplerate))
         elif self._container.duration:
-            self.duration = self._container.duration / 1_000_000
+            self.duration = self._container.duration / 1_000_000  # estimated (e.g. from the bit rate)
         else:
             self.duration = None
 
-    def blocks(self, offset: float, duration: float | None, block_seconds: float):
+    def blocks(self, start: int, count: int | None, block_frames: int):
+        """Yield ``(n, channels)`` float32 blocks of frames ``[start, start + count)``."""
         import av
 
-        skip = 0
-        if offset > 0:
+        offset = start / self.samplerate
+        skip = None if start else 0
+        if start:
             # Seek lands on a packet at or before the target; the rest is skipped by count.
-            self._container.seek(int(offset * 1_000_000), any_frame=False)
+            target = max(0.0, offset - self.PREROLL_SECONDS)
+            self._container.seek(int(target * 1_000_000), any_frame=False)
         resampler = av.AudioResampler(format="flt", layout=None, rate=None)
-        want = None if duration is None else int(round(duration * self.samplerate))
-        pending, got = [], 0
+        pending, pending_frames, got = [], 0, 0
         for frame in self._container.decode(self._stream):
-            if offset > 0 and skip == 0 and frame.time is not None:
-                skip = max(0, int(round((offset - frame.time) * self.samplerate)))
-                offset = -1.0  # computed once
+            if skip is None:  # first frame after a seek: where did it land?
+                t = frame.time if frame.time is not None else 0.0
+                skip = max(0, int(round((offset - t) * self.samplerate)))
             for out in resampler.resample(frame):
-                data = out.to_ndarray().reshape(-1, out.layout.nb_channels if hasattr(out.layout, "nb_channels") else len(out.layout.channels))
+                data = out.to_ndarray().reshape(-1, len(out.layout.channels))
                 if skip:
                     cut = min(skip, len(data))
                     data, skip = data[cut:], skip - cut
-                if want is not None:
-                    data = data[: max(0, want - got)]
+                if count is not None:
+                    data = data[: max(0, count - got)]
                 got += len(data)
                 pending.append(data)
-            if sum(len(p) for p in pending) >= block_seconds * self.samplerate:
+                pending_frames += len(data)
+            if pending_frames >= block_frames:
                 yield np.concatenate(pending)
-                pending = []
-            if want is not None and got >= want:
+                pending, pending_frames = [], 0
+            if count is not None and got >= count:
                 break
-        if pending:
+        if pending_frames:
             yield np.concatenate(pending)
 
     def close(self):
@@ -195,46 +212,133 @@ def audio_info(path) -> AudioInfo:
         reader.close()
 
 
+# Resampler context read beyond a window's edges, so that a window equals the same
+# stretch of the whole file resampled (soxr's filter spans a few milliseconds).
+RESAMPLE_MARGIN_SECONDS = 0.05
+# A decode this much shorter than the header's length means a truncated file.
+TRUNCATION_SECONDS, TRUNCATION_FRACTION = 1.0, 0.02
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Input frames to decode and the output samples to keep for a window."""
+
+    start: int              # first input frame to decode
+    count: int | None       # input frames to decode (None: to the end)
+    drop: int               # output samples to drop first (resampler context)
+    keep: int | None        # output samples to keep after that (None: all)
+
+
+def _plan_window(sr_in: int, sr: int, offset: float, duration: float | None) -> _Plan:
+    """Plan a window so it matches the slice ``[round(offset * sr), + round(duration * sr))``
+    of the whole file decoded and resampled.
+
+    Without resampling the window is read exactly. With resampling, decoding starts a
+    little early at an input frame that maps to a whole output sample (a multiple of
+    the reduced ratio's denominator) and ends a little late; the extra output is cut.
+    """
+    keep = None if duration is None else int(round(duration * sr))
+    if sr_in == sr:
+        return _Plan(int(round(offset * sr)), keep, 0, None)
+    out_start = int(round(offset * sr))
+    if out_start == 0 and keep is None:
+        return _Plan(0, None, 0, None)
+    ratio = Fraction(sr, sr_in)
+    step = ratio.denominator  # input frames per ratio.numerator output samples
+    margin = int(RESAMPLE_MARGIN_SECONDS * sr_in)
+    start = max(0, (out_start * step // ratio.numerator - margin) // step * step)
+    drop = out_start - start // step * ratio.numerator
+    count = None
+    if keep is not None:
+        end = -(-(out_start + keep) * step // ratio.numerator)  # ceil
+        count = end + margin - start
+    return _Plan(start, count, drop, keep)
+
+
+def _check_complete(path: Path, reader, plan: _Plan, got: int) -> None:
+    """Raise CorruptAudioError if far fewer frames decoded than the header promised."""
+    if reader.frames is None:
+        return
+    expected = max(0, reader.frames - plan.start)
+    if plan.count is not None:
+        expected = min(expected, plan.count)
+    shortfall = expected - got
+    if shortfall > max(TRUNCATION_SECONDS * reader.samplerate, TRUNCATION_FRACTION * expected):
+        sr = reader.samplerate
+        raise CorruptAudioError(path, f"truncated: decoded {got / sr:.2f} s of the {expected / sr:.2f} s "
+                                      "the header gives")
+
+
+def _decoded_blocks(path: Path, reader, plan: _Plan, block_frames: int) -> Iterator[np.ndarray]:
+    """The reader's blocks as mono float32, with decoder failures as CorruptAudioError."""
+    blocks = reader.blocks(plan.start, plan.count, block_frames)
+    got = 0
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            break
+        except AudioError:
+            raise
+        except Exception as e:
+            raise CorruptAudioError(path, f"decoding failed: {e}") from None
+        got += len(block)
+        if not np.isfinite(block).all():
+            raise NonFiniteAudioError(path)
+        yield block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+    _check_complete(path, reader, plan, got)
+
+
+def _trimmed(blocks: Iterator[np.ndarray], drop: int, keep: int | None) -> Iterator[np.ndarray]:
+    """Drop the first ``drop`` samples of a block stream and stop after ``keep`` more."""
+    for block in blocks:
+        if drop:
+            cut = min(drop, len(block))
+            block, drop = block[cut:], drop - cut
+        if keep is not None:
+            block, keep = block[:keep], keep - min(keep, len(block))
+        if len(block):
+            yield block
+        if keep == 0:
+            return
+
+
+def _resampled(blocks: Iterator[np.ndarray], sr_in: int, sr: int) -> Iterator[np.ndarray]:
+    """Resample a block stream with soxr (high quality), as one continuous signal."""
+    import soxr
+
+    resampler = soxr.ResampleStream(sr_in, sr, 1, dtype="float32", quality="HQ")
+    for block in blocks:
+        out = resampler.resample_chunk(block, last=False)
+        if len(out):
+            yield out
+    out = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+    if len(out):
+        yield out
+
+
 def stream_audio(path, sr: int = 22050, offset: float = 0.0, duration: float | None = None,
                  block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """Yield a file's audio as mono float32 blocks at ``sr``, with bounded memory.
 
-    Decoding errors become :class:`~genrekit.errors.CorruptAudioError`; NaN/Inf samples
-    raise :class:`~genrekit.errors.NonFiniteAudioError`.
+    Only the window ``[offset, offset + duration)`` is decoded (plus a few ms around
+    it for the resampler), and it equals the same stretch of the whole file decoded.
+    Decoding errors, and a file that decodes to far less than its header says
+    (truncated), become :class:`~genrekit.errors.CorruptAudioError` (raised after the
+    blocks decoded so far); NaN/Inf samples raise
+    :class:`~genrekit.errors.NonFiniteAudioError`.
     """
-    import soxr
-
     path = Path(path)
     if offset < 0 or (duration is not None and duration <= 0):
         raise ValueError("offset must be >= 0 and duration > 0")
     reader = _open(path)
     try:
-        resampler = None
+        plan = _plan_window(reader.samplerate, sr, offset, duration)
+        blocks = _decoded_blocks(path, reader, plan, max(1, int(block_seconds * reader.samplerate)))
         if reader.samplerate != sr:
-            resampler = soxr.ResampleStream(reader.samplerate, sr, 1, dtype="float32", quality="HQ")
-        blocks = reader.blocks(offset, duration, block_seconds)
-        while True:
-            try:
-                block = next(blocks)
-            except StopIteration:
-                block = None
-            except AudioError:
-                raise
-            except Exception as e:
-                raise CorruptAudioError(path, str(e)) from None
-            last = block is None
-            if not last:
-                if not np.isfinite(block).all():
-                    raise NonFiniteAudioError(path)
-                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-            else:
-                mono = np.zeros(0, np.float32)
-            if resampler is not None:
-                mono = resampler.resample_chunk(mono, last=last)
-            if len(mono):
-                yield np.ascontiguousarray(mono, dtype=np.float32)
-            if last:
-                return
+            blocks = _resampled(blocks, reader.samplerate, sr)
+        for block in _trimmed(blocks, plan.drop, plan.keep):
+            yield np.ascontiguousarray(block, dtype=np.float32)
     finally:
         reader.close()
 

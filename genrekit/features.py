@@ -158,20 +158,26 @@ def iter_segments(blocks: Iterable[np.ndarray], config: FeatureConfig, batch_seg
         return apply_top_db(frames[..., :seg_frames], config)
 
     pending_first = np.zeros(0, np.float32)
+    skip = 0  # samples still to drop: the gap between segments when they hop by more than their span
     for block in blocks:
+        block = np.asarray(block, np.float32)
+        consumed += len(block)
         if first:  # reflect padding needs the first half-window of real samples
             pending_first = np.concatenate([pending_first, block])
-            consumed += len(block)
             if len(pending_first) <= half:
                 continue
             buffer, first = pad_start(pending_first), False
         else:
+            if skip:
+                dropped = min(skip, len(block))
+                block, skip = block[dropped:], skip - dropped
             buffer = np.concatenate([buffer, block])
-            consumed += len(block)
         ready = 0 if len(buffer) < span else 1 + (len(buffer) - span) // stride
         while ready >= batch_segments:
             yield cut(buffer, batch_segments)
-            buffer = buffer[batch_segments * stride:]
+            advance = batch_segments * stride
+            skip += max(0, advance - len(buffer))
+            buffer = buffer[advance:]
             emitted += batch_segments
             ready -= batch_segments
     if first:

@@ -47,3 +47,35 @@ def write_wav(tmp_path):
 def tone(seconds: float, sr: int = 22050, freq: float = 440.0, amplitude: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+TINY_LABELS = ["hiphop", "rock"]
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(shared_data, tmp_path_factory):
+    """A feature cache of 12 real GTZAN tracks (6 hiphop, 6 rock; 4 of them in the valid split)."""
+    from genrekit.cache import prepare
+    from genrekit.config import FeatureConfig
+    from genrekit.datasets import Dataset, read_gtzan
+
+    tracks = [t for t in read_gtzan(shared_data / "gtzan").tracks if t.label in TINY_LABELS]
+    chosen = []
+    for label in TINY_LABELS:
+        mine = [t for t in tracks if t.label == label][:6]
+        chosen += [t.__class__(**{**t.to_dict(), "split": "valid" if i < 2 else "train"}) for i, t in enumerate(mine)]
+    out = tmp_path_factory.mktemp("cache") / "tiny"
+    summary = prepare(Dataset("tiny-gtzan", str(shared_data), chosen), out, FeatureConfig(), workers=2, progress=False)
+    assert summary.done == 12 and not summary.failed
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_cache, tmp_path_factory):
+    """A small_cnn trained 1 + 1 epochs on the tiny cache (weights are barely trained; shapes are real)."""
+    from genrekit.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(cache=str(tiny_cache), out=str(out), backbone="small_cnn", frozen_epochs=1,
+                         unfrozen_epochs=1, batch_size=16, progress=False)
+    return train(config).best_checkpoint

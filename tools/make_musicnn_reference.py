@@ -8,6 +8,7 @@ genrekit's own (TensorFlow is not a genrekit dependency)::
     /tmp/tfvenv/bin/pip install "tensorflow-cpu==2.21.*" tf-keras librosa soundfile resampy
     /tmp/tfvenv/bin/pip install --no-deps musicnn==0.1.0
     /tmp/tfvenv/bin/python tools/make_musicnn_reference.py --data /work/shared/data
+    /tmp/tfvenv/bin/python tools/make_musicnn_reference.py --tiny-checkpoint
 
 For every clip it writes ``tests/fixtures/musicnn/<clip>.npz`` with, for both
 ``MTT_musicnn`` and ``MSD_musicnn``: the whole taggram of ``musicnn.extractor`` (sigmoid
@@ -15,15 +16,16 @@ tag probabilities of every 3 s patch, musicnn's default non-overlapping patches)
 penultimate embeddings of every patch, and, for a few patches only, musicnn's exact
 input (its float16 log-mel patch) with the max/mean pool features of those patches.
 For a clip that is not at 16 kHz it also stores the taggram with librosa >= 0.10's
-default resampler (``taggram_soxr_*``), and for every clip the fraction of NaN tags
-musicnn gives at the clip's own level (``unscaled_nan_fraction``).
+default resampler (``taggram_soxr_*``), and for every clip what musicnn makes of it at
+its own level (``unscaled_input_inf_fraction``, ``unscaled_taggram_MTT_musicnn``).
 
 Two deviations from running ``musicnn.extractor.extractor`` as is, both recorded in
 each file:
 
 * **Loud input is scaled down** by a power of two (exact in floating point). musicnn
   computes ``log10(10000 mel + 1)`` in float16, which overflows to ``inf`` once a mel
-  value passes 6.55 and makes every tag NaN; most commercial music does. The gain keeps
+  value passes 6.55 (most commercial music does); the tags are then NaN or, with
+  TensorFlow 2.21, the same meaningless values for any input. The gain keeps
   ``10000 max(mel)`` below 2**15 and the same gain is applied to genrekit's input.
 * **librosa 0.7 behaviour** (musicnn 0.1.0's time, and what it was trained with):
   ``melspectrogram`` pads with ``pad_mode='reflect'`` (librosa >= 0.10 pads with zeros)
@@ -146,9 +148,13 @@ def reference(path: Path, patches: np.ndarray, model: str, keep: list[int]) -> d
     }
 
 
-def unscaled_nan_fraction(path: Path) -> float:
-    """Fraction of NaN tags musicnn (MTT) returns for the clip at its own level."""
-    return float(np.isnan(extractor_taggram(path, "MTT_musicnn")).mean())
+def unscaled(path: Path) -> dict[str, np.ndarray]:
+    """What musicnn (MTT) makes of the clip at its own level: input overflow and taggram."""
+    from musicnn.extractor import batch_data
+
+    patches, _ = batch_data(str(path), 187, 187)
+    return {"unscaled_input_inf_fraction": np.array(np.isinf(patches).mean()),
+            "unscaled_taggram_MTT_musicnn": extractor_taggram(path, "MTT_musicnn")}
 
 
 def make_clip(data: Path, clip: str, keep: list[int], args) -> Path:
@@ -160,7 +166,7 @@ def make_clip(data: Path, clip: str, keep: list[int], args) -> Path:
 
     source = data / clip
     gain = choose_gain(source)
-    arrays = {"unscaled_nan_fraction": np.array(unscaled_nan_fraction(source))}
+    arrays = unscaled(source)
     with tempfile.TemporaryDirectory() as tmp:
         scaled = scaled_copy(source, gain, Path(tmp))
         patches, _ = batch_data(str(scaled), 187, 187)
@@ -183,6 +189,33 @@ def make_clip(data: Path, clip: str, keep: list[int], args) -> Path:
     return out
 
 
+def tiny_checkpoint_tensors() -> dict[str, np.ndarray]:
+    """The tensors of the reader's test checkpoint (tests/test_musicnn.py rebuilds them)."""
+    tensors = {
+        "conv/kernel": (np.arange(24, dtype=np.float32).reshape(2, 3, 1, 4) / 7).astype(np.float32),
+        "dense/bias": np.linspace(-1, 1, 5),
+        "global_step": np.array(123456789012, np.int64),
+        "half": np.array([1.5, -2.25, 65504], np.float16),
+        "ints": np.array([-1, 0, 2**31 - 1], np.int32),
+        "flags": np.array([True, False, True]),
+        "u8": np.arange(5, dtype=np.uint8),
+        "empty": np.zeros((0, 3), np.float32),
+    }
+    for i in range(20):  # shared prefixes and more than 16 keys: several restart points
+        tensors[f"layer_{i:02d}/weights"] = np.full((i + 1,), i, np.float32) - np.float32(0.5)
+    return tensors
+
+
+def write_tiny_checkpoint(prefix: Path) -> None:
+    """Write ``tests/fixtures/musicnn/tiny_ckpt`` with TensorFlow's own SaveV2 op (and a string tensor)."""
+    import tensorflow as tf
+
+    tensors = tiny_checkpoint_tensors()
+    names = list(tensors) + ["strings"]
+    values = [tf.constant(v) for v in tensors.values()] + [tf.constant([b"a", b"bc"])]
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names), tensors=values)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="shared data folder")
@@ -191,7 +224,14 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", type=int, nargs="*", default=[0, 5], help="patches whose input is stored")
     parser.add_argument("--pad-mode", default="reflect")
     parser.add_argument("--res-type", default="kaiser_best")
+    parser.add_argument("--tiny-checkpoint", action="store_true",
+                        help="only write the reader's test checkpoint tests/fixtures/musicnn/tiny_ckpt.*")
     args = parser.parse_args(argv)
+    if args.tiny_checkpoint:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_tiny_checkpoint(args.out / "tiny_ckpt")
+        print(f"wrote {args.out / 'tiny_ckpt'}.index and .data-00000-of-00001")
+        return 0
     LIBROSA_OPTIONS.update(pad_mode=args.pad_mode, res_type=args.res_type)
     patch_librosa()
     args.out.mkdir(parents=True, exist_ok=True)

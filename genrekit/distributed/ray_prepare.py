@@ -62,20 +62,22 @@ class ClusterError(GenrekitError):
 class RayPrepareSummary(PrepareSummary):
     """:class:`~genrekit.cache.PrepareSummary` plus what Ray did.
 
-    ``tasks``: tasks that wrote a shard; ``task_seconds``: their busy time summed
-    (core-seconds); ``startup_seconds``: starting or connecting to Ray (part of
+    ``tasks``: tasks that wrote a shard; ``task_seconds``: their wall time summed (busy
+    worker-seconds); ``task_cpu_seconds``: the CPU time the worker processes spent in
+    them (core-seconds); ``startup_seconds``: starting or connecting to Ray (part of
     ``seconds``); ``lost``: tracks of tasks that failed as a whole, nothing written for
     them (they are also in ``failed``; a second run redoes them).
     """
 
     tasks: int = 0
     task_seconds: float = 0.0
+    task_cpu_seconds: float = 0.0
     startup_seconds: float = 0.0
     lost: list[dict] = field(default_factory=list)
 
     def report(self) -> str:
-        lines = [super().report(), f"ray: {self.tasks} tasks, {self.task_seconds:.1f} core-s of work, "
-                 f"{self.startup_seconds:.1f} s to start or reach Ray"]
+        lines = [super().report(), f"ray: {self.tasks} tasks, {self.task_seconds:.1f} worker-s busy "
+                 f"({self.task_cpu_seconds:.1f} CPU-s), {self.startup_seconds:.1f} s to start or reach Ray"]
         return "\n".join(lines)
 
 
@@ -118,7 +120,7 @@ def prepare_ray(dataset: Dataset, out, config: FeatureConfig | None = None, opti
     Examples
     --------
     >>> from genrekit.datasets import open_dataset
-    >>> ds = open_dataset("fma:/data/fma_large", metadata="/data/fma_metadata/tracks.csv", subset="large")  # doctest: +SKIP
+    >>> ds = open_dataset("fma:/data/fma_large", metadata="/data/tracks.csv", subset="large")  # doctest: +SKIP
     >>> print(prepare_ray(ds, "s3://bucket/caches/fma_large", address="auto").report())  # doctest: +SKIP
     """
     ray = require("ray", "the Ray engine (prepare --engine ray)")
@@ -180,7 +182,8 @@ def _run_tasks(ray, target, todo: list[Track], config, options, tracks_per_task:
     from tqdm import tqdm
 
     remote = ray.remote(_prepare_batch).options(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=[OSError])
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"  # sorts after earlier runs, like cache.py's names
+    # Shard names sort after those of earlier runs, as cache.py's do, so a redone track's latest shard wins.
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     batches = {}
     for number, i in enumerate(range(0, len(todo), tracks_per_task)):
         batch = todo[i: i + tracks_per_task]
@@ -216,6 +219,7 @@ def _collect(ray, ref, batch: list[Track], summary: RayPrepareSummary, written: 
     written.add(result["shard"])
     summary.tasks += 1
     summary.task_seconds += result["seconds"]
+    summary.task_cpu_seconds += result["cpu_seconds"]
     summary.done += len(result["done"])
     summary.audio_seconds += sum(duration for _, duration in result["done"])
     summary.failed += result["failures"]
@@ -239,7 +243,7 @@ def _prepare_batch(target, name: str, tracks: list[Track], config: FeatureConfig
     import torch
 
     torch.set_num_threads(1)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     records, arrays, failures = [], [], []
     for track in tracks:
         record, segments, reason = _featurize(track, config, options)
@@ -250,7 +254,8 @@ def _prepare_batch(target, name: str, tracks: list[Track], config: FeatureConfig
             failures.append({"track_id": track.track_id, "path": track.path, "reason": reason})
     target.write_shard(name, records, arrays, failures)
     return {"shard": name, "done": [(r["track_id"], r["duration"]) for r in records], "failures": failures,
-            "seconds": time.perf_counter() - start, "torch_threads": torch.get_num_threads()}
+            "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+            "torch_threads": torch.get_num_threads()}
 
 
 def _featurize(track: Track, config: FeatureConfig, options: PrepareOptions):

@@ -82,9 +82,17 @@ def open_fs(url: str):
     fsspec = require("fsspec", "a cache URL")
     try:
         fs, root = fsspec.core.url_to_fs(str(url))
-    except (ImportError, ValueError) as e:  # unknown protocol, or its package (s3fs, gcsfs) missing
+    except ImportError as e:  # the protocol's package (s3fs, gcsfs, adlfs) is missing
+        raise MissingDependencyError(f"cannot open {url}: {e}") from e
+    except ValueError as e:  # unknown protocol
         raise CacheError(f"cannot open cache location {url}: {e}") from e
     return fs, root.rstrip("/") or "/"
+
+
+def forget_listings(fs, *paths: str) -> None:
+    """Drop fsspec's cached directory listings (s3fs, gcsfs keep them), so files written since are seen."""
+    for path in paths:
+        fs.invalidate_cache(path)
 
 
 def protocols(fs) -> set[str]:
@@ -242,6 +250,7 @@ class FsspecTarget:
 
     def open(self, config: FeatureConfig, description: dict, overwrite: bool = False) -> None:
         """Create the cache, or check that the existing one has the same settings."""
+        forget_listings(self.fs, self.root)
         if overwrite and self.fs.exists(self.root):
             self.fs.rm(self.root, recursive=True)
         manifest = self.path("manifest.json")
@@ -251,6 +260,7 @@ class FsspecTarget:
             put_bytes(self.fs, manifest, manifest_bytes(config, description))
 
     def index(self, config: FeatureConfig) -> CacheIndex:
+        forget_listings(self.fs, self.root, self.path("shards"))  # workers wrote shards since the last listing
         paths = self.fs.glob(self.path("shards", "*.json"))
         contents = self.fs.cat(paths) if paths else {}
         metas = {Path(p).stem: json.loads(data) for p, data in contents.items()}
@@ -276,7 +286,11 @@ def cache_target(out):
 
 @dataclass
 class FetchSummary:
-    """What :func:`fetch_cache` did: files copied and skipped, bytes copied, local shards removed."""
+    """What :func:`fetch_cache` did with the shard files and ``failures.csv`` (``manifest.json`` is always written).
+
+    ``copied``/``skipped``: files copied or already there; ``bytes``: bytes copied;
+    ``pruned``: local shard files removed because the source no longer has them.
+    """
 
     copied: int = 0
     skipped: int = 0
@@ -318,6 +332,7 @@ def fetch_cache(url, local_dir, prune: bool = False, threads: int = 8) -> FetchS
     >>> FeatureCache("caches/fma")  # doctest: +SKIP
     """
     fs, root = open_fs(str(url))
+    forget_listings(fs, root, join(root, "shards"))
     local = Path(local_dir)
     _fetch_manifest(fs, root, url, local)
     remote = _list_shard_files(fs, join(root, "shards"))

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -247,7 +248,11 @@ class MusiCNN(nn.Module):
         if layer == "penultimate":
             return self.backend.penultimate(feats)
         max_pool, mean_pool = self.backend.pool(feats)
-        return {"max_pool": max_pool, "mean_pool": mean_pool}.get(layer, torch.cat([max_pool, mean_pool], dim=1))
+        if layer == "max_pool":
+            return max_pool
+        if layer == "mean_pool":
+            return mean_pool
+        return torch.cat([max_pool, mean_pool], dim=1)
 
 
 class MusicnnBackbone(nn.Module):
@@ -326,16 +331,53 @@ def load_musicnn(name: str = "MTT_musicnn", device="cpu") -> MusiCNN:
 
 # --- taggram ---------------------------------------------------------------------
 
-def _waveform(source, sr: int | None) -> np.ndarray:
-    from ..audio import load_audio
+def iter_patches(source, sr: int | None = None, batch_size: int = 32) -> Iterator[torch.Tensor]:
+    """Batches of musicnn input patches ``(n, 96, 187)`` of an audio file or waveform.
+
+    A file is decoded and resampled to 16 kHz as a stream
+    (:func:`genrekit.audio.stream_audio`), so memory stays bounded for long files.
+    Patches are cut as musicnn does by default: back to back, 187 frames each, the tail
+    shorter than a patch dropped; a clip shorter than one patch is padded to one.
+
+    Parameters
+    ----------
+    source : str, Path or numpy.ndarray
+        An audio file or a mono waveform.
+    sr : int, optional
+        Sample rate of a waveform ``source`` (resampled to 16 kHz with soxr); required
+        for waveforms.
+    batch_size : int
+        Patches per batch.
+
+    Raises
+    ------
+    genrekit.errors.AudioError
+        The file is missing, not audio, corrupt, empty or holds NaN/Inf samples.
+    """
+    from ..audio import stream_audio
+    from ..errors import EmptyAudioError
+    from ..features import iter_segments
 
     if isinstance(source, (str, os.PathLike)):
-        return load_audio(source, sr=MUSICNN_FEATURES.sr)
-    y = np.asarray(source, dtype=np.float32)
+        blocks = stream_audio(source, sr=MUSICNN_FEATURES.sr)
+    else:
+        blocks = [_resampled(source, sr)]
+    empty = True
+    for batch in iter_segments(blocks, MUSICNN_FEATURES, batch_segments=batch_size):
+        empty = False
+        yield batch
+    if empty:
+        raise EmptyAudioError(source if isinstance(source, (str, os.PathLike)) else "<waveform>", "no samples")
+
+
+def _resampled(y, sr: int | None) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"waveform must be mono 1-D, got shape {y.shape}")
     if sr is None:
         raise ValueError(f"give the waveform's sample rate (sr=...); musicnn works at {MUSICNN_FEATURES.sr} Hz")
+    if not np.isfinite(y).all():
+        raise ValueError("waveform contains NaN or Inf samples")
     if sr != MUSICNN_FEATURES.sr:
         import soxr
 
@@ -343,41 +385,46 @@ def _waveform(source, sr: int | None) -> np.ndarray:
     return y
 
 
+def _resolve(model: MusiCNN | str) -> MusiCNN:
+    return load_musicnn(model) if isinstance(model, str) else model.eval()
+
+
 @torch.no_grad()
 def taggram(source, model: MusiCNN | str = "MTT_musicnn", sr: int | None = None,
             batch_size: int = 32) -> tuple[np.ndarray, list[str]]:
-    """Tag probabilities of every 3 s patch of an audio file or waveform.
-
-    Patches are cut as musicnn does by default: back to back, 187 frames each, the
-    tail shorter than a patch dropped (a clip shorter than one patch is padded).
+    """Tag probabilities of every 3 s patch of an audio file or waveform (musicnn's taggram).
 
     Parameters
     ----------
     source : str, Path or numpy.ndarray
-        An audio file (any format :func:`genrekit.audio.load_audio` reads) or a mono
-        waveform.
+        An audio file (any format :mod:`genrekit.audio` reads) or a mono waveform.
     model : MusiCNN or str
         A loaded model, or a name for :func:`load_musicnn` (default MTT, as musicnn).
     sr : int, optional
-        Sample rate of a waveform ``source`` (resampled to 16 kHz with soxr).
+        Sample rate of a waveform ``source``.
     batch_size : int
         Patches per forward pass.
 
     Returns
     -------
     taggram : numpy.ndarray, shape (n_patches, 50), float32
-        Sigmoid probabilities, one row per patch.
+        Sigmoid probabilities, one row per patch (see :func:`iter_patches`).
     tags : list of str
     """
-    from ..features import waveform_segments
-
-    if isinstance(model, str):
-        model = load_musicnn(model)
-    model.eval()
-    patches = waveform_segments(_waveform(source, sr), MUSICNN_FEATURES)
+    model = _resolve(model)
     device = next(model.parameters()).device
-    rows = [model.predict(patches[i: i + batch_size].to(device)).cpu() for i in range(0, len(patches), batch_size)]
+    rows = [model.predict(b.to(device)).cpu() for b in iter_patches(source, sr, batch_size)]
     return torch.cat(rows).numpy(), list(model.tags or [])
+
+
+@torch.no_grad()
+def embeddings(source, model: MusiCNN | str = "MSD_musicnn", layer: str = "penultimate",
+               sr: int | None = None, batch_size: int = 32) -> np.ndarray:
+    """Per-patch embeddings ``(n_patches, D)`` of an audio file or waveform (see :meth:`MusiCNN.embed`)."""
+    model = _resolve(model)
+    device = next(model.parameters()).device
+    rows = [model.embed(b.to(device), layer).cpu() for b in iter_patches(source, sr, batch_size)]
+    return torch.cat(rows).numpy()
 
 
 # --- genrekit backbones ------------------------------------------------------------
@@ -402,5 +449,5 @@ for _name, _model, _data in [("musicnn-msd", "MSD_musicnn", "Million Song Datase
                              ("musicnn-mtt", "MTT_musicnn", "MagnaTagATune")]:
     register_backbone(BackboneSpec(
         _name, _backbone_builder(_model),
-        f"musicnn front- and mid-end (0.8 M params) pretrained on the {_data} (Pons & Serra 2019)",
+        f"musicnn front- and mid-end (0.47 M params) pretrained on the {_data} (Pons & Serra 2019)",
         feature_config=MUSICNN_FEATURES, pretrained_source="shipped", aliases=(_model,)))

@@ -1,0 +1,235 @@
+"""Training: the recipe's parts (head, freezing, one-cycle, AdaBound), checkpoints, resume, LR finder."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genrekit.cache import FeatureCache
+from genrekit.errors import ConfigError, LeakageError
+from genrekit.models import ModelConfig, build_model, list_backbones
+from genrekit.models.head import AdaptiveConcatPool2d, fastai_head
+from genrekit.training import (TrainConfig, load_checkpoint, load_segments, make_optimizer, make_scheduler,
+                               model_from_checkpoint, predict_segments, split_tracks, train)
+
+
+def test_registry_has_the_seed_backbones():
+    names = set(list_backbones())
+    assert {"densenet121", "densenet161", "densenet201", "efficientnet_b0", "efficientnet_b3",
+            "tf_efficientnet_lite0", "small_cnn"} <= names
+
+
+def test_fastai_head_layers_and_concat_pool():
+    head = fastai_head(8, 3)
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["AdaptiveConcatPool2d", "BatchNorm1d", "Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout", "Linear"]
+    x = torch.randn(2, 8, 3, 5)
+    pooled = AdaptiveConcatPool2d()(x)
+    assert torch.allclose(pooled[:, :8], x.amax(dim=(2, 3))) and torch.allclose(pooled[:, 8:], x.mean(dim=(2, 3)))
+
+
+def test_pretrained_lite0_loads_real_imagenet_weights():
+    random_model = build_model(ModelConfig("tf_efficientnet_lite0", 4))
+    pretrained = build_model(ModelConfig("tf_efficientnet_lite0", 4), pretrained=True)
+    stem = pretrained.backbone.model.conv_stem.weight
+    assert stem.shape[1] == 1  # RGB stem summed to one channel
+    assert not torch.allclose(stem, random_model.backbone.model.conv_stem.weight)
+    # ImageNet BatchNorm statistics are far from their initial values (0 / 1)
+    assert pretrained.backbone.model.bn1.running_var.std() > 0.1
+
+
+def test_pretrained_offline_without_file_fails_at_once():
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="offline"):
+        build_model(ModelConfig("densenet121", 4), pretrained=True)
+    assert time.perf_counter() - start < 5
+
+
+def test_freezing_freezes_and_unfreezing_trains_all():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("small_cnn", 3))
+    x, y = torch.randn(8, 64, 64), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    head_before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    model.freeze_backbone(True)
+    model.train()
+    opt = make_optimizer(model.parameters(), TrainConfig(), 1e-2)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    opt.step()
+    for k, v in model.backbone.state_dict().items():  # weights and BatchNorm statistics
+        assert torch.equal(v, before[k]), k
+    assert any(not torch.equal(v, head_before[k]) for k, v in model.head.state_dict().items())
+    model.freeze_backbone(False)
+    model.train()
+    opt = make_optimizer(model.parameters(), TrainConfig(), 1e-2)
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    opt.step()
+    changed = [k for k, v in model.backbone.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(changed) == len([k for k in before if not k.endswith("num_batches_tracked")]) + \
+        len([k for k in before if k.endswith("num_batches_tracked")])
+
+
+def test_one_cycle_schedule_shape():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = make_optimizer([param], TrainConfig(optimizer="adamw"), 1e-3)
+    sched = make_scheduler(opt, 1e-3, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-3 / 25)
+    assert max(lrs) == pytest.approx(1e-3, rel=1e-3) and 20 <= int(np.argmax(lrs)) <= 26
+    assert lrs[-1] < 1e-6 and lrs[-1] == pytest.approx(1e-3 / 1e5, rel=0.5)
+    peak = int(np.argmax(lrs))
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))  # warm-up rises
+    assert all(a > b for a, b in zip(lrs[peak:-1], lrs[peak + 1:]))  # annealing falls
+
+
+def test_adabound_step_is_clipped_to_its_bounds():
+    # A tiny constant gradient makes Adam's step lr/sqrt(v) huge: AdaBound clips it to the upper bound.
+    config = TrainConfig(final_lr=0.1, weight_decay=0.0)
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = make_optimizer([param], config, 1e-3)
+    gamma, g = 1e-3, 1e-8
+    for t in range(1, 4):
+        before = param.item()
+        param.grad = torch.full((1,), g)
+        opt.step()
+        m_hat_free = g * (1 - 0.9 ** t)  # exp_avg (not bias-corrected) after t steps of constant g
+        upper = 0.1 * (1 + 1 / (gamma * t))
+        assert before - param.item() == pytest.approx(upper * m_hat_free, rel=1e-4)
+    # A huge gradient makes Adam's step tiny: clipped to the lower bound.
+    param2 = torch.nn.Parameter(torch.zeros(1))
+    opt2 = make_optimizer([param2], config, 1e-3)
+    param2.grad = torch.full((1,), 1e6)
+    opt2.step()
+    lower = 0.1 * (1 - 1 / (gamma * 1 + 1))
+    assert -param2.item() == pytest.approx(lower * 1e6 * 0.1, rel=1e-4)
+
+
+def test_loss_goes_down_on_real_segments(tiny_cache):
+    cache = FeatureCache(tiny_cache)
+    config = TrainConfig(cache=str(tiny_cache))
+    train_tracks, _ = split_tracks(cache, config)
+    data = load_segments(cache, train_tracks, cache.labels)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("small_cnn", 2, norm_mean=float(data.x.float().mean()), norm_std=float(data.x.float().std())))
+    opt = make_optimizer(model.parameters(), config, 3e-3)
+    model.train()
+    x, y = data.x[::2], data.y[::2]  # both labels
+    assert len(set(y.tolist())) == 2
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+
+
+def test_split_with_shared_track_is_refused(tiny_cache):
+    config = TrainConfig(cache=str(tiny_cache), train_split=["train", "valid"], valid_split=["valid"])
+    with pytest.raises(LeakageError, match="share"):
+        split_tracks(FeatureCache(tiny_cache), config)
+
+
+def test_validation_is_carved_by_track_when_missing(tiny_cache):
+    config = TrainConfig(cache=str(tiny_cache), valid_split=[], valid_fraction=0.3)
+    train_tracks, valid_tracks = split_tracks(FeatureCache(tiny_cache), config)
+    assert len(valid_tracks) >= 2 and not set(train_tracks.track_id) & set(valid_tracks.track_id)
+    assert set(train_tracks.split) == {"train"}  # carved out of the training split only
+
+
+def _config(cache, out, **kw):
+    settings = dict(backbone="small_cnn", frozen_epochs=1, unfrozen_epochs=2, batch_size=16, progress=False)
+    return TrainConfig(cache=str(cache), out=str(out), **{**settings, **kw})
+
+
+def test_train_writes_checkpoint_metrics_and_plots(tiny_cache, tmp_path):
+    result = train(_config(tiny_cache, tmp_path))
+    assert [h["phase"] for h in result.history] == ["frozen", "unfrozen", "unfrozen"]
+    for name in ("best.pt", "last.pt", "metrics.csv", "metrics.json", "training_curves.png", "config.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    payload = load_checkpoint(result.best_checkpoint)
+    assert payload["labels"] == ["hiphop", "rock"]
+    assert payload["feature_config"]["n_mels"] == 128 and payload["model_config"]["backbone"] == "small_cnn"
+    assert payload["training_data"]["train"]["n_tracks"] == 8 and payload["training_data"]["valid"]["n_tracks"] == 4
+    assert payload["metrics"]["valid_track_accuracy"] == max(h["valid_track_accuracy"] for h in result.history)
+    assert len(payload["training_data"]["train_track_ids"]) == 8
+
+
+def test_checkpoint_round_trip_gives_same_predictions(tiny_checkpoint, tiny_cache):
+    payload = load_checkpoint(tiny_checkpoint)
+    cache = FeatureCache(tiny_cache)
+    x, _, _ = cache.segments("valid", payload["labels"])
+    x = torch.from_numpy(np.asarray(x))
+    a = predict_segments(model_from_checkpoint(payload), x, torch.device("cpu"))
+    b = predict_segments(model_from_checkpoint(load_checkpoint(tiny_checkpoint)), x, torch.device("cpu"))
+    assert a.shape == (len(x), 2) and np.array_equal(a, b)
+
+
+def test_training_is_deterministic_and_resume_continues(tiny_cache, tmp_path, monkeypatch):
+    full = train(_config(tiny_cache, tmp_path / "full"))
+    # Interrupt a second run after its second epoch, then resume it.
+    import genrekit.training as training
+
+    real_run_epoch, calls = training._run_epoch, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_run_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tiny_cache, tmp_path / "resumed"))
+    assert len(load_checkpoint(tmp_path / "resumed" / "last.pt")["history"]) == 2
+    monkeypatch.setattr(training, "_run_epoch", real_run_epoch)
+    resumed = train(_config(tiny_cache, tmp_path / "resumed"), resume=True)
+    assert len(resumed.history) == 3
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+    assert full.history[-1]["train_loss"] == pytest.approx(resumed.history[-1]["train_loss"], rel=1e-4)
+
+
+def test_lr_finder_plot_and_suggestion(tiny_cache, tmp_path):
+    from genrekit.lr_finder import lr_find
+
+    png = tmp_path / "lr.png"
+    result = lr_find(_config(tiny_cache, tmp_path, batch_size=8), png, num_iter=25, start_lr=1e-5, end_lr=1.0)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 1e-5 <= result.suggestion <= 1.0 and result.suggestion in result.lrs
+    assert len(result.lrs) == len(result.losses) > 3
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("cache: c\nbackbone: densenet121\nfrozen_epochs: 10\nunfrozen_epochs: 10\nlr: 0.001\n")
+    config = TrainConfig.from_file(path, lr=0.01, backbone=None)
+    assert config.backbone == "densenet121" and config.lr == 0.01 and config.optimizer == "adabound"
+    path.write_text("cache: c\nlearning_rate: 1\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainConfig.from_file(path)
+
+
+def test_cli_train_and_lr_find(tiny_cache, tmp_path, capsys):
+    from genrekit.cli import main
+
+    assert main(["train", "--cache", str(tiny_cache), "--backbone", "small_cnn", "--epochs", "0", "1",
+                 "--batch-size", "16", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "valid track accuracy" in capsys.readouterr().out
+    assert main(["lr-find", "--cache", str(tiny_cache), "--backbone", "small_cnn", "--num-iter", "10",
+                 "--plot", str(tmp_path / "lr.png")]) == 0
+    assert "suggested lr" in capsys.readouterr().out
+    assert main(["train", "--backbone", "small_cnn"]) == 1  # no cache: a clear error, not a traceback
