@@ -134,8 +134,8 @@ def run_load(url: str, files, n_requests: int = 50, concurrency: int = 8, timeou
 
     payloads = [(Path(f).name, Path(f).read_bytes()) for f in files]
     result = LoadResult()
-    with httpx.Client(base_url=url, timeout=timeout,
-                      limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)) as client:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=url, timeout=timeout, limits=limits) as client:
         def one(i: int):
             name, data = payloads[i % len(payloads)]
             start = time.perf_counter()

@@ -276,7 +276,10 @@ def prepare(dataset: Dataset, out, config: FeatureConfig | None = None, workers:
         records, arrays, failures, last_flush = [], [], [], time.monotonic()
 
     jobs = ((t, config, options) for t in todo)
-    import torch  # noqa: F401  (imported once here so forked workers inherit it instead of importing it each)
+    # Imported once here so that forked workers inherit them instead of importing them each.
+    import torch  # noqa: F401
+
+    from . import audio, features  # noqa: F401
 
     pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_init_worker) if workers > 1 and len(todo) > 1 else None
     results = pool.map(_work, jobs, chunksize=1) if pool else map(_work, jobs)

@@ -63,7 +63,7 @@ def leakage_check(payload: dict, tracks) -> list[str]:
     return problems
 
 
-def _load_tracks(classifier, data, split):
+def _load_tracks(classifier, data, split, track_ids=None):
     """Segments of the tracks to test, from a cache folder or a data set spec."""
     from .cache import FeatureCache
     from .datasets import KINDS
@@ -71,7 +71,10 @@ def _load_tracks(classifier, data, split):
     if isinstance(data, str) and data.split(":", 1)[0] in KINDS and not Path(data).exists():
         return _tracks_from_spec(classifier, data, split)
     cache = FeatureCache(data, classifier.feature_config)
-    tracks = cache.select(split).reset_index(drop=True)
+    tracks = cache.select(split)
+    if track_ids is not None:
+        tracks = tracks[tracks["track_id"].isin(set(map(str, track_ids)))]
+    tracks = tracks.reset_index(drop=True)
     if len(tracks) == 0:
         raise ConfigError(f"no tracks in split {split!r} of {data}; splits there: "
                           f"{sorted(cache.tracks['split'].dropna().unique())}")
@@ -100,10 +103,11 @@ def _tracks_from_spec(classifier, spec, split):
 
 
 def evaluate(checkpoint, data, split="test", allow_leak: bool = False, n_boot: int = 2000, seed: int = 0,
-             device: str = "cpu") -> dict:
+             device: str = "cpu", track_ids=None) -> dict:
     """Score a checkpoint on the tracks of ``split`` in a cache (or a ``KIND:PATH`` data set spec).
 
-    Track-level predictions average the segment probabilities ("mean"); majority-vote
+    ``track_ids`` restricts a cache's split to those tracks (e.g. the validation tracks a
+    run carved out of its training split). Track-level predictions average the segment probabilities ("mean"); majority-vote
     figures are reported too. Raises :class:`~genrekit.errors.LeakageError` when a test
     track or artist was in the training data, unless ``allow_leak`` (then the report
     says ``leaky: true``).
@@ -112,7 +116,7 @@ def evaluate(checkpoint, data, split="test", allow_leak: bool = False, n_boot: i
 
     classifier = load_model(checkpoint, device=device)
     splits = [split] if isinstance(split, str) else split
-    tracks, segments, failures = _load_tracks(classifier, data, splits)
+    tracks, segments, failures = _load_tracks(classifier, data, splits, track_ids)
     problems = leakage_check(classifier.payload, tracks)
     if problems and not allow_leak:
         raise LeakageError("refusing to evaluate on training data: " + "; ".join(problems)

@@ -79,7 +79,7 @@ def lr_find(config, out_png=None, num_iter: int = 100, start_lr: float = 1e-7, e
     """
     from .cache import FeatureCache
     from .models import HeadConfig, ModelConfig, build_model
-    from .training import load_segments, make_optimizer, norm_stats, resolve_device, seed_everything, split_tracks
+    from .training import load_segments, make_optimizer, input_stats, resolve_device, seed_everything, split_tracks
 
     generator = seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -87,7 +87,7 @@ def lr_find(config, out_png=None, num_iter: int = 100, start_lr: float = 1e-7, e
     train_tracks, _ = split_tracks(cache, config)
     labels = config.labels or sorted(train_tracks["label"].unique())
     data = load_segments(cache, train_tracks, labels)
-    mean, std = norm_stats(data.x)
+    mean, std = input_stats(config.backbone, data.x)
     model = build_model(ModelConfig(config.backbone, len(labels), HeadConfig(**config.head), mean, std),
                         pretrained=config.pretrained, weights=config.weights).to(device)
     model.freeze_backbone(config.frozen_epochs > 0)

@@ -423,7 +423,12 @@ def write_history(out: Path, history: list) -> None:
         write_text(out / "metrics.csv", buf.getvalue())
 
 
-def norm_stats(x: torch.Tensor) -> tuple[float, float]:
+def input_stats(backbone: str, x: torch.Tensor) -> tuple[float, float]:
+    """Mean and std the model standardises its input with (0 and 1 for backbones that scale their own)."""
+    from .models import get_backbone
+
+    if not get_backbone(backbone).standardise_input:
+        return 0.0, 1.0
     sample = x[:: max(1, len(x) // 2000)].float()
     return float(sample.mean()), float(sample.std().clamp(min=1e-3))
 
@@ -454,7 +459,7 @@ def train(config: TrainConfig, resume: bool = False, rank: int = 0, world_size: 
     labels = config.labels or sorted(train_tracks["label"].unique())
     train_set = load_segments(cache, train_tracks, labels)
     valid_set = load_segments(cache, valid_tracks, labels)
-    mean, std = norm_stats(train_set.x)
+    mean, std = input_stats(config.backbone, train_set.x)
     model_config = ModelConfig(config.backbone, len(labels), HeadConfig(**config.head), mean, std)
     model = build_model(model_config, pretrained=config.pretrained, weights=config.weights).to(device)
     if device.type == "cuda" and config.amp:

@@ -367,6 +367,7 @@ def test_backbones_registered_and_trainable(models):
     for name, tagger in (("musicnn-msd", "MSD_musicnn"), ("musicnn-mtt", "MTT_musicnn")):
         spec = get_backbone(name)
         assert spec.feature_config == MUSICNN_FEATURES and spec.pretrained_source == "shipped"
+        assert getattr(spec, "standardise_input", False) is False  # musicnn normalises its own input
     backbone = get_backbone("musicnn-mtt").build(pretrained=True, weights=None).eval()
     x = torch.randn(2, 1, 96, 187) + 2
     with torch.no_grad():

@@ -24,13 +24,16 @@ each file:
 
 * **Loud input is scaled down** by a power of two (exact in floating point). musicnn
   computes ``log10(10000 mel + 1)`` in float16, which overflows to ``inf`` once a mel
-  value passes 6.55 (most commercial music does); the tags are then NaN or, with
-  TensorFlow 2.21, the same meaningless values for any input. The gain keeps
+  value passes 6.55 (most commercial music does); the tags are then meaningless (with
+  TensorFlow 2.21: the same values for every patch of every such input; NaN elsewhere). The gain keeps
   ``10000 max(mel)`` below 2**15 and the same gain is applied to genrekit's input.
-* **librosa 0.7 behaviour** (musicnn 0.1.0's time, and what it was trained with):
+* **librosa 0.7 behaviour** (musicnn 0.1.0 asks for librosa >= 0.7, current at its release):
   ``melspectrogram`` pads with ``pad_mode='reflect'`` (librosa >= 0.10 pads with zeros)
   and ``librosa.load`` resamples with ``res_type='kaiser_best'`` (resampy; librosa >=
   0.10 uses soxr_hq). ``--pad-mode``/``--res-type`` change this.
+
+The embeddings come from musicnn's own graph run directly (see :func:`session_outputs`),
+because ``extractor`` repeats the first patch's ``penultimate`` for every patch.
 """
 from __future__ import annotations
 
@@ -54,8 +57,6 @@ CLIPS = (  # paths under the shared data folder; two 16 kHz clips (no resampling
 )
 MODELS = ("MTT_musicnn", "MSD_musicnn")
 FLOAT16_LIMIT = 2.0 ** 15  # keep 10000 * mel below this (float16 overflows at 65504)
-
-
 LIBROSA_OPTIONS = {"pad_mode": "reflect", "res_type": "kaiser_best"}
 
 

@@ -7,14 +7,14 @@ HELP = "serve predictions over HTTP: a JSON API (/v1/predict, /v1/model) and a w
 def add_arguments(p):
     p.add_argument("--model", help="checkpoint (.pt) or exported .onnx (default: the model shipped with genrekit)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--max-upload-mb", type=positive_float, default=50.0,
+    p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--max-upload-mb", type=positive_float, default=50.0, metavar="MB",
                    help="largest accepted upload in MiB; larger ones get 413 (default 50)")
-    p.add_argument("--max-duration", type=positive_float, default=600.0,
+    p.add_argument("--max-duration", type=positive_float, default=600.0, metavar="SECONDS",
                    help="longest accepted audio in seconds; longer gets 413 (default 600)")
-    p.add_argument("--workers-threads", type=positive_int,
+    p.add_argument("--workers-threads", type=positive_int, metavar="N",
                    help="files processed at once, each in a worker thread (default 2, 1 on one core)")
-    p.add_argument("--max-queue", type=non_negative_int, default=32,
+    p.add_argument("--max-queue", type=non_negative_int, default=32, metavar="N",
                    help="requests that may wait for a worker; more get 503 (default 32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

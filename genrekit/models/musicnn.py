@@ -37,6 +37,7 @@ Examples
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Iterator
@@ -263,8 +264,9 @@ class MusicnnBackbone(nn.Module):
     pools over time exactly as musicnn's back-end does.
 
     The first layer is musicnn's own input batch norm, so the backbone wants the raw
-    ``log10(10000 mel + 1)`` features: ``raw_input = True`` tells the caller not to
-    standardise them (``norm_mean = 0``, ``norm_std = 1``).
+    ``log10(10000 mel + 1)`` features, not standardised ones (``norm_mean = 0``,
+    ``norm_std = 1``): its spec says ``standardise_input=False`` and the module
+    ``raw_input = True``.
     """
 
     num_features = BACKBONE_CHANNELS
@@ -450,4 +452,5 @@ for _name, _model, _data in [("musicnn-msd", "MSD_musicnn", "Million Song Datase
     register_backbone(BackboneSpec(
         _name, _backbone_builder(_model),
         f"musicnn front- and mid-end (0.47 M params) pretrained on the {_data} (Pons & Serra 2019)",
-        feature_config=MUSICNN_FEATURES, pretrained_source="shipped", aliases=(_model,)))
+        feature_config=MUSICNN_FEATURES, pretrained_source="shipped", aliases=(_model,),
+        standardise_input=False))  # musicnn normalises its raw input with its own first BatchNorm

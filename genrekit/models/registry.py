@@ -27,6 +27,7 @@ class BackboneSpec:
     feature_config: FeatureConfig | None = None
     pretrained_source: str | None = None
     aliases: tuple = field(default_factory=tuple)
+    standardise_input: bool = True  # False: the backbone normalises its input itself (e.g. musicnn)
 
 
 BACKBONES: dict[str, BackboneSpec] = {}

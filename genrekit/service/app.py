@@ -38,6 +38,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -199,8 +200,7 @@ async def _predict(request, spectrogram: bool, top_k: int | None) -> dict:
     with _request_dir(s.tmp_dir) as folder:
         upload = await receive_upload(request.headers, request.stream(), folder, s.max_upload_bytes)
         _refuse_if_busy(s)
-        job = lambda: predict_upload(s.model, upload.path, upload.filename, s.max_duration_s,  # noqa: E731
-                                     top_k, spectrogram)
+        job = partial(predict_upload, s.model, upload.path, upload.filename, s.max_duration_s, top_k, spectrogram)
         try:
             return await anyio.to_thread.run_sync(job, limiter=s.limiter)
         except AudioError as e:

@@ -166,4 +166,4 @@ def _freq_ticks(config) -> list[dict]:
     from ..plots import mel_ticks
 
     positions, labels = mel_ticks(config)
-    return [{"band": round(float(p), 2), "label": label} for p, label in zip(positions, labels)]
+    return [{"band": round(float(p), 2), "label": label} for p, label in zip(positions, labels, strict=True)]

@@ -57,7 +57,8 @@ def sanitize_filename(name: str | None, default: str = "upload") -> str:
     if len(text) > MAX_NAME_CHARS:
         stem, dot, ext = text.rpartition(".")
         ext = ext[:10] if dot and stem else ""
-        text = text[: MAX_NAME_CHARS - len(ext) - 1] + "…" + (f".{ext}" if ext else "")
+        tail = f".{ext}" if ext else ""
+        text = text[: MAX_NAME_CHARS - len(tail) - 1] + "…" + tail
     return text or default
 
 

@@ -1,0 +1,64 @@
+"""CPU training throughput (segments/s) per backbone: genrekit's training step on 128x129 segments.
+
+Usage: python bench/train_throughput.py [BACKBONE ...]
+
+Measures forward+backward+optimizer steps (AdaBound, batch 32, backbone unfrozen) on
+random segments after two warm-up steps; appends to bench/results/train_throughput.csv.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def measure(backbone: str, batch: int = 32, steps: int = 4, shape=(128, 129)) -> float:
+    import torch
+
+    from genrekit.config import MUSICNN_FEATURES
+    from genrekit.models import ModelConfig, build_model, get_backbone
+    from genrekit.training import TrainConfig, make_optimizer
+
+    if get_backbone(backbone).feature_config is not None:
+        shape = get_backbone(backbone).feature_config.segment_shape
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone, 10))
+    model.train()
+    opt = make_optimizer(model.parameters(), TrainConfig(), 1e-3)
+    x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+    for i in range(steps + 2):
+        if i == 2:
+            start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main(backbones):
+    sys.path.insert(0, str(REPO))
+    out = REPO / "bench" / "results" / "train_throughput.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = not out.exists()
+    with open(out, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["backbone", "segments_per_s", "batch", "threads", "machine", "date"])
+        if new:
+            writer.writeheader()
+        import torch
+
+        for backbone in backbones:
+            rate = measure(backbone)
+            row = {"backbone": backbone, "segments_per_s": round(rate, 1), "batch": 32, "threads": torch.get_num_threads(),
+                   "machine": f"{os.cpu_count()}-core CPU", "date": time.strftime("%Y-%m-%d")}
+            print(f"{backbone:24}{rate:8.1f} segments/s")
+            writer.writerow(row)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["small_cnn", "tf_efficientnet_lite0", "efficientnet_b0", "densenet121", "musicnn-msd"])
