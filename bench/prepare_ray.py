@@ -13,8 +13,11 @@ twice: end to end as ``genrekit prepare --engine ray`` without ``--address`` pay
 (what a job on a running cluster pays; worker processes still start cold).
 
 Before that, every file is featurized once on one core in this process (torch with 1
-thread), which gives the core-seconds per MP3 clip used in the FMA-large projection.
-A row is appended to ``bench/results/prepare_ray.csv`` and the projection is printed.
+thread): the core-seconds per MP3 clip. The projection for FMA large uses that cost,
+scaled by the CPU-s per track measured inside the Ray tasks, and Ray's core utilisation
+(CPU-s of the work / (wall x cores)) relative to the local engine's in the same run, so
+the load of other users on a shared machine cancels out. A row is appended to
+``bench/results/prepare_ray.csv`` and the projection is printed with its arithmetic.
 """
 from __future__ import annotations
 
@@ -82,9 +85,16 @@ def single_core_seconds(dataset: Dataset, config: FeatureConfig) -> dict[str, fl
 
 
 def run_local(dataset, out, cpus):
+    """``(wall seconds, summary, CPU seconds of this process and its worker processes)``."""
+    import resource
+
+    before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     start = time.perf_counter()
-    summary = prepare(dataset, out, workers=cpus, progress=False)
-    return time.perf_counter() - start, summary
+    summary = prepare(dataset, out, workers=cpus, progress=False)  # its pool is shut down and reaped on return
+    wall = time.perf_counter() - start
+    after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
+    return wall, summary, cpu
 
 
 def run_ray(dataset, out, cpus, tracks_per_task):
@@ -139,7 +149,7 @@ def main(argv=None) -> int:
     print("single core, per clip: " + ", ".join(f"{k} {v:.4f} core-s" for k, v in sorted(per_clip.items())))
 
     with tempfile.TemporaryDirectory(prefix="genrekit-bench-") as tmp:
-        local_s, local = run_local(dataset, Path(tmp) / "local", args.cpus)
+        local_s, local, local_cpu = run_local(dataset, Path(tmp) / "local", args.cpus)
         ray_run = run_ray(dataset, Path(tmp) / "ray", args.cpus, args.tracks_per_task)
         same = len(FeatureCache(Path(tmp) / "local")) == len(FeatureCache(Path(tmp) / "ray")) == local.done
     rs = ray_run["summary"]
@@ -151,25 +161,29 @@ def main(argv=None) -> int:
         print(f"{name:40s} {seconds:8.1f} {local.done / seconds:9.1f} {audio / seconds:10.0f} "
               f"{local_s / seconds:10.2f}")
     utilisation = rs.task_cpu_seconds / (ray_run["prepare"] * args.cpus)
+    local_utilisation = local_cpu / (local_s * args.cpus)
+    relative = min(1.0, utilisation / local_utilisation)
     task_per_track = rs.task_cpu_seconds / max(rs.done, 1)
     mixed_single = sum(per_clip.get(Path(t.path).suffix.lstrip("."), 0) for t in dataset.tracks) / len(dataset.tracks)
     print(f"\nray: {rs.tasks} tasks of {args.tracks_per_task}; {rs.task_seconds:.1f} worker-s busy, "
           f"{rs.task_cpu_seconds:.1f} CPU-s in tasks = {task_per_track:.4f} core-s per track (single core "
-          f"in-process, same tracks: {mixed_single:.4f}); core utilisation = CPU-s in tasks / (prepare_ray wall x "
-          f"cores) = {rs.task_cpu_seconds:.1f} / ({ray_run['prepare']:.1f} x {args.cpus}) = {utilisation:.2f}; "
-          f"ray.init {ray_run['init']:.1f} s; caches agree: {same}")
+          f"in-process, same tracks: {mixed_single:.4f}); ray.init {ray_run['init']:.1f} s; caches agree: {same}")
+    print(f"core utilisation = CPU-s of the work / (wall x {args.cpus} cores): ray (in tasks) {rs.task_cpu_seconds:.1f}"
+          f" / {ray_run['prepare'] * args.cpus:.1f} = {utilisation:.2f}; local prepare {local_cpu:.1f} / "
+          f"{local_s * args.cpus:.1f} = {local_utilisation:.2f}; ray relative to local {relative:.2f}")
     core_s = per_clip.get("mp3", mixed_single) * task_per_track / mixed_single  # MP3 cost inside a Ray task
     print(f"\nprojection, MP3 core-s per clip inside a task = {per_clip.get('mp3', 0):.4f} x {task_per_track:.4f} / "
           f"{mixed_single:.4f} = {core_s:.4f}")
     nodes = [int(n) for n in args.nodes.split(",")]
-    print("as measured here (utilisation includes worker cold start, the tail and other users' load):")
-    for line in projection(core_s, utilisation, ray_run["init"], nodes):
+    print(f"with Ray's utilisation relative to local prepare as measured here ({relative:.2f}; includes the cold "
+          "start of the workers, which a long run amortises; other users' load cancels out):")
+    for line in projection(core_s, relative, ray_run["init"], nodes):
         print(line)
     print("with every core busy (utilisation 1.00, the bound a long run approaches):")
     for line in projection(core_s, 1.0, ray_run["init"], nodes)[1:]:
         print(line)
     if not args.no_csv:
-        per_node = 16 * utilisation / core_s
+        per_node = 16 * relative / core_s
         write_csv_row({
             "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.node(), "cpus": args.cpus,
             "cpu_model": cpu_model(), "load_avg_1m": round(os.getloadavg()[0], 2), "tracks": local.done,
@@ -183,7 +197,8 @@ def main(argv=None) -> int:
             "local_over_ray_prepare": round(local_s / ray_run["prepare"], 3),
             "ray_task_busy_s": round(rs.task_seconds, 2),
             "ray_task_cpu_s": round(rs.task_cpu_seconds, 2),
-            "ray_utilisation": round(utilisation, 3), "mp3_core_s_single": round(per_clip.get("mp3", 0), 4),
+            "ray_utilisation": round(utilisation, 3), "local_utilisation": round(local_utilisation, 3),
+            "ray_relative_utilisation": round(relative, 3), "mp3_core_s_single": round(per_clip.get("mp3", 0), 4),
             "mp3_core_s_in_task": round(core_s, 4), "fma_large_min_1x16": round(FMA_LARGE_CLIPS / per_node / 60, 1),
             "fma_large_min_16x16": round(FMA_LARGE_CLIPS / (16 * per_node) / 60, 1), "caches_agree": same,
         })

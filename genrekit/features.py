@@ -69,7 +69,7 @@ class LogMel:
     >>> import torch
     >>> logmel = LogMel(FeatureConfig())
     >>> logmel.frames_to_logmel(torch.zeros(2, 22050 + 1536)).shape
-    torch.Size([2, 128, 44])
+    torch.Size([2, 128, 43])
     """
 
     def __init__(self, config: FeatureConfig, device="cpu"):

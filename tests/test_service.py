@@ -273,6 +273,7 @@ BAD_UPLOADS = {
     "text-not-audio": ("notes.txt", lambda mp3: b"just some text\n" * 500, 415, "not_audio", "not an audio file"),
     "random-bytes-named-mp3": ("noise.mp3", lambda mp3: _random_bytes(200_000), 415, "not_audio", "noise.mp3"),
     "truncated-mp3": ("cut.mp3", lambda mp3: mp3[:4000], 422, {"audio_too_short", "corrupt_audio"}, "cut.mp3"),
+    "half-mp3": ("half.mp3", lambda mp3: mp3[: len(mp3) // 2], 422, "corrupt_audio", "truncated"),
     "header-only-mp3": ("head.mp3", lambda mp3: mp3[:400], 422, {"audio_too_short", "corrupt_audio", "empty_audio"},
                         "head.mp3"),
     "silent-wav": ("quiet.wav", lambda mp3: _silent_wav(), 422, "silent_audio", "silent"),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
@@ -75,7 +75,9 @@ def assign_splits(tracks: Iterable[Track], valid_fraction: float = 0.1, test_fra
 
     Groups are shuffled with ``seed`` and dealt to test, valid and train per label, so
     every split gets each label where there are enough groups. Segments never enter
-    this: a track and all its segments land in one split.
+    this: a track and all its segments land in one split. With ``only_missing``, tracks
+    that have a split keep it, and the tracks of their group without one join them
+    (the group's most common split), so a group never spans two splits.
 
     Examples
     --------
@@ -84,7 +86,8 @@ def assign_splits(tracks: Iterable[Track], valid_fraction: float = 0.1, test_fra
     ['test', 'train', 'valid']
     """
     tracks = list(tracks)
-    todo = [t for t in tracks if not (only_missing and t.split)]
+    given = _given_group_splits(tracks) if only_missing else {}
+    todo = [t for t in tracks if not (only_missing and t.split) and t.group not in given]
     by_group: dict[str, list[Track]] = defaultdict(list)
     for t in todo:
         by_group[t.group].append(t)
@@ -106,7 +109,23 @@ def assign_splits(tracks: Iterable[Track], valid_fraction: float = 0.1, test_fra
             n_valid = max(1, n_valid)
         for i, group in enumerate(groups):
             split_of[group] = "test" if i < n_test else "valid" if i < n_test + n_valid else "train"
-    return [replace(t, split=split_of[t.group]) if t.group in split_of else t for t in tracks]
+    split_of.update(given)  # a group some of whose tracks have a split: the others join it
+
+    def with_split(t: Track) -> Track:
+        if (only_missing and t.split) or t.group not in split_of:
+            return t
+        return replace(t, split=split_of[t.group])
+
+    return [with_split(t) for t in tracks]
+
+
+def _given_group_splits(tracks: list[Track]) -> dict[str, str]:
+    """The split of each group that already has one (the most common, if several)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for t in tracks:
+        if t.split:
+            counts[t.group][t.split] += 1
+    return {group: min(c, key=lambda s: (-c[s], s)) for group, c in counts.items()}
 
 
 def check_disjoint(a: Iterable[Track], b: Iterable[Track], what: str = "train and valid") -> None:

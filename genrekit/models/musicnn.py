@@ -37,7 +37,6 @@ Examples
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Iterator

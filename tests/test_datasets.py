@@ -1,0 +1,372 @@
+"""Data set readers on the real data (../shared/data) and on small trees made here."""
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from genrekit.datasets import (Dataset, Track, assign_splits, check_disjoint, fma_audio_path, load_fma_metadata,
+                               normalise_split, open_dataset, read_fma, read_folder, read_gtzan, read_manifest)
+from genrekit.errors import DatasetError, LeakageError
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TRACKS_CSV = FIXTURES / "fma_tracks_small.csv"
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+# --- GTZAN -----------------------------------------------------------------------------
+
+def read_label_csv(shared_data) -> dict[str, dict]:
+    with open(shared_data / "gtzan_labels.csv", newline="") as f:
+        return {row["track_id"]: row for row in csv.DictReader(f)}
+
+
+def test_gtzan_with_split_csv(shared_data):
+    labels = read_label_csv(shared_data)
+    ds = open_dataset(f"gtzan:{shared_data}", splits=shared_data / "gtzan_labels.csv")
+    assert len(ds.tracks) == len(labels) == 75
+    assert not ds.notes  # every track has a split, none was assigned
+    for t in ds.tracks:
+        row = labels[t.track_id]
+        assert t.label == row["genre"] == t.track_id.split(".")[0]
+        assert t.split == normalise_split(row["filtered_split"])
+        assert Path(t.path) == shared_data / row["path"]
+        assert t.artist is None
+    expected = Counter(normalise_split(r["filtered_split"]) for r in labels.values())
+    assert Counter(t.split for t in ds.tracks) == expected
+    assert set(expected) == {"train", "excluded"}  # DEV data: held-out splits live elsewhere
+    assert ds.labels == sorted({r["genre"] for r in labels.values()})
+    assert ds.describe()["splits"] == dict(sorted(expected.items()))
+
+
+def test_gtzan_without_splits_gets_split_by_track(shared_data):
+    ds = open_dataset(f"gtzan:{shared_data / 'gtzan'}", seed=3)
+    assert len(ds.tracks) == len(list((shared_data / "gtzan").rglob("*.wav")))
+    assert {t.split for t in ds.tracks} == {"train", "valid", "test"}
+    assert "seed 3" in ds.notes[-1]
+    again = open_dataset(f"gtzan:{shared_data / 'gtzan'}", seed=3)
+    assert [t.split for t in again.tracks] == [t.split for t in ds.tracks]
+
+
+def test_gtzan_tree_rules(tmp_path):
+    touch(tmp_path / "a" / "rock" / "rock.00001.wav")
+    touch(tmp_path / "b" / "rock" / "rock.00001.wav")  # same track id again: kept once
+    touch(tmp_path / "a" / "jazz" / "jazz.00002.au")
+    touch(tmp_path / "a" / "jazz" / "rock.00003.wav")  # in the wrong genre folder: ignored
+    touch(tmp_path / "a" / "jazz" / "cover.jpg")
+    ds = read_gtzan(tmp_path, splits={"rock.00001": "test"})
+    assert [(t.track_id, t.label, t.split) for t in ds.tracks] == [("jazz.00002", "jazz", None),
+                                                                     ("rock.00001", "rock", "test")]
+    assert ds.tracks[1].path == str(tmp_path / "a" / "rock" / "rock.00001.wav")
+    assert any("duplicate rock.00001" in note for note in ds.notes)
+
+
+def test_gtzan_bad_inputs(tmp_path):
+    with pytest.raises(DatasetError, match="not a folder"):
+        read_gtzan(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no tracks found"):
+        read_gtzan(tmp_path / "empty")
+    touch(tmp_path / "g" / "rock" / "rock.00001.wav")
+    with pytest.raises(DatasetError, match="split file not found"):
+        read_gtzan(tmp_path / "g", splits=tmp_path / "nope.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,fold\nrock.00001,1\n")
+    with pytest.raises(DatasetError, match="needs columns"):
+        read_gtzan(tmp_path / "g", splits=bad)
+
+
+# --- FMA -------------------------------------------------------------------------------
+
+def test_fma_with_label_csv(shared_data):
+    labels = pd.read_csv(shared_data / "fma_metadata" / "labels.csv")
+    ds = open_dataset(f"fma:{shared_data / 'fma_small'}", metadata=shared_data / "fma_metadata" / "labels.csv")
+    assert len(ds.tracks) == len(labels) == 48
+    by_id = {str(r.track_id): r for r in labels.itertuples()}
+    for t in ds.tracks:
+        row = by_id[t.track_id]
+        assert t.label == row.genre_top and t.split == normalise_split(row.split) == "train"
+        assert Path(t.path) == fma_audio_path(shared_data / "fma_small", int(t.track_id))
+        assert Path(t.path).is_file()
+    assert Counter(t.label for t in ds.tracks) == Counter(labels["genre_top"])
+    assert not ds.notes
+
+
+def test_fma_audio_path_rule():
+    assert fma_audio_path("fma_small", 2) == Path("fma_small/000/000002.mp3")
+    assert fma_audio_path("fma_large", 155066) == Path("fma_large/155/155066.mp3")
+    assert fma_audio_path(Path("/x"), "1234") == Path("/x/001/001234.mp3")
+
+
+def test_tracks_csv_fixture_has_the_real_layout():
+    """The fixture reproduces FMA's tracks.csv: three header lines, 52 columns in four groups."""
+    lines = TRACKS_CSV.read_text().splitlines()
+    top, sub, index_line = (line.split(",") for line in lines[:3])
+    assert top[0] == sub[0] == "" and index_line[0] == "track_id" and set(index_line[1:]) == {""}
+    assert len(top) == len(sub) == len(index_line) == 53
+    assert list(dict.fromkeys(top[1:])) == ["album", "artist", "set", "track"]
+    assert Counter(top[1:]) == {"album": 13, "artist": 17, "set": 2, "track": 20}
+    columns = list(zip(top, sub))
+    for used, position in [(("artist", "id"), 21), (("set", "split"), 31), (("set", "subset"), 32),
+                           (("track", "genre_top"), 40)]:
+        assert columns.index(used) == position
+    raw = pd.read_csv(TRACKS_CSV, header=[0, 1], index_col=0)
+    assert raw.shape[1] == 52 and raw.index.name == "track_id"
+    assert raw[("track", "genre_top")].isna().any()
+    assert set(raw[("set", "subset")]) == {"small", "medium", "large"}
+    assert set(raw[("set", "split")]) == {"training", "validation", "test"}
+
+
+def test_load_fma_metadata_from_tracks_csv():
+    raw = pd.read_csv(TRACKS_CSV, header=[0, 1], index_col=0)
+    meta = load_fma_metadata(TRACKS_CSV, subset="small")
+    assert list(meta.columns) == ["genre_top", "split", "subset", "artist_id"]
+    assert meta.index.name == "track_id" and meta.index.dtype.kind == "i"
+    small = raw[(raw[("set", "subset")] == "small") & raw[("track", "genre_top")].notna()]
+    assert list(meta.index) == list(small.index)
+    assert list(meta["genre_top"]) == list(small[("track", "genre_top")])
+    assert list(meta["artist_id"]) == list(small[("artist", "id")])
+    assert list(meta["split"]) == list(small[("set", "split")])
+
+
+def test_fma_subsets_are_nested():
+    raw = pd.read_csv(TRACKS_CSV, header=[0, 1], index_col=0)
+    labelled = raw[raw[("track", "genre_top")].notna()]
+    ids = {s: set(load_fma_metadata(TRACKS_CSV, subset=s).index) for s in ("small", "medium", "large")}
+    assert ids["small"] < ids["medium"] < ids["large"]
+    for subset, allowed in [("small", {"small"}), ("medium", {"small", "medium"}),
+                            ("large", {"small", "medium", "large"})]:
+        assert ids[subset] == set(labelled[labelled[("set", "subset")].isin(allowed)].index)
+    assert not ids["large"] & set(raw[raw[("track", "genre_top")].isna()].index)  # unlabelled: dropped
+
+
+def test_read_fma_tracks_csv_on_real_audio(shared_data):
+    """Real MP3s with the tracks.csv fixture: tracks without a file are counted in the notes."""
+    meta = load_fma_metadata(TRACKS_CSV, "small")
+    ds = read_fma(shared_data / "fma_small", TRACKS_CSV, "small")
+    present = [i for i in meta.index if fma_audio_path(shared_data / "fma_small", i).exists()]
+    assert [int(t.track_id) for t in ds.tracks] == present
+    assert 0 < len(present) < len(meta)
+    assert ds.notes == [f"{len(meta) - len(present)} tracks in the metadata have no audio file under "
+                        f"{shared_data / 'fma_small'}"]
+    by_id = {t.track_id: t for t in ds.tracks}
+    assert by_id["2"].artist == by_id["5"].artist == str(meta.loc[2, "artist_id"])
+    assert by_id["2"].label == "Hip-Hop" and by_id["2"].split == "train"
+    assert by_id["2"].path == str(shared_data / "fma_small" / "000" / "000002.mp3")
+
+
+def test_read_fma_splits_and_missing_files(tmp_path):
+    audio = tmp_path / "fma_medium"
+    meta = load_fma_metadata(TRACKS_CSV, "medium")
+    kept = list(meta.index)[::2]
+    for track_id in kept:
+        touch(fma_audio_path(audio, track_id))
+    ds = open_dataset(f"fma:{audio}", metadata=TRACKS_CSV, subset="medium")
+    assert [int(t.track_id) for t in ds.tracks] == kept
+    assert ds.notes[0].startswith(f"{len(meta) - len(kept)} tracks")
+    assert {t.split for t in ds.tracks} <= {"train", "valid", "test"}
+    for t in ds.tracks:
+        assert t.split == normalise_split(meta.loc[int(t.track_id), "split"])
+        assert t.group == f"artist:{int(meta.loc[int(t.track_id), 'artist_id'])}"
+
+
+def test_fma_plain_csv_with_artist_and_subset(tmp_path):
+    audio = tmp_path / "fma"
+    for i in (2, 3, 5):
+        touch(fma_audio_path(audio, i))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,genre_top,split,subset,artist_id\n2,Hip-Hop,training,small,1\n"
+                      "3,Hip-Hop,validation,medium,1\n5,,test,small,2\n7,Rock,test,small,\n")
+    ds = read_fma(audio, labels, "medium")
+    assert [(t.track_id, t.split, t.artist) for t in ds.tracks] == [("2", "train", "1"), ("3", "valid", "1")]
+    assert ds.notes == [f"1 tracks in the metadata have no audio file under {audio}"]  # track 7
+    assert [t.track_id for t in read_fma(audio, labels, "small").tracks] == ["2"]
+
+
+def test_fma_bad_inputs(tmp_path):
+    audio = tmp_path / "fma"
+    touch(fma_audio_path(audio, 2))
+    with pytest.raises(DatasetError, match="needs --metadata"):
+        open_dataset(f"fma:{audio}")
+    with pytest.raises(DatasetError, match="metadata not found"):
+        read_fma(audio, tmp_path / "tracks.csv")
+    with pytest.raises(DatasetError, match="audio folder not found"):
+        read_fma(tmp_path / "nope", TRACKS_CSV)
+    with pytest.raises(DatasetError, match="subset must be one of"):
+        load_fma_metadata(TRACKS_CSV, subset="tiny")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("id,genre\n2,Hip-Hop\n")
+    with pytest.raises(DatasetError, match="track_id and genre_top"):
+        load_fma_metadata(wrong)
+    # a two-row header without the set columns is not a tracks.csv
+    lines = TRACKS_CSV.read_text().splitlines()
+    cut = [",".join(line.split(",")[:31]) for line in lines[:3]] + ["2" + ",x" * 30]
+    headless = tmp_path / "tracks_cut.csv"
+    headless.write_text("\n".join(cut) + "\n")
+    with pytest.raises(DatasetError, match="missing columns"):
+        load_fma_metadata(headless)
+    with pytest.raises(DatasetError, match="no tracks found"):
+        read_fma(_empty(tmp_path), TRACKS_CSV)
+
+
+def _empty(tmp_path: Path) -> Path:
+    folder = tmp_path / "empty_audio"
+    folder.mkdir()
+    return folder
+
+
+# --- folder tree and manifest ----------------------------------------------------------
+
+def test_folder_tree(tmp_path):
+    touch(tmp_path / "jazz" / "a.mp3")
+    touch(tmp_path / "jazz" / "live" / "b.flac")
+    touch(tmp_path / "rock" / "c.WAV")
+    touch(tmp_path / "rock" / "notes.txt")
+    touch(tmp_path / ".hidden" / "d.wav")
+    touch(tmp_path / "loose.wav")  # not in a label folder
+    ds = read_folder(tmp_path)
+    assert [(t.track_id, t.label) for t in ds.tracks] == [("jazz/a.mp3", "jazz"), ("jazz/live/b.flac", "jazz"),
+                                                          ("rock/c.WAV", "rock")]
+    assert ds.tracks[1].path == str(tmp_path / "jazz" / "live" / "b.flac")
+    split = open_dataset(f"folder:{tmp_path}")
+    assert all(t.split in ("train", "valid", "test") for t in split.tracks)
+
+
+def test_folder_bad_inputs(tmp_path):
+    with pytest.raises(DatasetError, match="not a folder"):
+        read_folder(tmp_path / "nope")
+    touch(tmp_path / "jazz" / "readme.txt")
+    with pytest.raises(DatasetError, match="no tracks found"):
+        read_folder(tmp_path)
+
+
+def test_manifest_relative_paths_and_groups(tmp_path):
+    (tmp_path / "lists").mkdir()
+    manifest = tmp_path / "lists" / "library.csv"
+    absolute = touch(tmp_path / "elsewhere" / "z.wav")
+    manifest.write_text("path,label,split,group\n"
+                        "../audio/a.mp3,jazz,training,artist1\n"
+                        "../audio/b.mp3,jazz,,artist1\n"
+                        f"{absolute},rock,validation,\n"
+                        "c.ogg,rock,,\n")
+    ds = read_manifest(manifest)
+    assert [t.path for t in ds.tracks] == [str(manifest.parent / "../audio/a.mp3"),
+                                           str(manifest.parent / "../audio/b.mp3"), str(absolute),
+                                           str(manifest.parent / "c.ogg")]
+    assert [t.split for t in ds.tracks] == ["train", None, "valid", None]
+    assert [t.artist for t in ds.tracks] == ["artist1", "artist1", None, None]
+    assert ds.tracks[0].track_id == "../audio/a.mp3"
+    opened = open_dataset(f"manifest:{manifest}")
+    assert opened.tracks[0].split == "train" and opened.tracks[2].split == "valid"  # kept
+    assert all(t.split for t in opened.tracks)
+
+
+def test_manifest_bad_inputs(tmp_path):
+    def write(text):
+        path = tmp_path / "m.csv"
+        path.write_text(text)
+        return path
+
+    with pytest.raises(DatasetError, match="manifest not found"):
+        read_manifest(tmp_path / "none.csv")
+    with pytest.raises(DatasetError, match="needs columns path,label"):
+        read_manifest(write("file,genre\na.wav,jazz\n"))
+    with pytest.raises(DatasetError, match=r"m\.csv:3: empty path or label"):
+        read_manifest(write("path,label\na.wav,jazz\nb.wav,\n"))
+    with pytest.raises(DatasetError, match=r"m\.csv:3: a\.wav listed twice"):
+        read_manifest(write("path,label\na.wav,jazz\na.wav,rock\n"))
+    with pytest.raises(DatasetError, match="no tracks found"):
+        read_manifest(write("path,label\n"))
+
+
+@pytest.mark.parametrize("spec", ["gtzan", "gtzan:", "mp3:/x", "/some/folder", ":x"])
+def test_bad_specs(spec):
+    with pytest.raises(DatasetError) as e:
+        open_dataset(spec)
+    assert "KIND:PATH" in str(e.value) and repr(spec) in str(e.value)
+
+
+# --- splits ----------------------------------------------------------------------------
+
+def make_tracks(n_artists=40, per_artist=3, labels=("jazz", "rock", "pop")):
+    tracks = []
+    for a in range(n_artists):
+        for k in range(per_artist):
+            tracks.append(Track(f"a{a}-{k}", f"/music/a{a}/{k}.mp3", labels[a % len(labels)], artist=f"artist{a}"))
+    return tracks
+
+
+def test_assign_splits_keeps_groups_together():
+    tracks = make_tracks() + [Track(f"solo{i}", f"/solo/{i}.mp3", "jazz") for i in range(12)]
+    out = assign_splits(tracks, valid_fraction=0.2, test_fraction=0.2, seed=1)
+    assert [t.track_id for t in out] == [t.track_id for t in tracks]  # each track once, in order
+    splits_of = defaultdict(set)
+    for t in out:
+        assert t.split in ("train", "valid", "test")
+        splits_of[t.group].add(t.split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    for label in ("jazz", "rock", "pop"):  # every split gets every label
+        assert {t.split for t in out if t.label == label} == {"train", "valid", "test"}
+    groups = Counter(next(iter(s)) for s in splits_of.values())
+    assert groups["train"] > groups["valid"] > 0 and groups["test"] > 0
+    assert abs(groups["test"] - 0.2 * len(splits_of)) <= 3
+
+
+def test_assign_splits_is_deterministic_and_seeded():
+    tracks = make_tracks()
+    first = [t.split for t in assign_splits(tracks, seed=5)]
+    assert first == [t.split for t in assign_splits(list(reversed(tracks)), seed=5)][::-1]
+    assert first == [t.split for t in assign_splits(tracks, seed=5)]
+    assert any([t.split for t in assign_splits(tracks, seed=s)] != first for s in range(6, 10))
+
+
+def test_assign_splits_keeps_given_splits():
+    tracks = make_tracks(9)
+    given = [t if i % 4 else Track(**{**t.to_dict(), "split": "test"}) for i, t in enumerate(tracks)]
+    out = assign_splits(given)
+    for before, after in zip(given, out):
+        if before.split:
+            assert after.split == "test"
+    assert all(t.split for t in out)
+    splits_of = defaultdict(set)
+    for t in out:  # the artist's other tracks joined the split it already had
+        splits_of[t.group].add(t.split)
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert {t.split for t in out if t.group == given[0].group} == {"test"}
+    redone = assign_splits(given, only_missing=False)
+    assert any(t.split != "test" for t, g in zip(redone, given) if g.split)
+
+
+def test_assign_splits_small_label_goes_to_train():
+    tracks = [Track("x1", "x1.wav", "rare", artist="r1"), Track("x2", "x2.wav", "rare", artist="r2")]
+    assert {t.split for t in assign_splits(tracks)} == {"train"}
+
+
+def test_check_disjoint(tmp_path):
+    a = [Track("1", str(tmp_path / "1.wav"), "jazz", artist="x"), Track("2", str(tmp_path / "2.wav"), "rock")]
+    check_disjoint(a, [Track("3", str(tmp_path / "3.wav"), "jazz", artist="y")])
+    with pytest.raises(LeakageError, match=r"share 1 track\(s\)"):
+        check_disjoint(a, [Track("2", str(tmp_path / "other.wav"), "rock")])
+    with pytest.raises(LeakageError, match=r"share 1 artist\(s\), e.g. \['x'\]"):
+        check_disjoint(a, [Track("9", str(tmp_path / "9.wav"), "jazz", artist="x")], what="train and test")
+    link = tmp_path / "link.wav"
+    touch(tmp_path / "2.wav")
+    os.symlink(tmp_path / "2.wav", link)
+    with pytest.raises(LeakageError, match=r"file\(s\)"):
+        check_disjoint(a, [Track("7", str(link), "rock")])
+    split = assign_splits(make_tracks(), seed=2)
+    check_disjoint(Dataset("d", "", split).subset("train"), Dataset("d", "", split).subset("test"))
+
+
+def test_normalise_split():
+    assert [normalise_split(v) for v in ("training", "Validation", " test ", "val", "", None, float("nan"))] == \
+        ["train", "valid", "test", "valid", None, None, None]
