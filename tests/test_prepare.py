@@ -1,0 +1,357 @@
+"""`genrekit prepare` and `genrekit show` on real audio from ../shared/data."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genrekit.audio import load_audio
+from genrekit.cache import FeatureCache, PrepareOptions, prepare
+from genrekit.cli import main
+from genrekit.config import FeatureConfig
+from genrekit.datasets import Dataset, read_gtzan
+from genrekit.errors import CacheError
+from genrekit.features import n_segments, waveform_segments
+from tests.conftest import tone
+
+REPO = Path(__file__).resolve().parents[1]
+INDEX_COLUMNS = ["track_id", "path", "label", "split", "artist", "duration", "n_segments", "row", "shard"]
+
+
+def gtzan_rows(shared_data, n_22k=4, n_16k=2):
+    """A few GTZAN tracks from both sources (22.05 kHz and 16 kHz files) with their splits."""
+    with open(shared_data / "gtzan_labels.csv", newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: r["track_id"])
+    pick = [r for r in rows if r["sample_rate"] == "22050"][:n_22k] + [r for r in rows if r["sample_rate"] == "16000"][:n_16k]
+    return pick
+
+
+@pytest.fixture
+def gtzan_manifest(shared_data, tmp_path):
+    """manifest.csv of 6 GTZAN tracks, paths relative to the manifest, split kept."""
+    path = tmp_path / "gtzan6.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split", "track_id"])
+        for r in gtzan_rows(shared_data):
+            split = "train" if r["filtered_split"] == "train" else "test"
+            writer.writerow([os.path.relpath(shared_data / r["path"], tmp_path), r["genre"], split, r["track_id"]])
+    return path
+
+
+def check_cache(out, config=FeatureConfig()):
+    """Open a cache and check every track's segments against a direct computation."""
+    cache = FeatureCache(out, config)
+    assert list(cache.tracks.columns) == INDEX_COLUMNS
+    assert cache.tracks["track_id"].is_unique
+    for row in cache.tracks.itertuples():
+        seg = cache.track_segments(row)
+        assert seg.dtype == np.float16 and seg.shape == (row.n_segments, *config.segment_shape)
+        y = load_audio(row.path, sr=config.sr)
+        assert row.duration == pytest.approx(len(y) / config.sr, abs=1e-3)
+        assert row.n_segments == n_segments(len(y), config)
+        np.testing.assert_array_equal(seg, waveform_segments(y, config).numpy().astype(np.float16))
+    return cache
+
+
+def run_cli(*args) -> int:
+    return main(["prepare", *map(str, args), "--quiet"])
+
+
+# --- building caches from the real data ------------------------------------------------
+
+def test_prepare_gtzan_manifest_cli(gtzan_manifest, shared_data, tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert run_cli(f"manifest:{gtzan_manifest}", "--out", out, "--workers", "2") == 0
+    text = capsys.readouterr().out
+    assert "tracks done: 6, skipped (already cached): 0, failed: 0" in text
+    cache = check_cache(out)
+    rows = {r["track_id"]: r for r in gtzan_rows(shared_data)}
+    assert sorted(cache.tracks["track_id"]) == sorted(rows)
+    for row in cache.tracks.itertuples():
+        assert row.label == rows[row.track_id]["genre"]
+        assert row.split == ("train" if rows[row.track_id]["filtered_split"] == "train" else "test")
+    x, y, t = cache.segments(split="train")
+    train = cache.select("train")
+    assert x.dtype == np.float16 and x.shape == (train["n_segments"].sum(), 128, 129)
+    assert len(y) == len(t) == len(x) and set(t) == set(range(len(train)))
+    assert [cache.labels[i] for i in y[np.r_[0, np.cumsum(train["n_segments"])[:-1]]]] == list(train["label"])
+    assert not (out / "failures.csv").read_text().strip().splitlines()[1:]
+    manifest = (out / "manifest.json").read_text()
+    assert '"n_mels": 128' in manifest and '"format": 1' in manifest
+    # resumable: a second run skips every track
+    assert run_cli(f"manifest:{gtzan_manifest}", "--out", out) == 0
+    assert "tracks done: 0, skipped (already cached): 6, failed: 0" in capsys.readouterr().out
+    assert len(FeatureCache(out)) == 6
+
+
+def test_prepare_fma_labels_csv_cli(shared_data, tmp_path, capsys):
+    audio = tmp_path / "fma_small"
+    chosen = sorted((shared_data / "fma_small" / "000").glob("*.mp3"))[:5]
+    (audio / "000").mkdir(parents=True)
+    for mp3 in chosen:
+        (audio / "000" / mp3.name).symlink_to(mp3)
+    labels = shared_data / "fma_metadata" / "labels.csv"
+    out = tmp_path / "cache"
+    assert run_cli(f"fma:{audio}", "--metadata", labels, "--out", out) == 0
+    text = capsys.readouterr().out
+    n_labels = len(labels.read_text().strip().splitlines()) - 1
+    assert f"note: {n_labels - 5} tracks in the metadata have no audio file" in text
+    cache = check_cache(out)
+    with open(labels, newline="") as f:
+        genre = {r["track_id"]: r["genre_top"] for r in csv.DictReader(f)}
+    assert sorted(cache.tracks["track_id"]) == sorted(str(int(p.stem)) for p in chosen)
+    assert all(row.label == genre[row.track_id] for row in cache.tracks.itertuples())
+    assert set(cache.tracks["split"]) == {"train"}
+    assert cache.dataset["name"] == "fma_small" and cache.dataset["n_tracks"] == 5
+
+
+def make_folder_tree(shared_data, root: Path, bad: bool = False) -> dict[str, str]:
+    """jazz/ and rock/ with real GTZAN WAVs (symlinks) and a real FMA MP3 (copy);
+    with ``bad``, five unusable files beside them. Returns {bad track id: expected reason}."""
+    for genre, n in (("jazz", 2), ("rock", 2)):
+        (root / genre).mkdir(parents=True, exist_ok=True)
+        for wav in sorted((shared_data / "gtzan" / genre).glob("*.wav"))[:n]:
+            (root / genre / wav.name).symlink_to(wav)
+    mp3 = (shared_data / "fma_small" / "000" / "000002.mp3").read_bytes()
+    (root / "rock" / "album").mkdir()
+    (root / "rock" / "album" / "000002.mp3").write_bytes(mp3)
+    if not bad:
+        return {}
+    import soundfile as sf
+
+    (root / "rock" / "broken.mp3").write_bytes(mp3[: len(mp3) // 2])
+    (root / "rock" / "empty.wav").write_bytes(b"")
+    (root / "jazz" / "notes.mp3").write_text("not a song\n" * 40)
+    sf.write(root / "jazz" / "silent.wav", np.zeros(3 * 22050, np.float32), 22050)
+    sf.write(root / "jazz" / "short.wav", tone(0.5), 22050)
+    return {"rock/broken.mp3": "corrupt or truncated audio (truncated: decoded 14.96 s of the 29.98 s",
+            "rock/empty.wav": "empty file (no audio samples) (0 bytes)",
+            "jazz/notes.mp3": "not an audio file (no decoder recognises it)",
+            "jazz/silent.wav": "audio is all silent",
+            "jazz/short.wav": "audio shorter than the minimum duration (0.50 s < 1.00 s)"}
+
+
+def test_prepare_folder_tree_api(shared_data, tmp_path):
+    root = tmp_path / "music"
+    make_folder_tree(shared_data, root)
+    from genrekit.datasets import open_dataset
+
+    dataset = open_dataset(f"folder:{root}")
+    out = tmp_path / "cache"
+    summary = prepare(dataset, out, workers=2, progress=False)
+    assert (summary.done, summary.skipped, summary.failed, summary.interrupted) == (5, 0, [], False)
+    assert summary.audio_seconds == pytest.approx(FeatureCache(out).tracks["duration"].sum())
+    cache = check_cache(out)
+    assert sorted(cache.tracks["track_id"]) == sorted(t.track_id for t in dataset.tracks)
+    assert cache.labels == ["jazz", "rock"]
+    assert dict(zip(cache.tracks["track_id"], cache.tracks["split"])) == {t.track_id: t.split for t in dataset.tracks}
+    again = prepare(dataset, out, workers=2, progress=False)
+    assert (again.done, again.skipped) == (0, 5)
+
+
+def test_bad_files_are_reported_and_the_rest_cached(shared_data, tmp_path, capsys):
+    root = tmp_path / "music"
+    expected = make_folder_tree(shared_data, root, bad=True)
+    out = tmp_path / "cache"
+    assert run_cli(f"folder:{root}", "--out", out, "--workers", "2") == 1
+    text = capsys.readouterr().out
+    assert "tracks done: 5, skipped (already cached): 0, failed: 5" in text
+    for track_id, reason in expected.items():
+        assert f"FAILED {root / track_id}: {reason}" in text
+    with open(out / "failures.csv", newline="") as f:
+        rows = {r["track_id"]: r for r in csv.DictReader(f)}
+    assert set(rows) == set(expected)
+    for track_id, reason in expected.items():
+        assert rows[track_id]["path"] == str(root / track_id)
+        assert rows[track_id]["reason"].startswith(reason)
+    cache = check_cache(out)
+    assert len(cache) == 5 and {f["track_id"] for f in cache.failures} == set(expected)
+    # a re-run skips the good tracks and tries the bad ones again
+    assert run_cli(f"folder:{root}", "--out", out) == 1
+    assert "tracks done: 0, skipped (already cached): 5, failed: 5" in capsys.readouterr().out
+    # once fixed, a bad file is cached and drops out of the failures
+    (root / "rock" / "broken.mp3").write_bytes((shared_data / "fma_small" / "000" / "000005.mp3").read_bytes())
+    assert run_cli(f"folder:{root}", "--out", out) == 1
+    cache = FeatureCache(out)
+    assert "rock/broken.mp3" in set(cache.tracks["track_id"]) and len(cache.failures) == 4
+    assert "rock/broken.mp3" not in (out / "failures.csv").read_text()
+
+
+def test_excerpt_option(gtzan_manifest, tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert run_cli(f"manifest:{gtzan_manifest}", "--out", out, "--excerpt", "10") == 0
+    cache = FeatureCache(out)
+    assert set(cache.tracks["n_segments"]) == {3} and set(cache.tracks["duration"]) == {10.0}
+    from genrekit.audio import audio_info
+
+    for row in cache.tracks.itertuples():  # the centred 10 s (window reads are checked in test_audio)
+        offset = (audio_info(row.path).duration - 10) / 2
+        excerpt = load_audio(row.path, offset=offset, duration=10)
+        np.testing.assert_array_equal(cache.track_segments(row),
+                                      waveform_segments(excerpt, FeatureConfig()).numpy().astype(np.float16))
+
+
+def test_max_duration_fails_long_tracks(shared_data, tmp_path):
+    tracks = read_gtzan(shared_data / "gtzan").tracks[:2]
+    summary = prepare(Dataset("two", "", tracks), tmp_path / "c", workers=1, progress=False,
+                      options=PrepareOptions(max_duration=20.0))
+    assert summary.done == 0 and len(summary.failed) == 2
+    assert "audio longer than the maximum duration" in summary.failed[0]["reason"]
+    assert "use an excerpt" in summary.failed[0]["reason"]
+
+
+# --- interruption ----------------------------------------------------------------------
+
+def test_interrupted_run_resumes(shared_data, tmp_path, monkeypatch):
+    """Ctrl-C after 4 of 6 tracks (shards of 2): the cache opens with the 4, a re-run does 2."""
+    import genrekit.cache as cache_module
+
+    tracks = read_gtzan(shared_data / "gtzan").tracks[:6]
+    dataset = Dataset("six", str(shared_data), tracks)
+    out = tmp_path / "cache"
+    original, calls = cache_module.featurize_track, []
+
+    def interrupting(track, config, options):
+        calls.append(track.track_id)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(track, config, options)
+
+    monkeypatch.setattr(cache_module, "SHARD_TRACKS", 2)
+    monkeypatch.setattr(cache_module, "featurize_track", interrupting)
+    summary = prepare(dataset, out, workers=1, progress=False)
+    assert summary.interrupted and summary.done == 4
+    assert "interrupted: run the same command again to resume" in summary.report()
+    assert len(list((out / "shards").glob("*.json"))) == 2
+    assert sorted(FeatureCache(out).tracks["track_id"]) == sorted(calls[:4])
+    monkeypatch.setattr(cache_module, "featurize_track", original)
+    resumed = prepare(dataset, out, workers=1, progress=False)
+    assert (resumed.done, resumed.skipped, resumed.interrupted) == (2, 4, False)
+    check_cache(out)
+    assert sorted(FeatureCache(out).tracks["track_id"]) == sorted(t.track_id for t in tracks)
+
+
+def _start_prepare_subprocess(manifest, out):
+    """`python -m genrekit prepare` in its own process group, one track per shard."""
+    code = ("import sys, genrekit.cache as c; c.SHARD_TRACKS = 1\n"
+            "from genrekit.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    return subprocess.Popen([sys.executable, "-c", code, "prepare", f"manifest:{manifest}", "--out", str(out),
+                             "--workers", "2", "--quiet"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for_first_shard(proc, out, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not list((out / "shards").glob("*.json")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"no shard appeared (exit {proc.poll()}): {proc.communicate()[1][-2000:]}")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def long_manifest(shared_data, tmp_path):
+    """16 GTZAN tracks, so a run can be stopped well before the end."""
+    path = tmp_path / "gtzan16.csv"
+    tracks = read_gtzan(shared_data).tracks[:16]
+    path.write_text("path,label,track_id\n" + "".join(f"{t.path},{t.label},{t.track_id}\n" for t in tracks))
+    return path, tracks
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_killed_run_leaves_an_openable_cache(long_manifest, tmp_path, sig):
+    manifest, tracks = long_manifest
+    out = tmp_path / "cache"
+    proc = _start_prepare_subprocess(manifest, out)
+    _wait_for_first_shard(proc, out)
+    os.killpg(proc.pid, sig)  # the whole group, as a terminal's Ctrl-C
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, stderr[-2000:]
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    cache = FeatureCache(out, FeatureConfig())
+    cached = set(cache.tracks["track_id"])
+    assert 1 <= len(cached) < len(tracks)
+    for row in cache.tracks.itertuples():  # every cached track is whole
+        assert cache.track_segments(row).shape == (row.n_segments, 128, 129)
+    # the re-run completes exactly the missing tracks
+    dataset = Dataset("m", str(manifest), tracks)
+    resumed = prepare(dataset, out, workers=2, progress=False)
+    assert (resumed.done, resumed.skipped, resumed.failed) == (len(tracks) - len(cached), len(cached), [])
+    assert sorted(FeatureCache(out).tracks["track_id"]) == sorted(t.track_id for t in tracks)
+
+
+# --- settings --------------------------------------------------------------------------
+
+def test_other_feature_settings_are_refused(gtzan_manifest, tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert run_cli(f"manifest:{gtzan_manifest}", "--out", out) == 0
+    other = dataclasses.replace(FeatureConfig(), n_mels=64)
+    with pytest.raises(CacheError) as e:
+        FeatureCache(out, other)
+    assert "other feature settings" in str(e.value) and str(out) in str(e.value)
+    assert "n_mels=64" in str(e.value) and "n_mels=128" in str(e.value)
+    capsys.readouterr()
+    assert run_cli(f"manifest:{gtzan_manifest}", "--out", out, "--n-mels", "64") == 1
+    assert "other feature settings" in capsys.readouterr().err
+    # --overwrite starts again with the new settings
+    assert run_cli(f"manifest:{gtzan_manifest}", "--out", out, "--n-mels", "64", "--overwrite") == 0
+    assert "tracks done: 6, skipped (already cached): 0" in capsys.readouterr().out
+    cache = FeatureCache(out, other)
+    assert cache.array(cache.tracks["shard"][0]).shape[1:] == (64, 129)
+    with pytest.raises(CacheError, match="not a feature cache"):
+        FeatureCache(tmp_path)
+
+
+def test_overwrite_rebuilds(gtzan_manifest, tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert run_cli(f"manifest:{gtzan_manifest}", "--out", out) == 0
+    (out / "shards" / "stale.json").write_text('{"tracks": [], "failures": []}')
+    assert run_cli(f"manifest:{gtzan_manifest}", "--out", out, "--overwrite") == 0
+    assert "tracks done: 6, skipped (already cached): 0" in capsys.readouterr().out
+    assert not (out / "shards" / "stale.json").exists()
+
+
+# --- genrekit show ---------------------------------------------------------------------
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and data.endswith(b"IEND\xaeB`\x82")
+    return struct.unpack(">II", data[16:24])
+
+
+def test_show_writes_a_png(gtzan_wav, tmp_path, capsys):
+    out = tmp_path / "spec.png"
+    assert main(["show", str(gtzan_wav), "--out", str(out), "--offset", "3", "--duration", "9"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    width, height = png_size(out)
+    assert 400 <= width <= 4000 and 200 <= height <= 2000
+    assert out.stat().st_size > 20_000
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(out)
+    assert pixels.shape[:2] == (height, width) and pixels[..., :3].std() > 0.1  # not blank
+
+
+def test_show_bad_file(tmp_path, capsys):
+    bad = tmp_path / "bad.mp3"
+    bad.write_text("nope")
+    assert main(["show", str(bad), "--out", str(tmp_path / "x.png")]) == 1
+    assert f"{bad}: not an audio file" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
