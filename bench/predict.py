@@ -9,13 +9,14 @@ cold CLI <= 5 s.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from results_csv import append_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -69,14 +70,7 @@ def main():
     for r in rows:
         print(f"{r['runtime']:8}{r['warm_s_per_clip']:12.3f}{r['cold_cli_s']:11.2f}{r['tracks_per_s']:10.2f}")
     print(f"onnxruntime / torch throughput: {rows[1]['tracks_per_s'] / rows[0]['tracks_per_s']:.2f}x")
-    out = REPO / "bench" / "results" / "predict.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new = not out.exists()
-    with open(out, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(REPO / "bench" / "results" / "predict.csv", rows)
 
 
 if __name__ == "__main__":

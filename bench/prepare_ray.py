@@ -22,7 +22,6 @@ the load of other users on a shared machine cancels out. A row is appended to
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import sys
@@ -30,6 +29,8 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from results_csv import append_rows
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -129,13 +130,7 @@ def projection(core_s_per_clip: float, utilisation: float, startup_s: float, nod
 
 
 def write_csv_row(row: dict) -> None:
-    CSV_PATH.parent.mkdir(parents=True, exist_ok=True)
-    new = not CSV_PATH.exists()
-    with open(CSV_PATH, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    append_rows(CSV_PATH, [row])
 
 
 def main(argv=None) -> int:

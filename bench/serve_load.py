@@ -14,7 +14,6 @@ answer against the library's prediction for the file that was sent.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import socket
 import statistics
@@ -24,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GENREKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -155,13 +155,10 @@ def run_load(url: str, files, n_requests: int = 50, concurrency: int = 8, timeou
 
 
 def write_row(row: dict, path: Path = RESULTS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from results_csv import append_rows
+
+    append_rows(path, [row])
 
 
 def _git_commit() -> str:

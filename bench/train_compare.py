@@ -8,11 +8,12 @@ Writes bench/results/train_compare.csv (one row per run, appended).
 """
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import time
 from pathlib import Path
+
+from results_csv import append_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def main(configs):
     import numpy as np
 
     from genrekit.evaluation import bootstrap_ci
-    from genrekit.training import TrainConfig, load_checkpoint, train
+    from genrekit.training import TrainConfig, train
 
     out_csv = REPO / "bench" / "results" / "train_compare.csv"
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -58,12 +59,7 @@ def main(configs):
                "train_segments_per_s": speed, "minutes": round(minutes, 1),
                "machine": "2-core CPU (shared)", "date": time.strftime("%Y-%m-%d")}
         print(row)
-        new = not out_csv.exists()
-        with open(out_csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        append_rows(out_csv, [row])
 
 
 if __name__ == "__main__":

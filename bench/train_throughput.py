@@ -7,11 +7,12 @@ random segments after two warm-up steps; appends to bench/results/train_throughp
 """
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import time
 from pathlib import Path
+
+from results_csv import append_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 def measure(backbone: str, batch: int = 32, steps: int = 4, shape=(128, 129)) -> float:
     import torch
 
-    from genrekit.config import MUSICNN_FEATURES
     from genrekit.models import ModelConfig, build_model, get_backbone
     from genrekit.training import TrainConfig, make_optimizer
 
@@ -43,21 +43,16 @@ def measure(backbone: str, batch: int = 32, steps: int = 4, shape=(128, 129)) ->
 
 def main(backbones):
     sys.path.insert(0, str(REPO))
-    out = REPO / "bench" / "results" / "train_throughput.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    new = not out.exists()
-    with open(out, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["backbone", "segments_per_s", "batch", "threads", "machine", "date"])
-        if new:
-            writer.writeheader()
-        import torch
+    import torch
 
-        for backbone in backbones:
-            rate = measure(backbone)
-            row = {"backbone": backbone, "segments_per_s": round(rate, 1), "batch": 32, "threads": torch.get_num_threads(),
-                   "machine": f"{os.cpu_count()}-core CPU", "date": time.strftime("%Y-%m-%d")}
-            print(f"{backbone:24}{rate:8.1f} segments/s")
-            writer.writerow(row)
+    rows = []
+    for backbone in backbones:
+        rate = measure(backbone)
+        rows.append({"backbone": backbone, "segments_per_s": round(rate, 1), "batch": 32,
+                     "threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core CPU",
+                     "date": time.strftime("%Y-%m-%d")})
+        print(f"{backbone:24}{rate:8.1f} segments/s")
+    append_rows(REPO / "bench" / "results" / "train_throughput.csv", rows)
 
 
 if __name__ == "__main__":

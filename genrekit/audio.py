@@ -5,6 +5,17 @@ window of a long file is read without decoding the rest. PyAV (FFmpeg) reads wha
 libsndfile cannot (M4A/AAC, WMA, ...). soxr resamples as a stream, so memory stays
 bounded by the block size plus the output.
 
+A window (``offset``, ``duration``) equals the same stretch of the whole file decoded:
+exactly without resampling, to float rounding with it (a few ms of context are decoded
+around the window for the resampler). Channels are averaged.
+
+Truncated files: where the header gives the exact length (WAV, FLAC, OGG, MP4, and MP3
+with a Xing/Info header, as encoders write for every VBR and most CBR files), a decode
+that ends more than ``max(1 s, 2 %)`` short of it raises
+:class:`~genrekit.errors.CorruptAudioError`; libsndfile itself just returns fewer
+samples. Without an exact length (MP3 without Xing header, ADTS AAC) a cut file cannot
+be told from a short one and decodes to what is there.
+
 Every failure is an :class:`~genrekit.errors.AudioError` naming the path and the reason.
 """
 from __future__ import annotations
@@ -27,6 +38,11 @@ AUDIO_EXTENSIONS = frozenset({
 })
 BLOCK_SECONDS = 30.0
 SILENCE_PEAK = 1e-6  # peak below this (about -120 dBFS) counts as digital silence
+# Resampler context read beyond a window's edges, so that a window equals the same
+# stretch of the whole file resampled (soxr's filter spans a few milliseconds).
+RESAMPLE_MARGIN_SECONDS = 0.05
+# A decode this much shorter than the header's length means a truncated file.
+TRUNCATION_SECONDS, TRUNCATION_FRACTION = 1.0, 0.02
 
 # Leading bytes of audio containers; a file that starts with one but fails to decode is
 # corrupt, anything else that fails is "not audio".
@@ -210,13 +226,6 @@ def audio_info(path) -> AudioInfo:
         return AudioInfo(str(path), reader.samplerate, reader.channels, reader.duration)
     finally:
         reader.close()
-
-
-# Resampler context read beyond a window's edges, so that a window equals the same
-# stretch of the whole file resampled (soxr's filter spans a few milliseconds).
-RESAMPLE_MARGIN_SECONDS = 0.05
-# A decode this much shorter than the header's length means a truncated file.
-TRUNCATION_SECONDS, TRUNCATION_FRACTION = 1.0, 0.02
 
 
 @dataclass(frozen=True)

@@ -129,75 +129,90 @@ def iter_segments(blocks: Iterable[np.ndarray], config: FeatureConfig, batch_seg
     """Turn a stream of mono waveform blocks into batches of segment features.
 
     Memory is bounded by ``batch_segments`` segments plus one block, whatever the
-    length of the stream. The result is the same as for the whole signal at once.
+    length of the stream. The result is the same as for the whole signal at once,
+    however the signal is cut into blocks.
 
     Yields
     ------
     torch.Tensor, shape (n, n_mels, segment_frames), float32
     """
-    torch = _torch()
-    logmel = logmel or LogMel(config, device)
-    hop, half = config.hop_length, config.n_fft // 2
-    seg_frames, seg_hop = config.segment_frames, config.segment_hop_frames
-    # Samples of the padded signal needed for frames [0, seg_frames) of a segment.
-    span = (seg_frames - 1) * hop + config.n_fft
-    stride = seg_hop * hop  # samples between segment starts in the padded signal
-    buffer = np.zeros(0, np.float32)
-    consumed = 0  # real samples seen so far
-    emitted = 0
-    first = True
-
-    def pad_start(y):
-        if config.pad_mode == "reflect" and len(y) > half:
-            return np.concatenate([y[1: half + 1][::-1], y])
-        return np.concatenate([np.zeros(half, np.float32), y])
-
-    def cut(buf, count):
-        idx = np.arange(count)[:, None] * stride + np.arange(span)[None, :]
-        frames = logmel.frames_to_logmel(torch.from_numpy(buf[idx]))
-        return apply_top_db(frames[..., :seg_frames], config)
-
-    pending_first = np.zeros(0, np.float32)
-    skip = 0  # samples still to drop: the gap between segments when they hop by more than their span
+    segmenter = _Segmenter(config, logmel or LogMel(config, device), batch_segments)
     for block in blocks:
+        yield from segmenter.feed(block)
+    yield from segmenter.finish()
+
+
+class _Segmenter:
+    """Cuts the centred (padded) signal into segments as its blocks arrive.
+
+    The padded signal is the real one with ``n_fft // 2`` samples before and after
+    (zeros, or its reflection as ``numpy.pad(mode="reflect")``). ``buffer`` holds it from
+    the next segment's first sample; segments that hop by more than their span leave
+    gaps, which are dropped from the blocks as they arrive (``skip``).
+    """
+
+    def __init__(self, config: FeatureConfig, logmel: LogMel, batch_segments: int):
+        self.config, self.logmel, self.batch = config, logmel, batch_segments
+        self.half = config.n_fft // 2
+        self.reflect = config.pad_mode == "reflect"
+        self.span = (config.segment_frames - 1) * config.hop_length + config.n_fft  # padded samples per segment
+        self.stride = config.segment_hop_frames * config.hop_length  # between segment starts
+        self.head = np.zeros(0, np.float32)  # real samples until the start padding can be made
+        self.buffer: np.ndarray | None = None
+        self.recent = np.zeros(0, np.float32)  # the last half + 1 real samples, to reflect at the end
+        self.consumed = self.emitted = self.skip = 0
+
+    def feed(self, block) -> Iterator:
         block = np.asarray(block, np.float32)
-        consumed += len(block)
-        if first:  # reflect padding needs the first half-window of real samples
-            pending_first = np.concatenate([pending_first, block])
-            if len(pending_first) <= half:
-                continue
-            buffer, first = pad_start(pending_first), False
+        self.consumed += len(block)
+        if self.reflect:
+            self.recent = np.concatenate([self.recent, block[-(self.half + 1):]])[-(self.half + 1):]
+        if self.buffer is None:
+            self.head = np.concatenate([self.head, block])
+            if len(self.head) <= self.half:  # reflecting the start needs half + 1 samples
+                return
+            self.buffer = self._pad_start(self.head)
         else:
-            if skip:
-                dropped = min(skip, len(block))
-                block, skip = block[dropped:], skip - dropped
-            buffer = np.concatenate([buffer, block])
-        ready = 0 if len(buffer) < span else 1 + (len(buffer) - span) // stride
-        while ready >= batch_segments:
-            yield cut(buffer, batch_segments)
-            advance = batch_segments * stride
-            skip += max(0, advance - len(buffer))
-            buffer = buffer[advance:]
-            emitted += batch_segments
-            ready -= batch_segments
-    if first:
-        if consumed == 0:
+            dropped = min(self.skip, len(block))
+            self.skip -= dropped
+            self.buffer = np.concatenate([self.buffer, block[dropped:]])
+        yield from self._ready()
+
+    def finish(self) -> Iterator:
+        """The segments left at the end: end padding, and silence up to one segment."""
+        remaining = n_segments(self.consumed, self.config) - self.emitted if self.consumed else 0
+        if remaining <= 0:
             return
-        buffer = pad_start(pending_first)
-    total = n_segments(consumed, config)
-    remaining = total - emitted
-    if remaining <= 0:
-        return
-    # End padding, as centred frames: half a window (zeros or reflection); a signal
-    # shorter than one segment is padded with zeros to one.
-    tail = buffer[-half - 1: -1][::-1] if config.pad_mode == "reflect" and consumed > half else np.zeros(half, np.float32)
-    buffer = np.concatenate([buffer, tail])
-    need = (remaining - 1) * stride + span
-    if len(buffer) < need:
-        buffer = np.concatenate([buffer, np.zeros(need - len(buffer), np.float32)])
-    for start in range(0, remaining, batch_segments):
-        count = min(batch_segments, remaining - start)
-        yield cut(buffer[start * stride:], count)
+        if self.buffer is None:  # the whole signal is at most half a window long
+            buffer = np.pad(self.head, self.half, mode="reflect" if self.reflect else "constant")
+        else:
+            tail = self.recent[-self.half - 1: -1][::-1] if self.reflect else np.zeros(self.half, np.float32)
+            buffer = np.concatenate([self.buffer, tail])
+        need = (remaining - 1) * self.stride + self.span
+        buffer = np.concatenate([buffer, np.zeros(max(0, need - len(buffer)), np.float32)])
+        for start in range(0, remaining, self.batch):
+            yield self._cut(buffer[start * self.stride:], min(self.batch, remaining - start))
+
+    def _pad_start(self, y: np.ndarray) -> np.ndarray:
+        pad = y[1: self.half + 1][::-1] if self.reflect else np.zeros(self.half, np.float32)
+        return np.concatenate([pad, y])
+
+    def _ready(self) -> Iterator:
+        """Whole batches of the segments the buffer holds completely."""
+        ready = 0 if len(self.buffer) < self.span else 1 + (len(self.buffer) - self.span) // self.stride
+        while ready >= self.batch:
+            yield self._cut(self.buffer, self.batch)
+            advance = self.batch * self.stride
+            self.skip += max(0, advance - len(self.buffer))
+            self.buffer = self.buffer[advance:]
+            self.emitted += self.batch
+            ready -= self.batch
+
+    def _cut(self, buf: np.ndarray, count: int):
+        torch = _torch()
+        idx = np.arange(count)[:, None] * self.stride + np.arange(self.span)[None, :]
+        frames = self.logmel.frames_to_logmel(torch.from_numpy(buf[idx]))
+        return apply_top_db(frames[..., : self.config.segment_frames], self.config)
 
 
 def waveform_segments(y: np.ndarray, config: FeatureConfig, device="cpu", logmel: LogMel | None = None):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 import random
 import time
@@ -63,7 +62,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     frozen_epochs: int = 10
     unfrozen_epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 64                    # per process: DDP's global batch is batch_size × world size
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -179,7 +178,7 @@ def batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator |
         if drop_last and len(chunk) < global_batch:
             return
         mine = chunk[rank::world_size]
-        if len(mine) >= 2 or not shuffle:
+        if len(chunk) >= max(2, world_size) or not shuffle:  # the same decision on every rank
             yield mine
 
 
@@ -264,6 +263,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     ddp_model: nn.Module | None = None
+    aug_generator: torch.Generator | None = None   # per-rank augmentation stream under DDP; default: generator
 
     @property
     def net(self) -> nn.Module:
@@ -283,16 +283,21 @@ def train_epoch(ctx: Context, data: SegmentSet, optimizer, scheduler, progress=N
     ctx.net.train()
     cfg = ctx.config
     total, count = torch.zeros((), device=ctx.device), torch.zeros((), device=ctx.device)
-    for idx in batches(len(data), cfg.batch_size, True, ctx.generator, ctx.rank, ctx.world_size, drop_last=ctx.world_size > 1):
-        x = spec_augment(data.x[idx], generator=ctx.generator, **cfg.spec_augment)
-        x, target = mixup(ctx.to_device(x), ctx.to_device(data.y[idx]), ctx.n_classes, cfg.mixup, ctx.generator)
+    aug = ctx.aug_generator if ctx.aug_generator is not None else ctx.generator
+    global_batch = cfg.batch_size * ctx.world_size
+    for step, idx in enumerate(batches(len(data), cfg.batch_size, True, ctx.generator, ctx.rank, ctx.world_size)):
+        x = spec_augment(data.x[idx], generator=aug, **cfg.spec_augment)
+        x, target = mixup(ctx.to_device(x), ctx.to_device(data.y[idx]), ctx.n_classes, cfg.mixup, aug)
         if ctx.device.type == "cuda" and cfg.amp:
             x = x.unsqueeze(1).contiguous(memory_format=torch.channels_last)
         with ctx.autocast():
             logits = ctx.net(x)
             loss = nn.functional.cross_entropy(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if ctx.world_size > 1:  # DDP averages the ranks' gradients: weight by this rank's share of the global batch
+            (loss * (len(idx) * ctx.world_size / min(global_batch, len(data) - step * global_batch))).backward()
+        else:
+            loss.backward()
         optimizer.step()
         scheduler.step()
         total += loss.detach() * len(idx)
@@ -321,7 +326,12 @@ def predict_segments(model: nn.Module, x: torch.Tensor, device, batch_size: int 
 
 def validate(ctx: Context, data: SegmentSet) -> dict:
     """Segment- and track-level validation metrics (segments voted per track)."""
-    probs = predict_segments(ctx.model, data.x, ctx.device, amp=ctx.config.amp)
+    if ctx.world_size > 1:
+        from .distributed.ddp import predict_sharded
+
+        probs = predict_sharded(ctx.model, data.x, ctx.device, ctx.rank, ctx.world_size, amp=ctx.config.amp)
+    else:
+        probs = predict_segments(ctx.model, data.x, ctx.device, amp=ctx.config.amp)
     y = data.y.numpy()
     eps = 1e-12
     loss = float(-np.log(probs[np.arange(len(y)), y] + eps).mean())
@@ -464,6 +474,10 @@ def train(config: TrainConfig, resume: bool = False, rank: int = 0, world_size: 
     model = build_model(model_config, pretrained=config.pretrained, weights=config.weights).to(device)
     if device.type == "cuda" and config.amp:
         model = model.to(memory_format=torch.channels_last)
+    if world_size > 1:
+        from .distributed.ddp import sync_batchnorm
+
+        model = sync_batchnorm(model, device)  # BatchNorm statistics of the global batch
     ctx = Context(model, config, device, len(labels), generator, rank, world_size)
     history, best, start = [], None, (0, 0)
     if resume:
@@ -487,6 +501,10 @@ def train(config: TrainConfig, resume: bool = False, rank: int = 0, world_size: 
         if first_epoch:
             _restore_optimizer(out, optimizer, scheduler)
         for epoch in range(first_epoch, epochs):
+            if world_size > 1:
+                from .distributed.ddp import seed_rank
+
+                seed_rank(ctx, phase_i, epoch)  # per-rank dropout/augmentation streams
             row, best = _run_epoch(ctx, phase, epoch, train_set, valid_set, optimizer, scheduler, cache, labels,
                                    train_tracks, valid_tracks, history, best, out)
     if rank == 0:

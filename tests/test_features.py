@@ -40,7 +40,10 @@ CONFIGS = [
                   segment_hop_seconds=0.7, pad_mode="reflect"),
     FeatureConfig(sr=8000, n_fft=256, hop_length=100, n_mels=16, segment_seconds=0.3,
                   segment_hop_seconds=0.1, frontend="musicnn", top_db=None),
+    FeatureConfig(sr=8000, n_fft=512, hop_length=128, n_mels=16, segment_seconds=0.016,
+                  segment_hop_seconds=0.05, pad_mode="reflect", frontend="musicnn", top_db=None),
 ]
+IDS = ["logmel", "musicnn", "reflect-64", "gaps", "overlap", "one-frame"]
 
 
 def librosa_segments(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -124,7 +127,7 @@ def test_parity_is_not_trivial(real_waveforms):
     assert np.abs(ours - librosa_segments(y, FeatureConfig(pad_mode="reflect"))).max() > 1.0
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["logmel", "musicnn", "reflect-64", "gaps", "overlap"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_parity_with_librosa_on_noise(cfg):
     rng = np.random.default_rng(7)
     y = (0.1 * rng.standard_normal(int(7.3 * cfg.sr))).astype(np.float32)
@@ -198,7 +201,7 @@ def _random_blocks(y, rng, max_cuts=30):
     return np.split(y, cuts)
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["logmel", "musicnn", "reflect-64", "gaps", "overlap"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
 def test_streaming_in_blocks_equals_whole(cfg):
     """Any cut into blocks (including empty and 1-sample blocks, and blocks shorter than
     the half window that reflect padding needs) and any batch size give the same segments."""
@@ -223,6 +226,25 @@ def test_streaming_real_audio_matches_librosa(real_waveforms, cfg):
     blocks = [y[i: i + 12345] for i in range(0, len(y), 12345)]
     streamed = torch.cat(list(iter_segments(blocks, cfg, batch_segments=4))).numpy()
     assert np.abs(streamed - librosa_segments(y, cfg)).max() <= PARITY_DB
+
+
+@pytest.mark.filterwarnings("ignore:n_fft=.* is too large")
+@pytest.mark.parametrize("pad_mode", ["constant", "reflect"])
+@pytest.mark.parametrize("n", [1, 2, 100, 256, 257, 600])
+def test_signals_shorter_than_a_window_match_librosa(pad_mode, n):
+    """Down to one sample, the frames that exist in librosa's output are the same
+    (reflection of a signal shorter than half a window repeats, as numpy.pad does)."""
+    cfg = FeatureConfig(sr=8000, n_fft=512, hop_length=128, n_mels=16, segment_seconds=0.1,
+                        pad_mode=pad_mode, frontend="musicnn", top_db=None)
+    y = (0.1 * np.random.default_rng(n).standard_normal(n)).astype(np.float32)
+    power = librosa.feature.melspectrogram(y=y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                                           n_mels=cfg.n_mels, center=True, pad_mode=pad_mode)
+    theirs = np.log10(10000.0 * power + 1.0)
+    for blocks in ([y], [y[:1], y[1:]], [y[i: i + 7] for i in range(0, n, 7)]):
+        ours = torch.cat(list(iter_segments(blocks, cfg))).numpy()
+        assert ours.shape == (1, 16, cfg.segment_frames)
+        np.testing.assert_allclose(ours[0, :, : theirs.shape[1]], theirs, atol=1e-4)
+        assert np.all(ours[0, :, theirs.shape[1] + 4:] == 0.0)  # then silence: log10(1 + 0)
 
 
 def test_streaming_empty_input():

@@ -31,8 +31,8 @@ def gtzan_rows(shared_data, n_22k=4, n_16k=2):
     """A few GTZAN tracks from both sources (22.05 kHz and 16 kHz files) with their splits."""
     with open(shared_data / "gtzan_labels.csv", newline="") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: r["track_id"])
-    pick = [r for r in rows if r["sample_rate"] == "22050"][:n_22k] + [r for r in rows if r["sample_rate"] == "16000"][:n_16k]
-    return pick
+    by_rate = {rate: [r for r in rows if r["sample_rate"] == rate] for rate in ("22050", "16000")}
+    return by_rate["22050"][:n_22k] + by_rate["16000"][:n_16k]
 
 
 @pytest.fixture
@@ -262,9 +262,9 @@ def _wait_for_first_shard(proc, out, timeout=60.0):
 
 @pytest.fixture
 def long_manifest(shared_data, tmp_path):
-    """16 GTZAN tracks, so a run can be stopped well before the end."""
-    path = tmp_path / "gtzan16.csv"
-    tracks = read_gtzan(shared_data).tracks[:16]
+    """30 GTZAN tracks, so a run can be stopped well before the end."""
+    path = tmp_path / "gtzan30.csv"
+    tracks = read_gtzan(shared_data).tracks[:30]
     path.write_text("path,label,track_id\n" + "".join(f"{t.path},{t.label},{t.track_id}\n" for t in tracks))
     return path, tracks
 
@@ -287,6 +287,7 @@ def test_killed_run_leaves_an_openable_cache(long_manifest, tmp_path, sig):
         assert proc.returncode == -signal.SIGKILL
     cache = FeatureCache(out, FeatureConfig())
     cached = set(cache.tracks["track_id"])
+    print(f"{len(cached)} of {len(tracks)} tracks cached before {signal.Signals(sig).name}")
     assert 1 <= len(cached) < len(tracks)
     for row in cache.tracks.itertuples():  # every cached track is whole
         assert cache.track_segments(row).shape == (row.n_segments, 128, 129)

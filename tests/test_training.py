@@ -1,7 +1,6 @@
 """Training: the recipe's parts (head, freezing, one-cycle, AdaBound), checkpoints, resume, LR finder."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

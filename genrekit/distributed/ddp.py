@@ -51,13 +51,16 @@ one process too (there, augmentation and shuffling share a stream).
 
 Why plain ``torch.distributed`` and not Lightning Fabric
 ---------------------------------------------------------
-Fabric would add a dependency (``lightning``) for what is, here, about a hundred
-lines: genrekit's own loop already handles the two phases (re-wrapping the model
-when the backbone unfreezes), checkpoints, resume and the best-model rule, and the
-"sampler" is the strided slice of each global batch in
-:func:`genrekit.training.batches`. Fabric's strategies (FSDP, DeepSpeed) are not
-needed for models of 0.1–30 M parameters, and its launcher detection is a dozen
-lines below. Plain DDP keeps the run identical to one process and easy to debug.
+Fabric would add a dependency (``lightning`` and its own pins on torch) for what is
+a few dozen lines here: genrekit's own loop already handles the two phases
+(re-wrapping the model when the backbone unfreezes), checkpoints, resume and the
+best-model rule; the "sampler" is the strided slice of each global batch in
+:func:`genrekit.training.batches`; and launcher detection (torchrun, SLURM) is
+:func:`launcher_env`. Fabric's extra strategies (FSDP, DeepSpeed) are not needed for
+models of 0.1–30 M parameters, and it would not remove the work that matters for
+equivalence (global-batch BatchNorm on CPU, loss weighting of an uneven last batch,
+sharded validation). Plain DDP keeps the run identical to one process and easy to
+debug.
 
 Examples
 --------
@@ -138,8 +141,8 @@ def launch(config, devices: int = 1, nodes: int = 1, resume: bool = False):
     env = launcher_env()
     if env is not None:
         if env.world_size != devices * nodes:
-            raise ConfigError(f"{env.launcher} started {env.world_size} processes, but devices {devices} × nodes {nodes} "
-                              f"= {devices * nodes}; pass --devices/--nodes that match the launcher (see {DOCS})")
+            raise ConfigError(f"{env.launcher} started {env.world_size} processes, but devices {devices} × nodes "
+                              f"{nodes} = {devices * nodes}; pass --devices/--nodes matching the launcher (see {DOCS})")
         return _run_rank(config, resume, env)
     if nodes > 1:
         raise ConfigError(_needs_launcher_message(devices, nodes))
@@ -182,8 +185,9 @@ def first_host(nodelist: str) -> str:
 
 
 def _needs_launcher_message(devices: int, nodes: int) -> str:
-    args = sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train", "--config", "CONFIG.yaml", "--devices", str(devices),
-                                                          "--nodes", str(nodes)]
+    from_cli = Path(sys.argv[0]).name in ("genrekit", "__main__.py") and sys.argv[1:2] == ["train"]
+    args = sys.argv[1:] if from_cli else ["train", "--config", "CONFIG.yaml", "--devices", str(devices),
+                                          "--nodes", str(nodes)]
     args = " ".join(shlex.quote(a) for a in args)
     return (f"--nodes {nodes}: processes on other nodes must be started by a launcher. Run on every node:\n"
             f"  torchrun --nnodes {nodes} --nproc_per_node {devices} --rdzv_backend c10d "
@@ -206,7 +210,8 @@ def _spawn(config, devices: int, resume: bool):
     from ..cache import FeatureCache
 
     config.check()
-    FeatureCache(config.cache)  # a missing cache fails here, not in every process
+    FeatureCache(config.cache)  # a missing cache or a bad device fails here, not in every process
+    rank_device(config.device, 0)
     if _wants_cuda(config.device) and torch.cuda.device_count() < devices:
         raise ConfigError(f"--devices {devices}, but {torch.cuda.device_count()} CUDA device(s) visible; "
                           f"use --devices {torch.cuda.device_count()} or device: cpu")
@@ -216,8 +221,10 @@ def _spawn(config, devices: int, resume: bool):
         last = e.msg.strip().splitlines()[-1] if e.msg.strip() else "unknown error"
         raise DistributedTrainingError(f"training process {e.error_index} of {devices} failed: {last}") from e
     except mp.ProcessExitedException as e:
-        raise DistributedTrainingError(f"training process {e.error_index} of {devices} died "
-                                       f"(exit code {e.exit_code}; out of memory?)") from e
+        how = (f"was killed by {e.signal_name} (SIGKILL: out of memory?)" if e.signal_name else
+               f"exited with code {e.exit_code} (see its output above; a script that calls launch() "
+               f"needs an `if __name__ == '__main__':` guard)")
+        raise DistributedTrainingError(f"training process {e.error_index} of {devices} {how}") from e
     return _result_from_folder(Path(config.out))
 
 
@@ -225,7 +232,8 @@ def _spawned_worker(local_rank: int, port: int, world_size: int, config, resume:
     """One process started by :func:`_spawn` (module level so that it pickles)."""
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size))
     if not _wants_cuda(config.device) and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world_size))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // world_size))
     _run_rank(config, resume, Rendezvous(local_rank, world_size, local_rank, f"tcp://127.0.0.1:{port}", "spawn"))
 
 
@@ -390,7 +398,7 @@ class GlobalBatchNorm(_BatchNorm):
         self._check_input_dim(input)
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
-        x = input.float()
+        x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
         count = torch.full((1,), input.numel() // max(input.size(1), 1), dtype=x.dtype, device=x.device)
         sums = _AllReduceSum.apply(torch.cat([x.sum(dims), count]), self.process_group)
         n = sums[-1]
@@ -400,7 +408,7 @@ class GlobalBatchNorm(_BatchNorm):
         out = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        self._update_running_stats(mean.detach(), var.detach(), float(n))
+        self._update_running_stats(mean.detach(), var.detach(), float(n.detach()))
         return out.to(input.dtype)
 
     @torch.no_grad()
