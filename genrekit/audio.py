@@ -147,6 +147,9 @@ class _PyAVReader:
             raise NotAudioError(path, "container has no audio stream")
         self._stream = self._container.streams.audio[0]
         self.samplerate = self._stream.codec_context.sample_rate or self._stream.rate
+        if not self.samplerate:  # FFmpeg's probe guessed a codec for random bytes
+            self._container.close()
+            raise NotAudioError(path, "no sample rate in the audio stream")
         self.channels = self._stream.codec_context.channels or 1
         dur = self._stream.duration
         self.frames = None  # exact only where the container stores the stream's length

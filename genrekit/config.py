@@ -104,6 +104,11 @@ class FeatureConfig:
             raise ConfigError(f"unknown FeatureConfig keys: {sorted(unknown)}")
         return cls(**data)
 
+    @property
+    def value_unit(self) -> str:
+        """What a feature value is: ``"dB"`` for the log-mel front end, musicnn's log compression otherwise."""
+        return "dB" if self.frontend == "logmel_db" else "log10(1 + 10^4 mel)"
+
     def fingerprint(self) -> str:
         """A short stable hash of the settings (the same on every machine)."""
         text = json.dumps(self.to_dict(), sort_keys=True)

@@ -45,7 +45,7 @@ def range_test(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, ba
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        avg = smooth * avg + (1 - smooth) * float(loss)
+        avg = smooth * avg + (1 - smooth) * loss.item()
         smoothed = avg / (1 - smooth ** (step + 1))
         lrs.append(lr)
         losses.append(smoothed)

@@ -62,9 +62,8 @@ def plot_segments(segments: np.ndarray, config: FeatureConfig, out, title: str =
     ax.set_yticks(positions, labels)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("frequency (Hz, mel scale)")
-    unit = "dB" if config.frontend == "logmel_db" else "log10(1 + 10^4 mel)"
     ax.set_title(title or f"log-mel spectrogram, {n} segments of {seg_seconds:.2f} s")
-    fig.colorbar(image, ax=ax, label=unit, pad=0.01)
+    fig.colorbar(image, ax=ax, label=config.value_unit, pad=0.01)
     return _save(fig, out)
 
 

@@ -547,7 +547,8 @@ def _run_epoch(ctx, phase, epoch, train_set, valid_set, optimizer, scheduler, ca
     print(f"{phase} epoch {epoch + 1}: train loss {train_loss:.3f}, valid loss {metrics['valid_loss']:.3f}, "
           f"segment acc {metrics['valid_segment_accuracy']:.3f}, track acc {metrics['valid_track_accuracy']:.3f}"
           f"{' *' if improved else ''} ({row['segments_per_s']:.0f} seg/s)")
-    payload = checkpoint_payload(ctx.model, labels, cache, train_tracks, valid_tracks, cfg, best, history)
+    # metrics of THESE weights: best.pt is written only when row is the best, last.pt holds the last epoch
+    payload = checkpoint_payload(ctx.model, labels, cache, train_tracks, valid_tracks, cfg, row, history)
     if improved:
         save_checkpoint(payload, out / "best.pt")
     payload["resume"] = {"phase_index": [p[0] for p in _phases(cfg)].index(phase), "epoch": epoch + 1,

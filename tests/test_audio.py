@@ -266,6 +266,16 @@ def test_text_file_named_mp3(tmp_path):
         audio_info(path)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_random_bytes_named_mp3(tmp_path, seed):
+    # FFmpeg's probe can take random bytes for some codec with no sample rate: still not audio
+    path = tmp_path / "noise.mp3"
+    path.write_bytes(np.random.default_rng(seed).bytes(4096))
+    with pytest.raises((NotAudioError, CorruptAudioError)) as e:
+        load_audio(path)
+    assert str(path) in str(e.value)
+
+
 def test_too_short_clip(write_wav):
     path = write_wav("short.wav", tone(0.5))
     with pytest.raises(TooShortError) as e:

@@ -355,3 +355,10 @@ def test_fingerprint_is_stable_across_processes():
                          env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "123"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == FeatureConfig(n_mels=64).fingerprint()
+
+
+def test_value_unit_names_the_front_end():
+    from genrekit.config import MUSICNN_FEATURES, FeatureConfig
+
+    assert FeatureConfig().value_unit == "dB"
+    assert MUSICNN_FEATURES.value_unit == "log10(1 + 10^4 mel)"

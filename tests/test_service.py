@@ -191,7 +191,7 @@ def test_predict_with_spectrogram(server, fma_mp3, model):
     levels = np.frombuffer(base64.b64decode(spec["data"]), np.uint8)
     assert levels.size == n_mels * columns
     assert levels.min() == 0 and levels.max() == 255 and 20 < levels.mean() < 235
-    assert spec["vmin"] < spec["vmax"] and spec["unit"] == "dB"
+    assert spec["vmin"] < spec["vmax"] and spec["unit"] == model.feature_config.value_unit
     assert [t["band"] for t in spec["freq_ticks"]] == sorted(t["band"] for t in spec["freq_ticks"])
     # the spectrogram changes nothing else
     plain = post_file(server.client, fma_mp3.name, fma_mp3.read_bytes()).json()

@@ -163,6 +163,7 @@ def test_train_writes_checkpoint_metrics_and_plots(tiny_cache, tmp_path):
     assert payload["training_data"]["train"]["n_tracks"] == 8 and payload["training_data"]["valid"]["n_tracks"] == 4
     assert payload["metrics"]["valid_track_accuracy"] == max(h["valid_track_accuracy"] for h in result.history)
     assert len(payload["training_data"]["train_track_ids"]) == 8
+    assert load_checkpoint(tmp_path / "last.pt")["metrics"] == result.history[-1]  # last.pt: its own epoch
 
 
 def test_checkpoint_round_trip_gives_same_predictions(tiny_checkpoint, tiny_cache):

@@ -43,6 +43,24 @@ def fma_manifest(path: Path) -> Path:
     return path
 
 
+def finalize(payload: dict) -> dict:
+    """The shipped form of a run's last.pt: no optimiser state, paths relative to the repository."""
+    payload.pop("resume", None)
+    payload["name"] = "genrekit-gtzan"
+    payload["metrics"] = dict(payload["history"][-1])  # the weights are the last epoch's
+
+    def relative(path):
+        return os.path.relpath(path, REPO) if path else path
+
+    for section, keys in (("train_config", ("cache", "out")), ("training_data", ("cache",))):
+        for key in keys:
+            payload[section][key] = relative(payload[section][key])
+    dataset = payload["training_data"].get("dataset") or {}
+    if "root" in dataset:
+        dataset["root"] = relative(dataset["root"])
+    return payload
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
@@ -65,9 +83,7 @@ def main():
     config.cache, config.out = str(cache), str(REPO / config.out)
     result = train(config)
 
-    payload = load_checkpoint(result.out / "last.pt")
-    payload.pop("resume", None)
-    payload["name"] = "genrekit-gtzan"
+    payload = finalize(load_checkpoint(result.out / "last.pt"))
     shipped_tmp = result.out / "shipped.pt"
     torch.save(payload, shipped_tmp)
 

@@ -8,8 +8,9 @@ def add_arguments(p):
     p.add_argument("--config", help="YAML recipe (see configs/); options below override it")
     add_training_overrides(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/last.pt")
-    p.add_argument("--devices", type=positive_int, default=1, help="processes (GPUs) per node for DDP training")
-    p.add_argument("--nodes", type=positive_int, default=1, help="nodes for DDP training (with torchrun/SLURM)")
+    p.add_argument("--devices", type=positive_int, help="processes (GPUs) per node for DDP training "
+                   "(default 1, or what torchrun/srun started)")
+    p.add_argument("--nodes", type=positive_int, help="nodes for DDP training (with torchrun/SLURM)")
 
 
 def add_training_overrides(p):
@@ -46,15 +47,16 @@ def config_from_args(args):
 
 
 def run(args) -> int:
+    from ..distributed.ddp import launch, launcher_env
+
     config = config_from_args(args)
-    if args.devices > 1 or args.nodes > 1:
-        from ..distributed.ddp import launch
-
-        result = launch(config, devices=args.devices, nodes=args.nodes, resume=args.resume)
-    else:
-        from ..training import train
-
-        result = train(config, resume=args.resume)
+    launcher = launcher_env()
+    devices, nodes = args.devices, args.nodes
+    if launcher is not None and devices is None and nodes is None:
+        devices, nodes = launcher.world_size, 1  # torchrun/srun decided how many processes
+    result = launch(config, devices=devices or 1, nodes=nodes or 1, resume=args.resume)
+    if launcher is not None and launcher.rank != 0:
+        return 0
     best = result.best_metrics
     print(f"best: {best.get('phase')} epoch {best.get('epoch')}, valid track accuracy "
           f"{best.get('valid_track_accuracy', float('nan')):.3f}, segment accuracy "

@@ -138,7 +138,7 @@ def spectrogram_payload(path: Path, config, max_duration_s: float, duration: flo
     data, vmin, vmax = _quantise(image, config)
     return {"format": "uint8-base64", "data": base64.b64encode(data.tobytes()).decode("ascii"),
             "shape": list(data.shape), "columns_per_segment": columns, "n_segments": int(len(segments)),
-            "vmin": vmin, "vmax": vmax, "unit": "dB" if config.frontend == "logmel_db" else "log10(1 + 10^4 mel)",
+            "vmin": vmin, "vmax": vmax, "unit": config.value_unit,
             "freq_ticks": _freq_ticks(config)}
 
 
