@@ -2,8 +2,9 @@
 
 Usage: python bench/train_throughput.py [BACKBONE ...]
 
-Measures forward+backward+optimizer steps (AdaBound, batch 32, backbone unfrozen) on
-random segments after two warm-up steps; appends to bench/results/train_throughput.csv.
+Measures forward+backward+optimizer steps (AdaBound, batch 32) on random segments after
+two warm-up steps, with the backbone frozen (phase 1 of the recipe) and unfrozen (phase 2);
+appends to bench/results/train_throughput.csv.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(backbone: str, batch: int = 32, steps: int = 4, shape=(128, 129)) -> float:
+def measure(backbone: str, frozen: bool, batch: int = 32, steps: int = 4, shape=(128, 129)) -> float:
     import torch
 
     from genrekit.models import ModelConfig, build_model, get_backbone
@@ -29,6 +30,7 @@ def measure(backbone: str, batch: int = 32, steps: int = 4, shape=(128, 129)) ->
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone, 10))
     model.train()
+    model.freeze_backbone(frozen)
     opt = make_optimizer(model.parameters(), TrainConfig(), 1e-3)
     x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
     for i in range(steps + 2):
@@ -47,11 +49,12 @@ def main(backbones):
 
     rows = []
     for backbone in backbones:
-        rate = measure(backbone)
-        rows.append({"backbone": backbone, "segments_per_s": round(rate, 1), "batch": 32,
+        frozen, unfrozen = measure(backbone, frozen=True), measure(backbone, frozen=False)
+        rows.append({"backbone": backbone, "frozen_segments_per_s": round(frozen, 1),
+                     "unfrozen_segments_per_s": round(unfrozen, 1), "batch": 32,
                      "threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core CPU",
                      "date": time.strftime("%Y-%m-%d")})
-        print(f"{backbone:24}{rate:8.1f} segments/s")
+        print(f"{backbone:24}{frozen:8.1f} segments/s frozen {unfrozen:8.1f} segments/s unfrozen", flush=True)
     append_rows(REPO / "bench" / "results" / "train_throughput.csv", rows)
 
 

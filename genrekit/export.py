@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 
 from .errors import CheckpointError
@@ -38,9 +39,11 @@ def onnx_bytes_from_payload(payload: dict) -> bytes:
     cfg = FeatureConfig.from_dict(payload["feature_config"])
     example = torch.zeros(2, *cfg.segment_shape)
     buffer = io.BytesIO()
-    torch.onnx.export(model, (example,), buffer, input_names=["segments"], output_names=["probabilities"],
-                      dynamic_axes={"segments": {0: "batch"}, "probabilities": {0: "batch"}},
-                      opset_version=OPSET, dynamo=False)
+    with warnings.catch_warnings():  # the tracer's notes on shape checks and constant folding are not for users
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), buffer, input_names=["segments"], output_names=["probabilities"],
+                          dynamic_axes={"segments": {0: "batch"}, "probabilities": {0: "batch"}},
+                          opset_version=OPSET, dynamo=False)
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(_metadata(payload))

@@ -182,6 +182,21 @@ def batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator |
             yield mine
 
 
+def segments_on_device(data: SegmentSet, device: torch.device, max_share: float = 0.25) -> SegmentSet:
+    """Keep the training segments on the GPU when they take at most ``max_share`` of its free memory.
+
+    Batches are then gathered on the GPU instead of copied over PCIe at every step
+    (FMA small: 80,000 float16 segments of 128 × 129 = 2.6 GB). On CPU, or when they do
+    not fit, ``data`` is returned unchanged.
+    """
+    if device.type != "cuda":
+        return data
+    free, _ = torch.cuda.mem_get_info(device)
+    if data.x.element_size() * data.x.nelement() > max_share * free:
+        return data
+    return SegmentSet(data.x.to(device), data.y.to(device), data.track, data.tracks)
+
+
 # ---------------------------------------------------------------- augmentation
 
 
@@ -286,6 +301,7 @@ def train_epoch(ctx: Context, data: SegmentSet, optimizer, scheduler, progress=N
     aug = ctx.aug_generator if ctx.aug_generator is not None else ctx.generator
     global_batch = cfg.batch_size * ctx.world_size
     for step, idx in enumerate(batches(len(data), cfg.batch_size, True, ctx.generator, ctx.rank, ctx.world_size)):
+        idx = idx.to(data.x.device)
         x = spec_augment(data.x[idx], generator=aug, **cfg.spec_augment)
         x, target = mixup(ctx.to_device(x), ctx.to_device(data.y[idx]), ctx.n_classes, cfg.mixup, aug)
         if ctx.device.type == "cuda" and cfg.amp:
@@ -457,9 +473,11 @@ def train(config: TrainConfig, resume: bool = False, rank: int = 0, world_size: 
     """
     config.check()
     generator = seed_everything(config.seed)
-    if world_size == 1:
-        torch.use_deterministic_algorithms(True, warn_only=True)
     device = device or resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+    elif world_size == 1:
+        torch.use_deterministic_algorithms(True, warn_only=True)  # repeatable runs on CPU
     out = Path(config.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -470,6 +488,7 @@ def train(config: TrainConfig, resume: bool = False, rank: int = 0, world_size: 
     train_set = load_segments(cache, train_tracks, labels)
     valid_set = load_segments(cache, valid_tracks, labels)
     mean, std = input_stats(config.backbone, train_set.x)
+    train_set = segments_on_device(train_set, device)
     model_config = ModelConfig(config.backbone, len(labels), HeadConfig(**config.head), mean, std)
     model = build_model(model_config, pretrained=config.pretrained, weights=config.weights).to(device)
     if device.type == "cuda" and config.amp:

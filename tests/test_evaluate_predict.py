@@ -202,13 +202,26 @@ def test_onnx_export_agrees_with_torch(tiny_checkpoint, fma_mp3, tmp_path):
 
     onnx_path = tmp_path / "model.onnx"
     assert main(["export", str(tiny_checkpoint), "--format", "onnx", "--out", str(onnx_path)]) == 0
-    torch_model, onnx_model = load_model(tiny_checkpoint), load_model(onnx_path)
+    torch_model, onnx_model = load_model(tiny_checkpoint, runtime="torch"), load_model(onnx_path)
     assert onnx_model.labels == torch_model.labels and onnx_model.runtime == "onnx"
+    assert torch_model.runtime == "torch"
     a, _ = torch_model.segment_probabilities(fma_mp3)
     b, _ = onnx_model.segment_probabilities(fma_mp3)
     assert np.abs(a - b).max() <= 1e-4
     c, _ = load_model(tiny_checkpoint, runtime="onnx").segment_probabilities(fma_mp3)
     assert np.abs(a - c).max() <= 1e-4
+
+
+def test_auto_runtime_is_onnx_on_cpu_and_agrees_with_torch_for_the_shipped_model(fma_mp3):
+    from genrekit.prediction import load_model
+
+    auto, eager = load_model(), load_model(runtime="torch")
+    assert auto.runtime == "onnx" and eager.runtime == "torch"
+    a, _ = auto.segment_probabilities(fma_mp3)
+    b, _ = eager.segment_probabilities(fma_mp3)
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4
+    with pytest.raises(ValueError, match="runtime"):
+        load_model(runtime="tensorflow")
 
 
 def test_shipped_model_predicts_offline(fma_mp3, capsys):

@@ -435,3 +435,22 @@ def test_cli_embed(write_wav, tmp_path, capsys):
     assert (out / "b.npy").read_bytes() == b"stale" and "1 skipped" in capsys.readouterr().err
     assert main(["embed", str(folder / "b.wav"), "--out", str(out), "--overwrite", "--layer", "pool"]) == 0
     assert np.load(out / "b.npy").shape == (1, 1506)
+
+
+def test_front_end_eval_shortcut_equals_batch_norm_before_the_max():
+    # eval: ReLU and BN are applied after the max over frequencies (min where BN's scale < 0)
+    torch.manual_seed(0)
+    block = musicnn.FrontEndBlock(16, (7, 38), (3, 3)).eval()
+    with torch.no_grad():
+        block.bn.weight.normal_()
+        block.bn.bias.normal_()
+        block.bn.running_mean.normal_()
+        block.bn.running_var.uniform_(0.5, 2.0)
+    assert (block.bn.weight < 0).any() and (block.bn.weight > 0).any()
+    x = torch.randn(3, 1, 187, 96)
+    with torch.no_grad():
+        z = block.conv(torch.nn.functional.pad(x, (0, 0, 3, 3)))
+        reference = block.bn(torch.relu(z)).amax(dim=3)
+        assert torch.allclose(block(x), reference, atol=1e-6, rtol=0)
+        block.train()  # training: batch statistics of the whole map, the plain order
+        assert block(x).shape == reference.shape

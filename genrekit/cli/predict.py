@@ -11,7 +11,8 @@ def add_arguments(p):
     p.add_argument("--top-k", type=positive_int, default=3, help="probabilities to show per file (default 3)")
     p.add_argument("--max-duration", type=positive_float, help="read at most this many seconds of each file")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto (default): onnxruntime on CPU, PyTorch on CUDA")
     p.add_argument("--segments", action="store_true", help="table format: also list every segment's vote")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
