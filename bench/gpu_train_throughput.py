@@ -121,7 +121,8 @@ def main():
         loop = loop_rate(Path(tmp) / "cache", Path(tmp) / "run", args)
     bare = bare_rate(args, args.frames)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{os.cpu_count()}-core CPU"
-    print(f"\n{args.backbone}, batch {args.batch}, 1x128x{args.frames}, bf16+channels_last on {device_name}")
+    precision = "bf16+channels_last" if args.device.startswith("cuda") else "fp32"
+    print(f"\n{args.backbone}, batch {args.batch}, 1x128x{args.frames}, {precision} on {device_name}")
     print(f"{'genrekit training loop (cache)':34}{loop:10.1f} segments/s")
     print(f"{'bare forward+backward (random)':34}{bare:10.1f} segments/s")
     print(f"loop / bare: {loop / bare:.2f} (target >= 0.85)")
