@@ -238,7 +238,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tiny_cache, tmp
         np.testing.assert_allclose(p1, p2, atol=2e-2, err_msg=name)
 
 
-def test_torchrun_runs_the_cli_on_two_processes(tiny_cache, tmp_path):
+@pytest.mark.parametrize("devices", [["--devices", "2"], []], ids=["devices-2", "launcher-decides"])
+def test_torchrun_runs_the_cli_on_two_processes(tiny_cache, tmp_path, devices):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun not installed beside python")
@@ -246,10 +247,12 @@ def test_torchrun_runs_the_cli_on_two_processes(tiny_cache, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_KEYS}
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "genrekit", "train",
            "--cache", str(tiny_cache), "--backbone", "small_cnn", "--epochs", "1", "0", "--batch-size", "8",
-           "--device", "cpu", "--quiet", "--out", str(out), "--devices", "2"]
+           "--device", "cpu", "--quiet", "--out", str(out), *devices]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert proc.stdout.count("frozen epoch 1: train loss") == 1  # epochs are reported by rank 0 only
+    assert proc.stdout.count("checkpoint: ") == 1  # and so is the summary
+    assert "train: 8 tracks" in proc.stdout  # one DDP run over the cache, not two separate runs
     payload = load_checkpoint(out / "best.pt")
     assert payload["train_config"]["batch_size"] == 8 and len(payload["history"]) == 1
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv",
