@@ -28,7 +28,7 @@ from torch import nn
 
 from . import __version__
 from .cache import FeatureCache
-from .datasets.base import Track, assign_splits, check_disjoint
+from .datasets.base import Track, assign_splits, check_disjoint, kfold_assign
 from .errors import CheckpointError, ConfigError
 from .io import atomic_path, write_json, write_text
 from .models import GenreNet, HeadConfig, ModelConfig, build_model
@@ -55,6 +55,8 @@ class TrainConfig:
     train_split: list[str] = field(default_factory=lambda: ["train"])
     valid_split: list[str] = field(default_factory=lambda: ["valid"])
     valid_fraction: float = 0.2             # carved from train by artist/track when valid_split is empty
+    folds: int = 0                          # k > 1: validate on fold `fold` of a k-fold split by artist/track
+    fold: int = 0                           #   (instead of valid_fraction, when valid_split is empty)
     optimizer: str = "adabound"             # or "adamw"
     lr: float = 1e-3
     unfrozen_lr: float | None = None        # default: lr
@@ -104,6 +106,9 @@ class TrainConfig:
             raise ConfigError("batch_size must be at least 2 (BatchNorm)")
         if not self.lr > 0:
             raise ConfigError("lr must be positive")
+        if self.folds == 1 or self.folds < 0 or (self.folds > 1 and not 0 <= self.fold < self.folds):
+            raise ConfigError(f"folds must be 0 (off) or >= 2, and fold in 0..folds-1; got folds {self.folds}, "
+                              f"fold {self.fold}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -135,14 +140,20 @@ def split_tracks(cache: FeatureCache, config: TrainConfig):
     """Train and validation track tables, disjoint by track and artist.
 
     Validation comes from the cache's own split when it has tracks there, otherwise it
-    is carved out of the training tracks by artist (or track) with ``config.seed``.
+    is carved out of the training tracks by artist (or track) with ``config.seed``:
+    fold ``config.fold`` of a ``config.folds``-fold split, or ``config.valid_fraction``.
     """
     train = cache.select(config.train_split)
     valid = cache.select(config.valid_split) if config.valid_split else train.iloc[:0]
     if len(train) == 0:
         raise ConfigError(f"no tracks in split(s) {config.train_split} of {cache.root}; "
                           f"splits there: {sorted(cache.tracks['split'].dropna().unique())}")
-    if len(valid) == 0:
+    if len(valid) == 0 and config.folds > 1:
+        folds = kfold_assign(_tracks_of(train), config.folds, config.seed)
+        valid_ids = {track_id for track_id, fold in folds.items() if fold == config.fold}
+        valid = train[train["track_id"].isin(valid_ids)]
+        train = train[~train["track_id"].isin(valid_ids)]
+    elif len(valid) == 0:
         carved = assign_splits([dataclasses.replace(t, split=None) for t in _tracks_of(train)],
                                valid_fraction=config.valid_fraction, test_fraction=0.0, seed=config.seed)
         valid_ids = {t.track_id for t in carved if t.split == "valid"}

@@ -370,3 +370,22 @@ def test_check_disjoint(tmp_path):
 def test_normalise_split():
     assert [normalise_split(v) for v in ("training", "Validation", " test ", "val", "", None, float("nan"))] == \
         ["train", "valid", "test", "valid", None, None, None]
+
+
+def test_kfold_assign_keeps_artists_together_and_balances_folds():
+    from collections import Counter
+
+    from genrekit.datasets.base import kfold_assign
+
+    tracks = [Track(f"t{i}", f"{i}.wav", ["rock", "jazz", "pop"][i % 3], artist=f"a{i // 2}") for i in range(30)]
+    folds = kfold_assign(tracks, 5, seed=1)
+    assert set(folds) == {t.track_id for t in tracks} and set(folds.values()) == set(range(5))
+    by_artist = {}
+    for t in tracks:
+        by_artist.setdefault(t.artist, set()).add(folds[t.track_id])
+    assert all(len(f) == 1 for f in by_artist.values())  # an artist never spans two folds
+    sizes = Counter(folds.values()).values()
+    assert max(sizes) - min(sizes) <= 2
+    assert kfold_assign(tracks, 5, seed=1) == folds and kfold_assign(tracks, 5, seed=2) != folds
+    with pytest.raises(DatasetError):
+        kfold_assign(tracks[:3], 5)

@@ -233,3 +233,17 @@ def test_cli_train_and_lr_find(tiny_cache, tmp_path, capsys):
                  "--plot", str(tmp_path / "lr.png")]) == 0
     assert "suggested lr" in capsys.readouterr().out
     assert main(["train", "--backbone", "small_cnn"]) == 1  # no cache: a clear error, not a traceback
+
+
+def test_k_fold_validation_covers_every_track_once(tiny_cache):
+    cache = FeatureCache(tiny_cache)
+    seen = []
+    for fold in range(3):
+        config = TrainConfig(cache=str(tiny_cache), train_split=["train", "valid"], valid_split=[], folds=3, fold=fold)
+        train_tracks, valid_tracks = split_tracks(cache, config)
+        assert not set(train_tracks["track_id"]) & set(valid_tracks["track_id"])
+        assert len(train_tracks) + len(valid_tracks) == 12
+        seen += list(valid_tracks["track_id"])
+    assert sorted(seen) == sorted(cache.tracks["track_id"])  # each track validated exactly once
+    with pytest.raises(ConfigError):
+        TrainConfig(cache=str(tiny_cache), folds=3, fold=3).check()

@@ -23,6 +23,9 @@ def add_training_overrides(p):
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--optimizer", choices=["adabound", "adamw"])
     p.add_argument("--seed", type=int)
+    p.add_argument("--folds", type=int, metavar="K", help="validate on one fold of a K-fold split by artist/track "
+                   "(when the cache has no validation split)")
+    p.add_argument("--fold", type=int, metavar="I", help="which fold validates, 0..K-1 (with --folds)")
     p.add_argument("--out", help="run folder (checkpoints, metrics, plots)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -34,6 +37,7 @@ def config_from_args(args):
 
     overrides = {"cache": args.cache, "backbone": args.backbone, "pretrained": args.pretrained, "weights": args.weights,
                  "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "seed": args.seed,
+                 "folds": getattr(args, "folds", None), "fold": getattr(args, "fold", None),
                  "out": args.out, "device": args.device, "progress": False if args.quiet else None}
     if args.epochs:
         overrides["frozen_epochs"], overrides["unfrozen_epochs"] = args.epochs

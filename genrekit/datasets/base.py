@@ -88,13 +88,7 @@ def assign_splits(tracks: Iterable[Track], valid_fraction: float = 0.1, test_fra
     tracks = list(tracks)
     given = _given_group_splits(tracks) if only_missing else {}
     todo = [t for t in tracks if not (only_missing and t.split) and t.group not in given]
-    by_group: dict[str, list[Track]] = defaultdict(list)
-    for t in todo:
-        by_group[t.group].append(t)
-    groups_by_label: dict[str, list[str]] = defaultdict(list)
-    for group, members in sorted(by_group.items()):
-        labels = sorted(m.label for m in members)
-        groups_by_label[max(set(labels), key=labels.count)].append(group)
+    groups_by_label = _groups_by_label(todo)
     rng = random.Random(seed)
     split_of: dict[str, str] = {}
     for label in sorted(groups_by_label):
@@ -117,6 +111,48 @@ def assign_splits(tracks: Iterable[Track], valid_fraction: float = 0.1, test_fra
         return replace(t, split=split_of[t.group])
 
     return [with_split(t) for t in tracks]
+
+
+def kfold_assign(tracks: Iterable[Track], k: int, seed: int = 0) -> dict[str, int]:
+    """The cross-validation fold (0 … k-1) of each track id, by group (artist, else track).
+
+    Groups are shuffled with ``seed`` per label and dealt round-robin, continuing from
+    label to label, so each fold gets every label that has at least ``k`` groups and
+    small labels do not all land in fold 0. A group is never split across folds.
+
+    Examples
+    --------
+    >>> ts = [Track(str(i), f"{i}.wav", "rock" if i % 2 else "jazz") for i in range(10)]
+    >>> folds = kfold_assign(ts, 5)
+    >>> sorted(Counter(folds.values()).values())
+    [2, 2, 2, 2, 2]
+    """
+    if k < 2:
+        raise DatasetError(f"k-fold needs k >= 2, not {k}")
+    tracks = list(tracks)
+    rng = random.Random(seed)
+    fold_of: dict[str, int] = {}
+    dealt = 0
+    for label, groups in sorted(_groups_by_label(tracks).items()):
+        rng.shuffle(groups)
+        for group in groups:
+            fold_of[group] = dealt % k
+            dealt += 1
+    if dealt < k:
+        raise DatasetError(f"{k} folds need at least {k} tracks/artists, there are {dealt}")
+    return {t.track_id: fold_of[t.group] for t in tracks}
+
+
+def _groups_by_label(tracks: list[Track]) -> dict[str, list[str]]:
+    """Groups (artist, else track) under the most common label of their tracks, in sorted order."""
+    by_group: dict[str, list[Track]] = defaultdict(list)
+    for t in tracks:
+        by_group[t.group].append(t)
+    groups_by_label: dict[str, list[str]] = defaultdict(list)
+    for group, members in sorted(by_group.items()):
+        labels = sorted(m.label for m in members)
+        groups_by_label[max(set(labels), key=labels.count)].append(group)
+    return groups_by_label
 
 
 def _given_group_splits(tracks: list[Track]) -> dict[str, str]:
