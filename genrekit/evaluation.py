@@ -171,7 +171,8 @@ def format_table(report: dict) -> str:
     for label, m in report["per_class"].items():
         lines.append(f"{label:14}{m['precision']:10.3f}{m['recall']:8.3f}{m['f1']:7.3f}{m['support']:9d}")
     if report["model_selection_overlap"]:
-        lines.append(f"note: {report['model_selection_overlap']} of these tracks were the validation set of its training run (watched during training; best.pt is chosen on them)")
+        lines.append(f"note: {report['model_selection_overlap']} of these tracks were its training run's "
+                     "validation set (best.pt is chosen on them)")
     return "\n".join(lines)
 
 

@@ -120,17 +120,6 @@ class OnnxRunner:
 RUNTIMES = ("auto", "torch", "onnx")
 
 
-def _onnx_suits(device: str) -> bool:
-    """``auto`` picks onnxruntime on CPU: 2× faster than eager PyTorch there (bench/predict.py)."""
-    if not str(device).startswith("cpu"):
-        return False
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class GenreClassifier:
     """A loaded model: labels, feature settings and a runner, reusable for many files."""
 
@@ -143,7 +132,8 @@ class GenreClassifier:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         if runtime == "auto":
-            runtime = "onnx" if onnx_bytes is not None or _onnx_suits(device) else "torch"
+            # onnxruntime (a dependency) is 2× faster than eager PyTorch on CPU (bench/predict.py)
+            runtime = "onnx" if onnx_bytes is not None or str(device).startswith("cpu") else "torch"
         self.runtime = runtime
         if runtime == "torch":
             self.runner = TorchRunner(payload, device)

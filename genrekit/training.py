@@ -148,21 +148,25 @@ def split_tracks(cache: FeatureCache, config: TrainConfig):
     if len(train) == 0:
         raise ConfigError(f"no tracks in split(s) {config.train_split} of {cache.root}; "
                           f"splits there: {sorted(cache.tracks['split'].dropna().unique())}")
-    if len(valid) == 0 and config.folds > 1:
-        folds = kfold_assign(_tracks_of(train), config.folds, config.seed)
-        valid_ids = {track_id for track_id, fold in folds.items() if fold == config.fold}
-        valid = train[train["track_id"].isin(valid_ids)]
-        train = train[~train["track_id"].isin(valid_ids)]
-    elif len(valid) == 0:
-        carved = assign_splits([dataclasses.replace(t, split=None) for t in _tracks_of(train)],
-                               valid_fraction=config.valid_fraction, test_fraction=0.0, seed=config.seed)
-        valid_ids = {t.track_id for t in carved if t.split == "valid"}
+    if len(valid) == 0:
+        valid_ids = _carved_valid_ids(train, config)
         valid = train[train["track_id"].isin(valid_ids)]
         train = train[~train["track_id"].isin(valid_ids)]
     check_disjoint(_tracks_of(train), _tracks_of(valid), "training and validation tracks")
     if len(valid) == 0:
         raise ConfigError("no validation tracks: give a valid split or a larger valid_fraction")
     return train.reset_index(drop=True), valid.reset_index(drop=True)
+
+
+def _carved_valid_ids(train, config: TrainConfig) -> set[str]:
+    """Validation track ids carved out of ``train`` by artist/track: a k-fold fold or a fraction."""
+    tracks = _tracks_of(train)
+    if config.folds > 1:
+        folds = kfold_assign(tracks, config.folds, config.seed)
+        return {track_id for track_id, fold in folds.items() if fold == config.fold}
+    carved = assign_splits([dataclasses.replace(t, split=None) for t in tracks],
+                           valid_fraction=config.valid_fraction, test_fraction=0.0, seed=config.seed)
+    return {t.track_id for t in carved if t.split == "valid"}
 
 
 def load_segments(cache: FeatureCache, tracks, labels: list[str]) -> SegmentSet:

@@ -37,7 +37,7 @@ def config_from_args(args):
 
     overrides = {"cache": args.cache, "backbone": args.backbone, "pretrained": args.pretrained, "weights": args.weights,
                  "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "seed": args.seed,
-                 "folds": getattr(args, "folds", None), "fold": getattr(args, "fold", None),
+                 "folds": args.folds, "fold": args.fold,
                  "out": args.out, "device": args.device, "progress": False if args.quiet else None}
     if args.epochs:
         overrides["frozen_epochs"], overrides["unfrozen_epochs"] = args.epochs
