@@ -94,7 +94,7 @@ def featurize_track(track: Track, config: FeatureConfig, options: PrepareOptions
     blocks = list(stream_audio(track.path, config.sr, offset, duration))
     y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     check_waveform(y, config.sr, track.path, min_duration=options.min_duration)
-    segments = next(iter_segments([y], config, batch_segments=10**9)).numpy().astype(np.float16)
+    segments = np.asarray(next(iter_segments([y], config, batch_segments=10**9))).astype(np.float16)
     record = track.to_dict() | {"duration": round(len(y) / config.sr, 3), "n_segments": len(segments)}
     return record, segments
 

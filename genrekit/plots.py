@@ -80,7 +80,7 @@ def plot_spectrogram(audio_path, out, config: FeatureConfig | None = None, offse
 
     config = config or FeatureConfig()
     y = load_audio(audio_path, sr=config.sr, offset=offset, duration=duration)
-    segments = waveform_segments(y, config).numpy()
+    segments = np.asarray(waveform_segments(y, config))
     return plot_segments(segments, config, out, title=f"{Path(audio_path).name}: {len(segments)} segments", start=offset)
 
 

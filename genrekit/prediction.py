@@ -34,24 +34,47 @@ SEGMENT_BATCH = 32
 MIN_DURATION = 1.0
 
 
+ABSTAIN_REASONS = ("not_music", "uncertain")
+DISPLAY_NAMES = {"blues": "Blues", "classical": "Classical", "country": "Country", "disco": "Disco",
+                 "hiphop": "Hip-Hop", "jazz": "Jazz", "metal": "Metal", "pop": "Pop", "reggae": "Reggae",
+                 "rock": "Rock"}
+
+
 @dataclass
 class Prediction:
     """The result for one file.
 
-    ``probabilities`` maps every label to its mean segment probability, highest first;
-    ``segments`` holds each segment's start/end (s), its own top genre and confidence.
+    ``genre`` is the predicted label, or None when the model abstains; ``abstain`` then
+    says why (``"not_music"`` or ``"uncertain"``) and is None otherwise.
+    ``probabilities`` maps every label to its track probability, highest first (kept
+    when the model abstains); ``segments`` holds each segment's start/end (s), its own
+    top genre and confidence.
     """
 
     path: str
-    genre: str
+    genre: str | None
     probabilities: dict[str, float]
     segments: list[dict] = field(default_factory=list)
     duration: float = 0.0
     seconds: float = 0.0
+    abstain: str | None = None
+    music_probability: float | None = None
+
+    def __post_init__(self):
+        if self.abstain is not None and self.abstain not in ABSTAIN_REASONS:
+            raise ValueError(f"abstain must be None or one of {ABSTAIN_REASONS}, not {self.abstain!r}")
+        if (self.genre is None) != (self.abstain is not None):
+            raise ValueError("a prediction has a genre or an abstention reason, not both or neither")
+
+    @property
+    def best_guess(self) -> str:
+        """The most probable label, also when the model abstains."""
+        return next(iter(self.probabilities))
 
     @property
     def confidence(self) -> float:
-        return self.probabilities[self.genre]
+        """The probability of the most probable label."""
+        return self.probabilities[self.best_guess]
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return list(self.probabilities.items())[:k]
@@ -65,9 +88,13 @@ class Prediction:
 
     def to_dict(self, top_k: int | None = None) -> dict:
         probs = self.probabilities if top_k is None else dict(self.top(top_k))
-        return {"path": self.path, "genre": self.genre, "confidence": round(self.confidence, 6),
+        data = {"path": self.path, "genre": self.genre, "abstain": self.abstain,
+                "confidence": round(self.confidence, 6),
                 "probabilities": {k: round(v, 6) for k, v in probs.items()}, "votes": self.votes(),
                 "segments": self.segments, "duration": round(self.duration, 3)}
+        if self.music_probability is not None:
+            data["music_probability"] = round(self.music_probability, 6)
+        return data
 
 
 @dataclass
@@ -149,6 +176,12 @@ class GenreClassifier:
     def model_id(self) -> str:
         name = self.payload.get("name") or Path(self.source).stem
         return f"{name}@{self.payload.get('genrekit_version', '?')}"
+
+    @property
+    def display_names(self) -> dict[str, str]:
+        """How each label is written into a file's genre tag (``hiphop`` → ``Hip-Hop``)."""
+        names = self.payload.get("display_names") or {}
+        return {label: names.get(label) or DISPLAY_NAMES.get(label) or label for label in self.labels}
 
     @property
     def card(self) -> dict:

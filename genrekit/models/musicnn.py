@@ -420,7 +420,7 @@ def taggram(source, model: MusiCNN | str = "MTT_musicnn", sr: int | None = None,
     """
     model = _resolve(model)
     device = next(model.parameters()).device
-    rows = [model.predict(b.to(device)).cpu() for b in iter_patches(source, sr, batch_size)]
+    rows = [model.predict(torch.as_tensor(b).to(device)).cpu() for b in iter_patches(source, sr, batch_size)]
     return torch.cat(rows).numpy(), list(model.tags or [])
 
 
@@ -430,7 +430,7 @@ def embeddings(source, model: MusiCNN | str = "MSD_musicnn", layer: str = "penul
     """Per-patch embeddings ``(n_patches, D)`` of an audio file or waveform (see :meth:`MusiCNN.embed`)."""
     model = _resolve(model)
     device = next(model.parameters()).device
-    rows = [model.embed(b.to(device), layer).cpu() for b in iter_patches(source, sr, batch_size)]
+    rows = [model.embed(torch.as_tensor(b).to(device), layer).cpu() for b in iter_patches(source, sr, batch_size)]
     return torch.cat(rows).numpy()
 
 

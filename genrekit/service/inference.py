@@ -146,7 +146,7 @@ def _pool_time(batch, columns: int) -> np.ndarray:
     """Average ``(n, n_mels, frames)`` segments down to ``columns`` frames each."""
     import torch
 
-    return torch.nn.functional.adaptive_avg_pool1d(batch.float(), columns).numpy()
+    return torch.nn.functional.adaptive_avg_pool1d(torch.as_tensor(batch).float(), columns).numpy()
 
 
 def _quantise(image: np.ndarray, config) -> tuple[np.ndarray, float, float]:
