@@ -151,9 +151,11 @@ class GenreClassifier:
     """A loaded model: labels, feature settings and a runner, reusable for many files."""
 
     def __init__(self, payload: dict, source: str, device: str = "cpu", runtime: str = "torch",
-                 onnx_bytes: bytes | None = None):
+                 onnx_bytes: bytes | None = None, min_confidence: float | None = None):
         self.payload = payload
         self.source = source
+        # Below this top probability the answer is "uncertain"; None: the model's own threshold.
+        self.min_confidence = payload.get("min_confidence", 0.0) if min_confidence is None else min_confidence
         self.labels: list[str] = list(payload["labels"])
         self.feature_config = FeatureConfig.from_dict(payload["feature_config"])
         if runtime not in RUNTIMES:
@@ -241,8 +243,10 @@ class GenreClassifier:
         segments = [{"start": round(i * seg_hop, 3), "end": round(i * seg_hop + seg_len, 3),
                      "genre": self.labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
                     for i, p in enumerate(probs)]
-        return Prediction(path, self.labels[int(order[0])], {self.labels[i]: float(mean[i]) for i in order},
-                          segments, duration, seconds)
+        probabilities = {self.labels[i]: float(mean[i]) for i in order}
+        uncertain = float(mean[order[0]]) < self.min_confidence
+        return Prediction(path, None if uncertain else self.labels[int(order[0])], probabilities, segments, duration,
+                          seconds, abstain="uncertain" if uncertain else None)
 
     def predict_files(self, paths: Iterable, max_duration: float | None = None, workers: int = 2) -> Iterator:
         """Classify many files, decoding ahead in threads; yields :class:`Prediction` or :class:`Failure`.
@@ -266,7 +270,8 @@ class GenreClassifier:
             yield from pool.map(safe, paths)
 
 
-def load_model(model=None, device: str = "cpu", runtime: str = "auto") -> GenreClassifier:
+def load_model(model=None, device: str = "cpu", runtime: str = "auto",
+               min_confidence: float | None = None) -> GenreClassifier:
     """Load a checkpoint (``.pt``) or an exported ``.onnx`` model; ``None`` loads the shipped default.
 
     ``runtime``: ``"torch"``, ``"onnx"`` (onnxruntime, CPU; the checkpoint is exported in
@@ -286,10 +291,11 @@ def load_model(model=None, device: str = "cpu", runtime: str = "auto") -> GenreC
         from .export import read_onnx_metadata
 
         payload = read_onnx_metadata(path)
-        return GenreClassifier(payload, str(path), device, "onnx", onnx_bytes=path.read_bytes())
+        return GenreClassifier(payload, str(path), device, "onnx", onnx_bytes=path.read_bytes(),
+                               min_confidence=min_confidence)
     from .training import load_checkpoint
 
-    return GenreClassifier(load_checkpoint(path), str(path), device, runtime)
+    return GenreClassifier(load_checkpoint(path), str(path), device, runtime, min_confidence=min_confidence)
 
 
 def predict(paths, model=None, device: str = "cpu", max_duration: float | None = None):
