@@ -1,4 +1,8 @@
-"""Typed errors. Every error genrekit raises on purpose derives from :class:`GenrekitError`."""
+"""Typed errors. Every error genrekit raises on purpose derives from :class:`GenrekitError`.
+
+Bad parameters raise :class:`ConfigError`, which is also a :class:`ValueError` (the
+pattern of librosa's ``ParameterError``), so ``except ValueError`` keeps working.
+"""
 from __future__ import annotations
 
 
@@ -68,5 +72,26 @@ class LeakageError(GenrekitError):
     """Evaluation or training data overlap where they must not."""
 
 
-class ConfigError(GenrekitError):
-    """A configuration value is invalid."""
+class ConfigError(GenrekitError, ValueError):
+    """A parameter or configuration value is invalid."""
+
+
+class MissingExtraError(GenrekitError, ImportError):
+    """A command needs an optional part of genrekit that is not installed (``pip install genrekit[EXTRA]``)."""
+
+
+class MissingProgramError(GenrekitError):
+    """An external program genrekit runs (e.g. ``espeak-ng``) is not installed; the message names its package."""
+
+
+class UnsupportedAudioError(AudioError):
+    """Audio outside what genrekit decodes: too many channels, or a sample rate too high or too low
+    (limits in :mod:`genrekit.audio`). Refused from the header, before anything is allocated."""
+
+    reason = "unsupported audio format"
+
+
+class OffsetPastEndError(AudioError):
+    """A window that starts at or after the end of the audio."""
+
+    reason = "offset past the end of the audio"

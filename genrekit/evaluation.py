@@ -1,9 +1,22 @@
-"""Honest evaluation: segment and track metrics, confidence intervals, a leakage guard.
+"""Honest evaluation: metrics that show a failing genre, confidence intervals, calibration, a leakage guard.
+
+Classes are usually uneven, so the headline figures are **balanced accuracy** (mean
+per-genre recall) and **macro-F1**, each with a bootstrap interval over tracks, next to
+plain accuracy, with a per-genre precision/recall table (:mod:`genrekit.metrics`).
+Calibration: ECE (15 bins) of the track probabilities, before and after the model's
+temperature, and a reliability diagram.
+
+The guard refuses test tracks the model was trained on, by track id, by artist, and by
+content: the SHA-256 of the file and of its decoded audio, recorded in the model when
+it was trained, so a training file under another name or path is still recognised.
+
+Tracks that cannot be decoded are named in the report and the table; the command
+exits non-zero unless ``--allow-failures``.
 
 Examples
 --------
->>> report = evaluate("runs/demo/best.pt", "caches/gtzan", split="test")  # doctest: +SKIP
->>> report["track_accuracy"], report["track_accuracy_ci"]  # doctest: +SKIP
+>>> report = evaluate("runs/demo/best.safetensors", "caches/gtzan", split="test")  # doctest: +SKIP
+>>> report["balanced_accuracy"], report["balanced_accuracy_ci"]  # doctest: +SKIP
 (0.62, [0.48, 0.76])
 """
 from __future__ import annotations
@@ -13,63 +26,41 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, LeakageError
-from .voting import majority_vote, mean_vote
-
-
-def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
-    """Accuracy, macro and weighted precision/recall/F1 and a per-class report.
-
-    A class that is never predicted gets precision 0 (not NaN); classes absent from
-    ``y_true`` are left out of the averages, as scikit-learn does with ``labels`` given.
-    """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    present = sorted(set(y_true.tolist()))
-    result = {"accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan")}
-    for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=present, average=average, zero_division=0)
-        result |= {f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)}
-    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=list(range(len(labels))), zero_division=0)
-    result["per_class"] = {label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                                   "support": int(support[i])} for i, label in enumerate(labels)}
-    result["confusion"] = confusion_matrix(y_true, y_pred, labels=list(range(len(labels)))).tolist()
-    return result
-
-
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> list[float]:
-    """Percentile bootstrap interval of the mean of 0/1 outcomes (tracks resampled with replacement)."""
-    correct = np.asarray(correct, dtype=float)
-    if len(correct) == 0:
-        return [float("nan"), float("nan")]
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), (n_boot, len(correct)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return [float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))]
+from . import metrics
+from .errors import ConfigError, DatasetError, LeakageError
 
 
 def leakage_check(payload: dict, tracks) -> list[str]:
-    """Problems with evaluating ``payload``'s model on ``tracks`` (a DataFrame): shared tracks or artists."""
+    """Problems with evaluating ``payload``'s model on ``tracks`` (a DataFrame): shared tracks, artists or audio."""
     data = payload.get("training_data", {})
     problems = []
-    ids = set(map(str, tracks["track_id"]))
-    trained = ids & set(data.get("train_track_ids", []))
+    trained = set(map(str, tracks["track_id"])) & set(data.get("train_track_ids", []))
     if trained:
         problems.append(f"{len(trained)} test track(s) were in the training data, e.g. {sorted(trained)[:3]}")
     artists = {a for a in tracks["artist"] if isinstance(a, str) and a} & set(data.get("train_artists", []))
     if artists:
         problems.append(f"{len(artists)} test artist(s) also appear in the training data, e.g. {sorted(artists)[:3]}")
+    hashes = set(data.get("train_hashes", []))
+    if hashes:
+        same = [row.path for row in tracks.itertuples()
+                if {getattr(row, "sha256", None), getattr(row, "audio_sha256", None)} & hashes]
+        if same:
+            problems.append(f"{len(same)} test file(s) hold audio the model was trained on (same content hash), "
+                            f"e.g. {same[:2]}")
     return problems
 
 
 def _load_tracks(classifier, data, split, track_ids=None):
-    """Segments of the tracks to test, from a cache folder or a data set spec."""
+    """``(track table, segments per track, failures)`` from a cache folder or a data set spec."""
     from .cache import FeatureCache
     from .datasets import KINDS
 
-    if isinstance(data, str) and data.split(":", 1)[0] in KINDS and not Path(data).exists():
+    kind, sep, _ = str(data).partition(":")
+    if sep and kind in KINDS and not Path(data).exists():
         return _tracks_from_spec(classifier, data, split)
+    if not Path(data).exists():
+        raise DatasetError(f"{data}: no such file or folder (give a feature cache folder or a data set spec "
+                           f"such as gtzan:ROOT)")
     cache = FeatureCache(data, classifier.feature_config)
     tracks = cache.select(split)
     if track_ids is not None:
@@ -79,132 +70,183 @@ def _load_tracks(classifier, data, split, track_ids=None):
         raise ConfigError(f"no tracks in split {split!r} of {data}; splits there: "
                           f"{sorted(cache.tracks['split'].dropna().unique())}")
     segments = [np.asarray(cache.track_segments(row), dtype=np.float32) for row in tracks.itertuples()]
-    return tracks, segments, []
+    return tracks, segments, cache.failures
 
 
 def _tracks_from_spec(classifier, spec, split):
     import pandas as pd
 
-    from .cache import PrepareOptions, featurize_track
+    from .cache.featurize import PrepareOptions, failure_record, featurize_or_reason
     from .datasets import open_dataset
-    from .errors import AudioError
 
     tracks = [t for t in open_dataset(spec).tracks if split is None or t.split in split]
     rows, segments, failures = [], [], []
     for track in tracks:
-        try:
-            record, seg = featurize_track(track, classifier.feature_config, PrepareOptions())
-        except AudioError as e:
-            failures.append({"path": track.path, "reason": str(e)})
+        record, seg, reason = featurize_or_reason(track, classifier.feature_config, PrepareOptions())
+        if reason is not None:
+            failures.append(failure_record(track, reason))
             continue
         rows.append(record)
         segments.append(seg.astype(np.float32))
-    return pd.DataFrame(rows), segments, failures
+    columns = ["track_id", "path", "label", "split", "artist", "sha256", "audio_sha256"]
+    return (pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)), segments, failures
 
 
-def evaluate(checkpoint, data, split="test", allow_leak: bool = False, n_boot: int = 2000, seed: int = 0,
+def evaluate(model, data, split="test", allow_leak: bool = False, n_boot: int = 2000, seed: int = 0,
              device: str = "cpu", track_ids=None) -> dict:
-    """Score a checkpoint on the tracks of ``split`` in a cache (or a ``KIND:PATH`` data set spec).
+    """Score a model (an ``.onnx`` file or a checkpoint) on the tracks of ``split``.
 
-    ``track_ids`` restricts a cache's split to those tracks (e.g. the validation tracks a
-    run carved out of its training split). Track-level predictions average the segment probabilities ("mean"); majority-vote
-    figures are reported too. Raises :class:`~genrekit.errors.LeakageError` when a test
-    track or artist was in the training data, unless ``allow_leak`` (then the report
-    says ``leaky: true``).
+    Parameters
+    ----------
+    model : path
+    data : path or str
+        A feature cache folder, or a ``KIND:PATH`` data set spec (decoded here).
+    split : str or list of str, or None for all tracks
+    allow_leak : bool
+        Run even when test tracks were trained on (the report is then marked ``leaky``).
+    track_ids : iterable, optional
+        Restrict a cache's split to these tracks (e.g. a run's carved-out validation).
+
+    Raises
+    ------
+    LeakageError
+        A test track, artist or audio content was in the training data (unless ``allow_leak``).
     """
     from .prediction import load_model
 
-    classifier = load_model(checkpoint, device=device)
-    splits = [split] if isinstance(split, str) else split
+    classifier = load_model(model, device=device)
+    splits = None if split in (None, "all") else ([split] if isinstance(split, str) else list(split))
     tracks, segments, failures = _load_tracks(classifier, data, splits, track_ids)
+    if len(tracks) == 0:
+        raise DatasetError(f"{data}: none of the {len(failures)} track(s) of split {split!r} could be decoded"
+                           + (f", e.g. {failures[0]['path']}: {failures[0]['reason']}" if failures else ""))
     problems = leakage_check(classifier.payload, tracks)
     if problems and not allow_leak:
         raise LeakageError("refusing to evaluate on training data: " + "; ".join(problems)
                            + " (use --allow-leak to run anyway; the report is then marked leaky)")
     labels = classifier.labels
-    index = {label: i for i, label in enumerate(labels)}
     unknown = sorted(set(tracks["label"]) - set(labels))
     if unknown:
         raise ConfigError(f"test labels {unknown} are not among the model's labels {labels}")
-    probs = np.concatenate([classifier.runner(s) for s in segments])
-    track_of = np.concatenate([np.full(len(s), i) for i, s in enumerate(segments)])
-    y_track = np.array([index[label] for label in tracks["label"]])
-    y_seg = y_track[track_of]
-    mean_pred = mean_vote(probs, track_of, len(tracks)).argmax(1)
-    major_pred = majority_vote(probs, track_of, len(tracks)).argmax(1)
-    seg = classification_metrics(y_seg, probs.argmax(1), labels)
-    track = classification_metrics(y_track, mean_pred, labels)
-    major = classification_metrics(y_track, major_pred, labels)
-    valid_overlap = set(map(str, tracks["track_id"])) & set(classifier.payload.get("training_data", {}).get("valid_track_ids", []))
-    return {
-        "checkpoint": str(checkpoint), "data": str(data), "split": split, "leaky": bool(problems),
-        "leakage_problems": problems,
-        "model_selection_overlap": len(valid_overlap),
-        "n_tracks": int(len(tracks)), "n_segments": int(len(y_seg)), "labels": labels,
-        "track_accuracy": track["accuracy"], "track_accuracy_ci": bootstrap_ci(mean_pred == y_track, n_boot, seed=seed),
-        "track_accuracy_majority": major["accuracy"],
-        "track_accuracy_majority_ci": bootstrap_ci(major_pred == y_track, n_boot, seed=seed),
-        "segment_accuracy": seg["accuracy"],
-        "macro_f1": track["macro_f1"], "weighted_f1": track["weighted_f1"],
-        "per_class": track["per_class"],
-        "track": {k: v for k, v in track.items() if k != "per_class"},
-        "track_majority": {k: v for k, v in major.items() if k != "per_class"},
-        "segment": {k: v for k, v in seg.items() if k != "per_class"},
-        "failures": failures,
-        "predictions": [{"track_id": str(t), "label": labels[y], "predicted": labels[p], "majority": labels[m]}
-                        for t, y, p, m in zip(tracks["track_id"], y_track, mean_pred, major_pred)],
-    }
+    scored = _score_tracks(classifier, segments, metrics.encode(tracks["label"], labels))
+    report = _report(scored, labels, n_boot, seed)
+    valid_ids = set(classifier.payload.get("training_data", {}).get("valid_track_ids", []))
+    return {"model": str(model), "data": str(data), "split": split, "leaky": bool(problems),
+            "leakage_problems": problems, "model_selection_overlap": len(set(map(str, tracks["track_id"])) & valid_ids),
+            **report, "failures": failures,
+            "predictions": [{"track_id": str(t), "path": p, "label": labels[y], "predicted": labels[m],
+                             "majority": labels[v], "abstain": a}
+                            for t, p, y, m, v, a in zip(tracks["track_id"], tracks["path"], scored["y"],
+                                                        scored["mean"], scored["majority"], scored["abstain"])]}
+
+
+def _score_tracks(classifier, segments: list[np.ndarray], y: np.ndarray) -> dict:
+    """Track and segment predictions, the track probabilities (calibrated and not) and abstentions."""
+    track_probs, raw_probs, seg_pred, seg_true, majority, abstain = [], [], [], [], [], []
+    for x, label in zip(segments, y):
+        outputs = classifier.network.run(x)
+        probs, seg_probs = classifier.score(outputs)
+        track_probs.append(probs)
+        raw_probs.append(_uncalibrated(classifier, outputs, probs))
+        seg_pred.append(seg_probs.argmax(1))
+        seg_true.append(np.full(len(seg_probs), label))
+        majority.append(np.bincount(seg_probs.argmax(1), minlength=len(probs)).argmax())
+        abstain.append(classifier.decide("", outputs, 0.0, 0.0).abstain)
+    track_probs, raw_probs = np.array(track_probs), np.array(raw_probs)
+    return {"y": y, "probs": track_probs, "raw_probs": raw_probs, "mean": track_probs.argmax(1),
+            "majority": np.array(majority), "seg_true": np.concatenate(seg_true),
+            "seg_pred": np.concatenate(seg_pred), "abstain": abstain}
+
+
+def _uncalibrated(classifier, outputs, probs: np.ndarray) -> np.ndarray:
+    """The track probabilities without the model's temperature (ECE "before")."""
+    head = classifier.head
+    if head is None or head.temperature == 1.0:
+        return probs
+    return metrics.softmax(head.logits(outputs) * head.temperature)
+
+
+def _report(scored: dict, labels: list[str], n_boot: int, seed: int) -> dict:
+    k, y = len(labels), scored["y"]
+    track = metrics.classification_report(y, scored["mean"], labels, n_boot=n_boot, seed=seed)
+    major = metrics.classification_report(y, scored["majority"], labels, n_boot=n_boot, seed=seed)
+    segment = metrics.classification_report(scored["seg_true"], scored["seg_pred"], labels, n_boot=n_boot, seed=seed)
+    headline = {key: track[key] for key in ("balanced_accuracy", "balanced_accuracy_ci", "macro_f1", "macro_f1_ci",
+                                            "accuracy", "accuracy_ci")}
+    calibration = {"ece_before": metrics.ece(scored["raw_probs"], y), "ece_after": metrics.ece(scored["probs"], y),
+                   "reliability": metrics.reliability(scored["probs"], y)}
+    abstentions = {reason: sum(a == reason for a in scored["abstain"]) for reason in ("not_music", "uncertain")}
+    return {"n_tracks": int(len(y)), "n_segments": int(len(scored["seg_true"])), "labels": labels, **headline,
+            "track_accuracy": track["accuracy"], "track_accuracy_ci": track["accuracy_ci"],
+            "per_class": track["per_class"], "track": _summary(track), "track_majority": _summary(major),
+            "segment": _summary(segment), "segment_accuracy": segment["accuracy"], "calibration": calibration,
+            "abstentions": abstentions, "confusion": track["confusion_matrix"], "n_classes": k}
+
+
+def _summary(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in ("per_class", "labels")}
 
 
 def format_table(report: dict) -> str:
-    """A plain-text summary of an evaluation report."""
-    lo, hi = report["track_accuracy_ci"]
-    lines = [f"{'LEAKY (test tracks/artists seen in training) — ' if report['leaky'] else ''}"
-             f"{report['n_tracks']} tracks, {report['n_segments']} segments ({report['split']})",
-             f"{'':24}{'accuracy':>10}{'macro P':>9}{'macro R':>9}{'macro F1':>9}{'wtd F1':>8}"]
-    for name, key in (("segments", "segment"), ("tracks (mean prob)", "track"), ("tracks (majority)", "track_majority")):
+    """A plain-text summary: headline figures with CIs, the per-genre table, calibration, failures."""
+    leaky = "LEAKY (test tracks/artists/audio seen in training) — " if report["leaky"] else ""
+    lines = [f"{leaky}{report['n_tracks']} tracks, {report['n_segments']} segments ({report['split']})",
+             f"{'':22}{'bal. acc':>9}{'macro F1':>9}{'accuracy':>9}"]
+    for name, key in (("tracks (model)", "track"), ("tracks (majority)", "track_majority"), ("segments", "segment")):
         m = report[key]
-        lines.append(f"{name:24}{m['accuracy']:10.3f}{m['macro_precision']:9.3f}{m['macro_recall']:9.3f}"
-                     f"{m['macro_f1']:9.3f}{m['weighted_f1']:8.3f}")
-    lines.append(f"track accuracy 95% CI (bootstrap over tracks): [{lo:.3f}, {hi:.3f}]")
-    lines.append(f"\n{'class':14}{'precision':>10}{'recall':>8}{'f1':>7}{'support':>9}")
+        lines.append(f"{name:22}{m['balanced_accuracy']:9.3f}{m['macro_f1']:9.3f}{m['accuracy']:9.3f}")
+    for key in ("balanced_accuracy", "macro_f1", "accuracy"):
+        lo, hi = report[f"{key}_ci"]
+        lines.append(f"track {key.replace('_', ' ')} 95% CI (bootstrap over tracks): [{lo:.3f}, {hi:.3f}]")
+    lines.append(f"\n{'genre':14}{'precision':>10}{'recall':>8}{'f1':>7}{'support':>9}{'predicted':>10}")
     for label, m in report["per_class"].items():
-        lines.append(f"{label:14}{m['precision']:10.3f}{m['recall']:8.3f}{m['f1']:7.3f}{m['support']:9d}")
+        recall = "     –" if m["recall"] is None else f"{m['recall']:8.3f}"
+        lines.append(f"{label:14}{m['precision']:10.3f}{recall:>8}{m['f1']:7.3f}{m['support']:9d}{m['predicted']:10d}")
+    cal = report["calibration"]
+    lines.append(f"\ncalibration: ECE (15 bins) {cal['ece_before']:.3f} before, {cal['ece_after']:.3f} after the "
+                 "model's temperature")
+    ab = report["abstentions"]
+    if ab["not_music"] or ab["uncertain"]:
+        lines.append(f"the model would abstain on {ab['not_music']} track(s) as not music and {ab['uncertain']} as "
+                     "uncertain (scored above by their most probable genre)")
     if report["model_selection_overlap"]:
         lines.append(f"note: {report['model_selection_overlap']} of these tracks were its training run's "
-                     "validation set (best.pt is chosen on them)")
+                     "validation set (the best checkpoint is chosen on them)")
+    if report["failures"]:
+        lines.append(f"\nFAILED: {len(report['failures'])} track(s) could not be decoded and are not scored:")
+        lines += [f"  {f['path']}: {f['reason']}" for f in report["failures"]]
     return "\n".join(lines)
 
 
 def write_report(report: dict, out_dir) -> dict:
-    """Write report.json, report.md and the two confusion matrices; returns their paths."""
+    """Write report.json, report.md, the confusion matrices and the reliability diagram; returns their paths."""
     from .io import write_json, write_text
-    from .plots import plot_confusion
+    from .plots import plot_confusion, plot_reliability
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    matrix = np.array(report["track"]["confusion"])
+    matrix = np.array(report["confusion"])
     paths = {"json": out / "report.json", "markdown": out / "report.md",
-             "confusion_counts": out / "confusion_counts.png", "confusion_normalised": out / "confusion_normalised.png"}
+             "confusion_counts": out / "confusion_counts.png", "confusion_normalised": out / "confusion_normalised.png",
+             "reliability": out / "reliability.png"}
     plot_confusion(matrix, report["labels"], paths["confusion_counts"], normalise=False)
     plot_confusion(matrix, report["labels"], paths["confusion_normalised"], normalise=True)
+    plot_reliability(report["calibration"]["reliability"], paths["reliability"])
     write_json(paths["json"], report)
     write_text(paths["markdown"], markdown_report(report, paths))
     return {k: str(v) for k, v in paths.items()}
 
 
 def markdown_report(report: dict, paths: dict) -> str:
-    lo, hi = report["track_accuracy_ci"]
     warning = "\n> **LEAKY**: " + "; ".join(report["leakage_problems"]) + "\n" if report["leaky"] else ""
-    return (f"# Evaluation of `{report['checkpoint']}`\n{warning}\n"
+    track = dict(report["track"], per_class=report["per_class"], ci_level=0.95)
+    return (f"# Evaluation of `{report['model']}`\n{warning}\n"
             f"Data: `{report['data']}`, split `{report['split']}`: {report['n_tracks']} tracks, "
-            f"{report['n_segments']} segments.\n\n"
-            f"Track accuracy (mean of segment probabilities): **{report['track_accuracy']:.3f}** "
-            f"(95% bootstrap CI {lo:.3f}–{hi:.3f}); majority vote {report['track_accuracy_majority']:.3f}; "
-            f"segment accuracy {report['segment_accuracy']:.3f}; macro F1 {report['macro_f1']:.3f}; "
-            f"weighted F1 {report['weighted_f1']:.3f}.\n\n```\n{format_table(report)}\n```\n\n"
+            f"{report['n_segments']} segments. Classes are uneven: read balanced accuracy and macro-F1, "
+            f"with their intervals.\n\n{metrics.per_class_markdown(track)}\n\n```\n{format_table(report)}\n```\n\n"
             f"![confusion (counts)]({Path(paths['confusion_counts']).name}) "
-            f"![confusion (normalised)]({Path(paths['confusion_normalised']).name})\n")
+            f"![confusion (normalised)]({Path(paths['confusion_normalised']).name}) "
+            f"![reliability]({Path(paths['reliability']).name})\n")
 
 
 def to_json(report: dict) -> str:

@@ -16,15 +16,14 @@ from .errors import CheckpointError
 
 METADATA_KEY = "genrekit"
 OPSET = 17
+METADATA_KEYS = ("format", "genrekit_version", "created", "name", "labels", "display_names", "feature_config",
+                 "model_config", "training_data", "metrics", "test_metrics", "cv_metrics", "min_confidence")
 
 
 def _metadata(payload: dict) -> dict:
-    keep = ("format", "genrekit_version", "created", "name", "labels", "feature_config", "model_config",
-            "metrics", "test_metrics")
-    data = {k: payload[k] for k in keep if k in payload}
-    training = payload.get("training_data", {})
-    data["training_data"] = {k: v for k, v in training.items() if not k.endswith("_ids") and k != "train_artists"}
-    return data
+    """Everything but the weights, history and resume state: the training data's ids and content
+    hashes stay, so the leakage guard works on an exported model too."""
+    return {k: payload[k] for k in METADATA_KEYS if k in payload} | {"kind": "segment_classifier"}
 
 
 def onnx_bytes_from_payload(payload: dict) -> bytes:
@@ -32,8 +31,8 @@ def onnx_bytes_from_payload(payload: dict) -> bytes:
     import onnx
     import torch
 
+    from .checkpoint import model_from_checkpoint
     from .config import FeatureConfig
-    from .training import model_from_checkpoint
 
     model = torch.nn.Sequential(model_from_checkpoint(payload), torch.nn.Softmax(dim=1)).eval()
     cfg = FeatureConfig.from_dict(payload["feature_config"])
@@ -57,9 +56,11 @@ def export_onnx(checkpoint, out) -> Path:
     --------
     >>> export_onnx("runs/demo/best.pt", "model.onnx")  # doctest: +SKIP
     """
+    from .checkpoint import load_checkpoint
     from .io import atomic_path
-    from .training import load_checkpoint
 
+    if Path(out).is_dir():
+        raise CheckpointError(f"{out}: --out is a folder; give the path of the .onnx file to write")
     data = onnx_bytes_from_payload(load_checkpoint(checkpoint))
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
@@ -67,10 +68,7 @@ def export_onnx(checkpoint, out) -> Path:
 
 
 def read_onnx_metadata(path) -> dict:
-    import onnx
+    """The genrekit metadata of an ONNX model file (through onnxruntime; no ``onnx`` package needed)."""
+    from .runtime import open_session
 
-    proto = onnx.load(str(path), load_external_data=False)
-    for entry in proto.metadata_props:
-        if entry.key == METADATA_KEY:
-            return json.loads(entry.value)
-    raise CheckpointError(f"{path}: an ONNX file without genrekit metadata (export it with genrekit export)")
+    return open_session(path)[1]

@@ -143,3 +143,24 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], out, normalise: bool =
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def plot_reliability(reliability: dict, out, title: str = "") -> Path:
+    """Reliability diagram: per-bin accuracy against confidence of the top label, with the bin counts."""
+    plt = _pyplot()
+    edges = np.asarray(reliability["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    acc = np.array([np.nan if a is None else a for a in reliability["accuracy"]])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.5, 5.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    top.bar(centres, np.nan_to_num(acc), width=width * 0.9, color="#4c72b0", label="accuracy")
+    top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.legend(loc="upper left", fontsize=8)
+    top.set_title(title or "reliability (top label)")
+    bottom.bar(centres, reliability["count"], width=width * 0.9, color="#888888")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("tracks")
+    bottom.set_xlim(0, 1)
+    return _save(fig, out)

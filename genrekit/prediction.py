@@ -1,9 +1,14 @@
-"""Prediction: audio files → genre, with every segment voting.
+"""Prediction: audio files → genre (or an abstention), with every segment voting.
 
-A file is decoded as a stream and cut into segments in batches, so a file of any
-length is covered by windows over the whole of it with bounded memory
-(``max_duration`` caps how much is read). The segment probabilities are averaged into
-the file's prediction; each segment's own vote is kept.
+A file is decoded as a stream and cut into segments in batches, which go through the
+model's network in fixed-size chunks (:mod:`genrekit.runtime`), so a file of any length
+is covered with bounded memory (``max_duration`` caps how much is read). The
+segments' outputs become the file's prediction (their mean probability, or a track
+head over their pooled features); each segment's own vote is kept. A model may abstain:
+``genre`` is then None and ``abstain`` says why, ``"not_music"`` or ``"uncertain"``.
+
+The shipped model and ``.onnx`` files run with onnxruntime alone: this module imports
+no torch unless a training checkpoint is loaded.
 
 Examples
 --------
@@ -27,9 +32,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .config import FeatureConfig
-from .errors import AudioError, CheckpointError, EmptyAudioError, SilentAudioError, TooShortError
+from .errors import AudioError, CheckpointError, ConfigError, EmptyAudioError, SilentAudioError, TooShortError
 
-DEFAULT_MODEL = Path(__file__).parent / "weights" / "genrekit-gtzan.pt"
+DEFAULT_MODEL = Path(__file__).parent / "weights" / "genrekit-gtzan.onnx"
 SEGMENT_BATCH = 32
 MIN_DURATION = 1.0
 
@@ -106,73 +111,70 @@ class Failure:
         return {"path": self.path, "error": self.error}
 
 
-class TorchRunner:
-    """Runs segment batches through a PyTorch model."""
+class TorchNetwork:
+    """A checkpoint's network in PyTorch (``genrekit[train]``), with the interface of
+    :class:`~genrekit.runtime.OnnxNetwork`: used on CUDA, or when asked for."""
+
+    output_names = ["probabilities"]
 
     def __init__(self, payload: dict, device: str = "cpu"):
         import torch
 
-        from .training import model_from_checkpoint
+        from .checkpoint import model_from_checkpoint
 
         self.torch = torch
         self.device = torch.device(device)
         self.model = model_from_checkpoint(payload).to(self.device)
 
-    def __call__(self, x) -> np.ndarray:
+    def run(self, segments, outputs=None) -> dict[str, np.ndarray]:
         torch = self.torch
         with torch.inference_mode():
-            logits = self.model(torch.as_tensor(x).to(self.device))
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
-
-
-class OnnxRunner:
-    """Runs segment batches through onnxruntime (the exported model outputs probabilities)."""
-
-    def __init__(self, onnx_bytes: bytes):
-        import onnxruntime as ort
-
-        import torch
-
-        options = ort.SessionOptions()
-        # The same thread budget as PyTorch: genrekit serve divides the cores among its workers.
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x) -> np.ndarray:
-        x = np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype=np.float32)
-        return self.session.run(None, {self.input: x})[0]
+            logits = self.model(torch.as_tensor(np.asarray(segments, dtype=np.float32)).to(self.device))
+            return {"probabilities": torch.softmax(logits.float(), dim=1).cpu().numpy()}
 
 
 RUNTIMES = ("auto", "torch", "onnx")
+KINDS = ("segment_classifier", "track_head")
 
 
 class GenreClassifier:
-    """A loaded model: labels, feature settings and a runner, reusable for many files."""
+    """A loaded model: labels, feature settings, its network and heads, reusable for many files.
 
-    def __init__(self, payload: dict, source: str, device: str = "cpu", runtime: str = "torch",
-                 onnx_bytes: bytes | None = None, min_confidence: float | None = None):
-        self.payload = payload
+    Two kinds of model file exist. A *segment classifier* (the seed's recipe, exported
+    from a checkpoint) gives each segment genre probabilities; the track's are their
+    mean. A *track head* model's network gives each segment features (musicnn's
+    embeddings and tags); a :class:`~genrekit.heads.TrackHead` pools them into the
+    track's probabilities, and may carry a music/not-music detector and a calibration
+    temperature. Either may carry ``min_confidence``: below it the answer is "uncertain".
+    """
+
+    def __init__(self, network, metadata: dict, source: str, min_confidence: float | None = None):
+        self.network = network
+        self.payload = metadata
         self.source = source
-        # Below this top probability the answer is "uncertain"; None: the model's own threshold.
-        self.min_confidence = payload.get("min_confidence", 0.0) if min_confidence is None else min_confidence
-        self.labels: list[str] = list(payload["labels"])
-        self.feature_config = FeatureConfig.from_dict(payload["feature_config"])
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
-        if runtime == "auto":
-            # onnxruntime (a dependency) is 2× faster than eager PyTorch on CPU (bench/predict.py)
-            runtime = "onnx" if onnx_bytes is not None or str(device).startswith("cpu") else "torch"
-        self.runtime = runtime
-        if runtime == "torch":
-            self.runner = TorchRunner(payload, device)
-        else:
-            if onnx_bytes is None:
-                from .export import onnx_bytes_from_payload
+        self.kind = metadata.get("kind", "segment_classifier")
+        if self.kind not in KINDS:
+            raise CheckpointError(f"{source}: unknown model kind {self.kind!r}")
+        try:
+            self.labels: list[str] = list(metadata["labels"])
+            self.feature_config = FeatureConfig.from_dict(metadata["feature_config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: model metadata without valid labels or feature settings ({e})") from None
+        self.head = self.detector = None
+        if self.kind == "track_head":
+            from .heads import TrackHead
 
-                onnx_bytes = onnx_bytes_from_payload(payload)
-            self.runner = OnnxRunner(onnx_bytes)
-        self._logmel = None
+            self.head = TrackHead.from_dict(metadata.get("head") or {}, source)
+            if self.head.labels != self.labels:
+                raise CheckpointError(f"{source}: the head's labels {self.head.labels} are not the model's "
+                                      f"{self.labels}")
+            if metadata.get("detector"):
+                self.detector = TrackHead.from_dict(metadata["detector"], source)
+        elif "probabilities" not in network.output_names:
+            raise CheckpointError(f"{source}: a segment classifier must output 'probabilities'")
+        self.not_music_threshold = float(metadata.get("not_music_threshold", 0.5))
+        self.min_confidence = float(metadata.get("min_confidence", 0.0) if min_confidence is None else min_confidence)
+        self.runtime = "torch" if isinstance(network, TorchNetwork) else "onnx"
 
     @property
     def model_id(self) -> str:
@@ -186,21 +188,29 @@ class GenreClassifier:
         return {label: names.get(label) or DISPLAY_NAMES.get(label) or label for label in self.labels}
 
     @property
+    def abstention(self) -> dict:
+        """When the model answers "not music" or "uncertain"."""
+        return {"min_confidence": self.min_confidence, "detects_not_music": self.detector is not None,
+                "not_music_threshold": self.not_music_threshold if self.detector is not None else None}
+
+    @property
     def card(self) -> dict:
-        """What the model is: labels, features, backbone, training data and metrics."""
-        data = self.payload.get("training_data", {})
-        return {"model_id": self.model_id, "source": self.source, "labels": self.labels,
-                "feature_config": self.feature_config.to_dict(), "model_config": self.payload.get("model_config"),
-                "training_data": {k: v for k, v in data.items() if not k.endswith("_ids") and k != "train_artists"},
-                "metrics": self.payload.get("metrics", {}), "test_metrics": self.payload.get("test_metrics"),
-                "genrekit_version": self.payload.get("genrekit_version"), "runtime": self.runtime}
+        """What the model is: labels, features, architecture, training data (without per-track lists), metrics."""
+        from .checkpoint import public_card
+
+        return {"model_id": self.model_id, "source": self.source, "kind": self.kind, "labels": self.labels,
+                "display_names": self.display_names, "runtime": self.runtime, "abstention": self.abstention,
+                **{k: v for k, v in public_card(self.payload).items() if k not in ("labels", "display_names")},
+                "feature_config": self.feature_config.to_dict()}
+
+    # ------------------------------------------------------------ segments
 
     def _segment_batches(self, path, max_duration: float | None) -> Iterator:
         from .audio import SILENCE_PEAK, stream_audio
-        from .features import LogMel, iter_segments
+        from .features import FeatureExtractor, iter_segments
 
         cfg = self.feature_config
-        self._logmel = self._logmel or LogMel(cfg)
+        self._logmel = getattr(self, "_logmel", None) or FeatureExtractor(cfg)
         stats = {"samples": 0, "peak": 0.0}
 
         def tracked(blocks):
@@ -210,7 +220,7 @@ class GenreClassifier:
                 yield block
 
         blocks = tracked(stream_audio(path, cfg.sr, 0.0, max_duration))
-        for batch in iter_segments(blocks, cfg, SEGMENT_BATCH, logmel=self._logmel):
+        for batch in iter_segments(blocks, cfg, SEGMENT_BATCH, extractor=self._logmel):
             yield batch, stats
         if stats["samples"] == 0:
             raise EmptyAudioError(path, "decoded to 0 samples")
@@ -219,34 +229,69 @@ class GenreClassifier:
         if stats["peak"] < SILENCE_PEAK:
             raise SilentAudioError(path)
 
-    def segment_probabilities(self, path, max_duration: float | None = None) -> tuple[np.ndarray, float]:
-        """Probabilities of every segment of a file ``(n_segments, n_labels)`` and its duration (s)."""
-        probs, stats = [], None
+    def segment_outputs(self, path, max_duration: float | None = None) -> tuple[dict[str, np.ndarray], float]:
+        """The network's outputs for every segment of a file, and its duration (s).
+
+        The file is decoded as a stream and its segments go through the network in
+        chunks, so memory does not grow with the file's length.
+        """
+        parts: dict[str, list] = {}
+        stats = None
         for batch, stats in self._segment_batches(path, max_duration):
-            probs.append(self.runner(batch))
-        if not probs:  # _segment_batches raised for empty input; this is a guard
+            for name, value in self.network.run(batch).items():
+                parts.setdefault(name, []).append(value)
+        if not parts:  # _segment_batches raised for empty input; this is a guard
             raise EmptyAudioError(path)
-        return np.concatenate(probs), stats["samples"] / self.feature_config.sr
+        return {k: np.concatenate(v) for k, v in parts.items()}, stats["samples"] / self.feature_config.sr
+
+    def score(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(track probabilities (K,), segment probabilities (n, K))`` from the network's outputs."""
+        if self.head is None:
+            segments = np.asarray(outputs["probabilities"], dtype=np.float64)
+            return segments.mean(axis=0), segments
+        segment_logits = self.head.segment_logits(outputs)
+        return self.head.predict_proba(outputs), _softmax(segment_logits)
+
+    def score_segments(self, segments) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`score` of a track's feature segments ``(n, bins, frames)`` (from a cache)."""
+        return self.score(self.network.run(segments))
+
+    def music_probability(self, outputs: dict[str, np.ndarray]) -> float | None:
+        """P(music) from the model's detector, None for a model without one."""
+        if self.detector is None:
+            return None
+        proba = self.detector.predict_proba(outputs)
+        return float(proba[self.detector.labels.index("music")])
+
+    # ------------------------------------------------------------ files
 
     def predict_file(self, path, max_duration: float | None = None) -> Prediction:
         """Classify one audio file; raises :class:`~genrekit.errors.AudioError` for bad audio."""
         start = time.perf_counter()
-        probs, duration = self.segment_probabilities(path, max_duration)
-        return self._prediction(str(path), probs, duration, time.perf_counter() - start)
+        outputs, duration = self.segment_outputs(path, max_duration)
+        return self.decide(str(path), outputs, duration, time.perf_counter() - start)
 
-    def _prediction(self, path: str, probs: np.ndarray, duration: float, seconds: float) -> Prediction:
+    def decide(self, path: str, outputs: dict[str, np.ndarray], duration: float, seconds: float) -> Prediction:
+        """The prediction for a file from its segments' network outputs: genre, or an abstention."""
+        track, segment_probs = self.score(outputs)
+        music = self.music_probability(outputs)
+        order = np.argsort(-track)
+        probabilities = {self.labels[i]: float(track[i]) for i in order}
+        abstain = None
+        if music is not None and 1.0 - music >= self.not_music_threshold:
+            abstain = "not_music"
+        elif float(track[order[0]]) < self.min_confidence:
+            abstain = "uncertain"
+        return Prediction(path, None if abstain else self.labels[int(order[0])], probabilities,
+                          self._segments(segment_probs), duration, seconds, abstain=abstain, music_probability=music)
+
+    def _segments(self, segment_probs: np.ndarray) -> list[dict]:
         cfg = self.feature_config
-        mean = probs.mean(axis=0)
-        order = np.argsort(-mean)
         seg_len = cfg.segment_frames * cfg.hop_length / cfg.sr
         seg_hop = cfg.segment_hop_frames * cfg.hop_length / cfg.sr
-        segments = [{"start": round(i * seg_hop, 3), "end": round(i * seg_hop + seg_len, 3),
-                     "genre": self.labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
-                    for i, p in enumerate(probs)]
-        probabilities = {self.labels[i]: float(mean[i]) for i in order}
-        uncertain = float(mean[order[0]]) < self.min_confidence
-        return Prediction(path, None if uncertain else self.labels[int(order[0])], probabilities, segments, duration,
-                          seconds, abstain="uncertain" if uncertain else None)
+        return [{"start": round(i * seg_hop, 3), "end": round(i * seg_hop + seg_len, 3),
+                 "genre": self.labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
+                for i, p in enumerate(segment_probs)]
 
     def predict_files(self, paths: Iterable, max_duration: float | None = None, workers: int = 2) -> Iterator:
         """Classify many files, decoding ahead in threads; yields :class:`Prediction` or :class:`Failure`.
@@ -270,12 +315,29 @@ class GenreClassifier:
             yield from pool.map(safe, paths)
 
 
-def load_model(model=None, device: str = "cpu", runtime: str = "auto",
-               min_confidence: float | None = None) -> GenreClassifier:
-    """Load a checkpoint (``.pt``) or an exported ``.onnx`` model; ``None`` loads the shipped default.
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
-    ``runtime``: ``"torch"``, ``"onnx"`` (onnxruntime, CPU; the checkpoint is exported in
-    memory at load, about 0.3 s) or ``"auto"``: onnxruntime on CPU, PyTorch on CUDA.
+
+def load_model(model=None, device: str = "cpu", runtime: str = "auto", min_confidence: float | None = None,
+               threads: int | None = None) -> GenreClassifier:
+    """Load a model file (``.onnx``) or a training checkpoint; ``None`` loads the shipped model.
+
+    Parameters
+    ----------
+    model : path, optional
+        An ``.onnx`` model file (runs with onnxruntime alone), or a checkpoint
+        (``.safetensors``, legacy ``.pt``) from ``genrekit train``, which needs the
+        ``train`` extra: it is exported in memory (about 0.3 s) or run in PyTorch.
+    device : str
+        ``cpu`` or ``cuda`` (checkpoints only).
+    runtime : {"auto", "onnx", "torch"}
+        For checkpoints: ``auto`` is onnxruntime on CPU and PyTorch on CUDA.
+    min_confidence : float, optional
+        Below this top probability the answer is "uncertain" (default: the model's own).
+    threads : int, optional
+        onnxruntime intra-op threads (default: all cores).
 
     Examples
     --------
@@ -283,31 +345,63 @@ def load_model(model=None, device: str = "cpu", runtime: str = "auto",
     >>> clf.labels  # doctest: +SKIP
     ['blues', 'classical', 'country', 'disco', 'hiphop', 'jazz', 'metal', 'pop', 'reggae', 'rock']
     """
-    path = Path(model) if model is not None else DEFAULT_MODEL
+    from .runtime import OnnxNetwork
+
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ConfigError(f"min_confidence must be between 0 and 1, not {min_confidence!r}")
+    path = _model_path(model)
+    if path.suffix.lower() == ".onnx":
+        network = OnnxNetwork(path, threads=threads)
+        return GenreClassifier(network, network.metadata, str(path), min_confidence)
+    from .checkpoint import load_checkpoint
+
+    payload = load_checkpoint(path)
+    if runtime == "torch" or (runtime == "auto" and not str(device).startswith("cpu")):
+        return GenreClassifier(TorchNetwork(payload, device), payload, str(path), min_confidence)
+    from .export import onnx_bytes_from_payload
+
+    network = OnnxNetwork(onnx_bytes_from_payload(payload), threads=threads)
+    return GenreClassifier(network, network.metadata, str(path), min_confidence)
+
+
+def _model_path(model) -> Path:
+    if model is None:
+        if not DEFAULT_MODEL.is_file():
+            raise CheckpointError(f"{DEFAULT_MODEL}: the shipped model is missing: reinstall genrekit")
+        return DEFAULT_MODEL
+    if not isinstance(model, (str, Path)):
+        raise ConfigError(f"model must be a path (str or Path), not {type(model).__name__}")
+    path = Path(model)
+    if not path.exists():
+        raise CheckpointError(f"{path}: model not found")
     if not path.is_file():
-        hint = "" if model is not None else " (the shipped model is missing: reinstall genrekit)"
-        raise CheckpointError(f"model not found: {path}{hint}")
-    if path.suffix == ".onnx":
-        from .export import read_onnx_metadata
-
-        payload = read_onnx_metadata(path)
-        return GenreClassifier(payload, str(path), device, "onnx", onnx_bytes=path.read_bytes(),
-                               min_confidence=min_confidence)
-    from .training import load_checkpoint
-
-    return GenreClassifier(load_checkpoint(path), str(path), device, runtime, min_confidence=min_confidence)
+        raise CheckpointError(f"{path}: not a file")
+    return path
 
 
 def predict(paths, model=None, device: str = "cpu", max_duration: float | None = None):
     """Classify one file (returns a :class:`Prediction`) or several (returns a list).
+
+    ``paths`` is a path (str or Path) or a list of them; ``model`` a path or a loaded
+    :class:`GenreClassifier` (default: the shipped model).
 
     Examples
     --------
     >>> genrekit.predict("song.mp3").genre  # doctest: +SKIP
     'jazz'
     """
+    single = isinstance(paths, (str, Path))
+    if not single:
+        if paths is None or isinstance(paths, (bytes, bytearray)) or not hasattr(paths, "__iter__"):
+            raise ConfigError(f"paths must be a path (str or Path) or a list of them, not {type(paths).__name__}")
+        paths = list(paths)
+        bad = [p for p in paths if not isinstance(p, (str, Path))]
+        if bad:
+            raise ConfigError(f"paths must be str or Path, not {type(bad[0]).__name__} ({bad[0]!r})")
     classifier = model if isinstance(model, GenreClassifier) else load_model(model, device)
-    if isinstance(paths, (str, Path)):
+    if single:
         return classifier.predict_file(paths, max_duration)
     return list(classifier.predict_files(paths, max_duration))
 

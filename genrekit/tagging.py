@@ -1,28 +1,44 @@
-"""Write predicted genres into a music library's own tags, resumably.
+"""Write predicted genres into a music library's own tags: keep what is there, and undo.
 
-:func:`tag_library` classifies each audio file and writes the genre into the file's own
-tag block with mutagen: ID3 (MP3, WAV, AIFF), Vorbis comments (FLAC, Ogg Vorbis, Opus,
-Ogg FLAC, Speex) or MP4 atoms (M4A/MP4). Beside the usual genre field it writes a
-``GENREKIT`` marker (JSON: genre, confidence, model) so later runs recognise files that
-genrekit has tagged already. Only tag blocks are rewritten; the audio frames are left
-byte for byte as they were.
+:func:`tag_library` classifies audio files and writes the genre into each file's own tag
+block with mutagen: ID3 (MP3, WAV, AIFF), Vorbis comments (FLAC, Ogg Vorbis, Opus, Ogg
+FLAC, Speex) or MP4 atoms (M4A/MP4). It behaves as beets and MusicBrainz Picard do:
 
-Nothing is written unless ``write=True`` (a dry run is the default). Each file's outcome
-is committed to a small SQLite database as soon as it is known, so an interrupted run
-over a big library resumes where it stopped: files whose row is complete and whose size
-and mtime are unchanged are not classified again.
+* a dry run is the default; nothing is written unless ``write=True``;
+* a file that has a genre keeps it unless ``overwrite=True``;
+* the genre is written as a display name (``Hip-Hop``, not the label ``hiphop``) from
+  the model's ``display_names``, which a user map can override (:func:`read_genre_map`);
+* when the model abstains (``not_music`` or ``uncertain``) nothing is written;
+* every genre value is read and recorded (ID3 TCON, Vorbis GENRE and MP4 ``©gen`` may
+  hold several);
+* before a file is changed, the genre fields as they were (all values, their order,
+  their absence) are saved in a SQLite database, so :func:`undo_library` can put them
+  back exactly. It refuses a file whose tags changed since genrekit wrote them.
+
+Beside the genre a ``GENREKIT`` marker (JSON: label, written genre, confidence, model)
+tells later runs that genrekit tagged the file. Only tag blocks are rewritten; audio
+frames stay byte for byte. ID3 frames are read as stored (no v2.3 → v2.4 translation)
+and saved in the file's own ID3 version, so only the frames genrekit sets change.
+
+Each file's outcome is committed to the database as soon as it is known: an interrupted
+run resumes where it stopped, and a dry run's predictions are reused by a later write.
 
 Examples
 --------
->>> def classify(path):  # doctest: +SKIP
-...     return "rock", 0.9, {"rock": 0.9, "jazz": 0.1}, "my-model@1"
->>> summary = tag_library(["~/Music"], classify, write=True)  # doctest: +SKIP
+>>> from genrekit import load_model
+>>> model = load_model()  # doctest: +SKIP
+>>> summary = tag_library(["~/Music"], model, write=True)  # doctest: +SKIP
 >>> print(summary.format())  # doctest: +SKIP
+tagged 412, would tag 0, kept 87, abstained 9 (4 not music, 5 uncertain), skipped 0, failed 1
+>>> print(undo_library(["~/Music/Album"]).format())  # doctest: +SKIP
+restored 12, nothing to undo 0, refused 0, failed 0
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
+import hashlib
 import json
 import math
 import os
@@ -33,28 +49,34 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, NamedTuple
 
-from .errors import GenrekitError
+from .errors import ConfigError, GenrekitError
 
 MARKER = "GENREKIT"
 MP4_MARKER = "----:com.genrekit:genrekit"
+MP4_GENRE = "\xa9gen"
 DEFAULT_DB = "genrekit-tags.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: genrekit 0.1 (first genre value only, no undo records)
 
-Classify = Callable[[Path], "tuple[str, float, dict[str, float], str]"]
-
-# FileResult.status values. Rows in the database keep the same names.
-TAGGED = "tagged"                  # tags written (this run)
-DONE = "done"                      # tagged in an earlier run, file unchanged since (not stored)
+# FileResult.status values of a tag run. Rows in the database keep the same names.
+TAGGED = "tagged"                  # genre written (this run)
 WOULD_TAG = "would-tag"            # dry run: would be written
-ALREADY_TAGGED = "already-tagged"  # the file carries a GENREKIT marker; --force rewrites it
-LOW_CONFIDENCE = "low-confidence"  # below min_confidence: not written
+KEPT = "kept"                      # the file's own genre is kept (no --overwrite)
+ABSTAINED = "abstained"            # the model abstained: nothing written
+DONE = "done"                      # tagged in an earlier run, file unchanged since (not stored)
+ALREADY_TAGGED = "already-tagged"  # the file carries a GENREKIT marker; --force re-tags it
 UNSUPPORTED = "unsupported"        # decodable, but mutagen cannot write tags of this kind
 FAILED = "failed"
 SKIP_REASONS = {DONE: "done in an earlier run", ALREADY_TAGGED: "already tagged by genrekit",
-                LOW_CONFIDENCE: "below the minimum confidence", UNSUPPORTED: "tag format not supported"}
+                UNSUPPORTED: "tag format not supported"}
 SKIPPED = frozenset(SKIP_REASONS)
+# ... and of an undo run.
+RESTORED = "restored"              # genre fields put back as they were
+NOTHING_TO_UNDO = "nothing-to-undo"
+REFUSED = "refused"                # changed since genrekit wrote it, or no record: left alone
+
+ABSTAIN_TEXT = {"not_music": "not music", "uncertain": "uncertain"}
 
 
 class TagError(GenrekitError):
@@ -70,29 +92,46 @@ class UnsupportedTagFormatError(TagError):
     """mutagen cannot write tags into this kind of file."""
 
 
-class TaggingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped :func:`tag_library`; ``summary`` holds what was done (and saved)."""
+class GenreMapError(ConfigError):
+    """A genre map (``--genre-map``) is unreadable or invalid; the message names file and entry."""
 
-    def __init__(self, summary: "TagSummary"):
+    def __init__(self, source, reason: str):
+        self.path = str(source)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ResultsDatabaseError(GenrekitError):
+    """The results database cannot be opened, migrated or used."""
+
+
+class TaggingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a tag or undo run; ``summary`` holds what was done (and saved)."""
+
+    def __init__(self, summary):
         super().__init__("interrupted")
         self.summary = summary
 
 
-# --------------------------------------------------------------------------- tags
+# --------------------------------------------------------------------------- the marker
 
 @dataclass(frozen=True)
 class GenrekitTag:
-    """The marker genrekit leaves in a file it has tagged."""
+    """The marker genrekit leaves in a file it has tagged.
+
+    ``genre`` is the model's label, ``written`` the genre text written into the file.
+    """
 
     genre: str | None
     confidence: float | None
     model_id: str | None
     raw: str = ""
+    written: str | None = None
 
 
-def _marker_text(genre: str, confidence: float, model_id: str) -> str:
-    return json.dumps({"genre": genre, "confidence": round(float(confidence), 4), "model": model_id},
-                      separators=(",", ":"), ensure_ascii=False)
+def _marker_text(label: str, written: str, confidence: float, model_id: str) -> str:
+    return json.dumps({"genre": label, "written": written, "confidence": round(float(confidence), 4),
+                       "model": model_id}, separators=(",", ":"), ensure_ascii=False)
 
 
 def _parse_marker(text: str) -> GenrekitTag:
@@ -103,96 +142,312 @@ def _parse_marker(text: str) -> GenrekitTag:
     if not isinstance(data, dict):  # a marker written by hand or by something else
         return GenrekitTag(None, None, None, text)
     conf = data.get("confidence")
+    # genrekit 0.1 wrote the label itself as the genre and had no "written" field.
     return GenrekitTag(data.get("genre"), float(conf) if isinstance(conf, (int, float)) else None,
-                       data.get("model"), text)
+                       data.get("model"), text, data.get("written") or data.get("genre"))
 
 
-def _first(values) -> str | None:
-    return str(values[0]) if values else None
+# --------------------------------------------------------------------------- tag families
+# Each family knows the fields genrekit reads and changes: the genre and the marker.
+# ``snapshot`` returns them as JSON-able data that ``restore`` puts back exactly.
+
+class _ID3:
+    name = "id3"
+    keys = ("TCON", f"TXXX:{MARKER}")
+
+    @staticmethod
+    def types():
+        from mutagen.aiff import AIFF
+        from mutagen.mp3 import MP3
+        from mutagen.wave import WAVE
+
+        return (MP3, WAVE, AIFF)
+
+    @staticmethod
+    def load_as_stored(audio, path: Path) -> None:
+        # mutagen translates v2.3 frames to v2.4 and merges an ID3v1 tag in as it loads;
+        # saving that would change frames genrekit never set ("(17)" → "Rock", TYER → TDRC).
+        tags = audio.tags
+        if tags is not None and tags.version >= (2, 3, 0):
+            audio.tags = type(tags)(path, translate=False, load_v1=False)
+
+    @staticmethod
+    def genres(tags) -> list[str]:
+        frame = tags.get("TCON")
+        return list(frame.genres) if frame is not None else []
+
+    @staticmethod
+    def marker(tags) -> str | None:
+        frame = tags.get(f"TXXX:{MARKER}")
+        return str(frame.text[0]) if frame is not None and frame.text else None
+
+    @staticmethod
+    def snapshot(tags) -> dict:
+        frames = {}
+        for key in _ID3.keys:
+            frame = tags.get(key)
+            if frame is not None:
+                frames[key] = {"encoding": int(frame.encoding), "text": [str(t) for t in frame.text]}
+        return {"frames": frames}
+
+    @staticmethod
+    def write(tags, genre: str, marker: str) -> None:
+        from mutagen.id3 import TCON, TXXX
+
+        tags.setall("TCON", [TCON(encoding=3, text=[genre])])  # UTF-8; UTF-16 when saved as v2.3
+        tags.setall(f"TXXX:{MARKER}", [TXXX(encoding=3, desc=MARKER, text=[marker])])
+
+    @staticmethod
+    def restore(tags, before: dict) -> None:
+        from mutagen.id3 import TCON, TXXX
+
+        for key in _ID3.keys:
+            tags.delall(key)
+        frames = before["frames"]
+        if "TCON" in frames:
+            tags.add(TCON(**frames["TCON"]))
+        if f"TXXX:{MARKER}" in frames:
+            tags.add(TXXX(desc=MARKER, **frames[f"TXXX:{MARKER}"]))
+
+    @staticmethod
+    def save(audio) -> None:
+        # Keep the file's ID3 version: v2.3 players do not read v2.4 tags.
+        audio.save(v2_version=3 if audio.tags.version[:2] == (2, 3) else 4)
+
+    @staticmethod
+    def is_empty(tags) -> bool:
+        return len(tags) == 0 and not tags.unknown_frames
+
+    @staticmethod
+    def digest(tags, h) -> None:
+        h.update(repr(tuple(tags.version)).encode())
+        for key in sorted(tags.keys()):
+            h.update(f"{key}\0{tags[key]!r}\0".encode("utf-8", "surrogatepass"))
+        for data in tags.unknown_frames:
+            h.update(bytes(data))
 
 
-def _id3_read(tags):
-    marker = tags.getall(f"TXXX:{MARKER}")
-    genre = tags.getall("TCON")
-    return _first(genre[0].genres) if genre else None, _first(marker[0].text) if marker else None
+class _Vorbis:
+    name = "vorbis"
+    keys = ("genre", MARKER.lower())  # Vorbis comment names are case-insensitive
+
+    @staticmethod
+    def types():
+        from mutagen.flac import FLAC
+        from mutagen.oggflac import OggFLAC
+        from mutagen.oggopus import OggOpus
+        from mutagen.oggspeex import OggSpeex
+        from mutagen.oggvorbis import OggVorbis
+
+        return (FLAC, OggVorbis, OggOpus, OggFLAC, OggSpeex)
+
+    @staticmethod
+    def load_as_stored(audio, path: Path) -> None:
+        pass
+
+    @staticmethod
+    def genres(tags) -> list[str]:
+        return [v for k, v in tags if k.lower() == "genre"]
+
+    @staticmethod
+    def marker(tags) -> str | None:
+        return next((v for k, v in tags if k.lower() == MARKER.lower()), None)
+
+    @staticmethod
+    def snapshot(tags) -> dict:
+        # Positions too: a comment list is ordered, and undo puts each entry back in place.
+        return {"entries": [[i, k, v] for i, (k, v) in enumerate(tags) if k.lower() in _Vorbis.keys]}
+
+    @staticmethod
+    def write(tags, genre: str, marker: str) -> None:
+        tags["GENRE"] = [genre]
+        tags[MARKER] = [marker]
+
+    @staticmethod
+    def restore(tags, before: dict) -> None:
+        tags[:] = [(k, v) for k, v in tags if k.lower() not in _Vorbis.keys]
+        for index, key, value in before["entries"]:  # ascending: each lands where it was
+            tags.insert(index, (key, value))
+
+    @staticmethod
+    def save(audio) -> None:
+        audio.save()
+
+    @staticmethod
+    def is_empty(tags) -> bool:
+        return len(tags) == 0
+
+    @staticmethod
+    def digest(tags, h) -> None:
+        h.update(f"{tags.vendor}\0".encode("utf-8", "surrogatepass"))
+        for key, value in tags:
+            h.update(f"{key}\0{value}\0".encode("utf-8", "surrogatepass"))
 
 
-def _id3_write(audio, genre: str, marker: str) -> dict:
-    from mutagen.id3 import TCON, TXXX
+class _MP4:
+    name = "mp4"
+    keys = (MP4_GENRE, MP4_MARKER)
 
-    if audio.tags is None:
-        audio.add_tags()
-    tags = audio.tags
-    # Keep the file's ID3 version: v2.3 players do not read v2.4 tags.
-    version = 3 if tags.version[:2] == (2, 3) else 4
-    tags.setall("TCON", [TCON(encoding=3, text=[genre])])  # UTF-8; UTF-16 when saved as v2.3
-    tags.setall(f"TXXX:{MARKER}", [TXXX(encoding=3, desc=MARKER, text=[marker])])
-    return {"v2_version": version}
+    @staticmethod
+    def types():
+        from mutagen.mp4 import MP4
 
+        return (MP4,)
 
-def _vorbis_read(tags):
-    return _first(tags.get("GENRE")), _first(tags.get(MARKER))
+    @staticmethod
+    def load_as_stored(audio, path: Path) -> None:
+        pass
 
+    @staticmethod
+    def genres(tags) -> list[str]:
+        return [str(v) for v in tags.get(MP4_GENRE, [])]
 
-def _vorbis_write(audio, genre: str, marker: str) -> dict:
-    if audio.tags is None:
-        audio.add_tags()
-    audio.tags["GENRE"] = [genre]
-    audio.tags[MARKER] = [marker]
-    return {}
+    @staticmethod
+    def marker(tags) -> str | None:
+        values = tags.get(MP4_MARKER)
+        return bytes(values[0]).decode("utf-8", "replace") if values else None
 
+    @staticmethod
+    def snapshot(tags) -> dict:
+        genre, marker = tags.get(MP4_GENRE), tags.get(MP4_MARKER)
+        return {"genre": None if genre is None else [str(v) for v in genre],
+                "marker": None if marker is None else [
+                    {"data": base64.b64encode(bytes(v)).decode("ascii"), "format": int(v.dataformat)}
+                    for v in marker]}
 
-def _mp4_read(tags):
-    marker = tags.get(MP4_MARKER)
-    return _first(tags.get("\xa9gen")), bytes(marker[0]).decode("utf-8", "replace") if marker else None
+    @staticmethod
+    def write(tags, genre: str, marker: str) -> None:
+        from mutagen.mp4 import AtomDataType, MP4FreeForm
 
+        tags[MP4_GENRE] = [genre]
+        tags[MP4_MARKER] = [MP4FreeForm(marker.encode("utf-8"), dataformat=AtomDataType.UTF8)]
 
-def _mp4_write(audio, genre: str, marker: str) -> dict:
-    from mutagen.mp4 import AtomDataType, MP4FreeForm
+    @staticmethod
+    def restore(tags, before: dict) -> None:
+        from mutagen.mp4 import MP4FreeForm
 
-    if audio.tags is None:
-        audio.add_tags()
-    audio.tags.pop("gnre", None)  # an old numeric genre would contradict the new one
-    audio.tags["\xa9gen"] = [genre]
-    audio.tags[MP4_MARKER] = [MP4FreeForm(marker.encode("utf-8"), dataformat=AtomDataType.UTF8)]
-    return {}
+        for key in _MP4.keys:
+            tags.pop(key, None)
+        if before["genre"] is not None:
+            tags[MP4_GENRE] = list(before["genre"])
+        if before["marker"] is not None:
+            tags[MP4_MARKER] = [MP4FreeForm(base64.b64decode(v["data"]), dataformat=v["format"])
+                                for v in before["marker"]]
 
+    @staticmethod
+    def save(audio) -> None:
+        audio.save()
 
-def _handlers():
-    """(mutagen file types, read, write) for each tag family genrekit writes."""
-    from mutagen.aiff import AIFF
-    from mutagen.flac import FLAC
-    from mutagen.mp3 import MP3
-    from mutagen.mp4 import MP4
-    from mutagen.oggflac import OggFLAC
-    from mutagen.oggopus import OggOpus
-    from mutagen.oggspeex import OggSpeex
-    from mutagen.oggvorbis import OggVorbis
-    from mutagen.wave import WAVE
+    @staticmethod
+    def is_empty(tags) -> bool:
+        return len(tags) == 0
 
-    return [((MP3, WAVE, AIFF), _id3_read, _id3_write),
-            ((FLAC, OggVorbis, OggOpus, OggFLAC, OggSpeex), _vorbis_read, _vorbis_write),
-            ((MP4,), _mp4_read, _mp4_write)]
-
-
-def _open_tags(path: Path):
-    """Open ``path`` with mutagen and pick its tag handler; raise TagError if impossible."""
-    import mutagen
-
-    try:
-        audio = mutagen.File(path)
-    except (mutagen.MutagenError, OSError) as e:
-        raise TagError(path, f"cannot read tags ({e})") from None
-    if audio is None:
-        raise UnsupportedTagFormatError(path, "tag format not supported (unknown container)")
-    for types, read, write in _handlers():
-        if isinstance(audio, types):
-            return audio, read, write
-    raise UnsupportedTagFormatError(path, f"tag format not supported ({type(audio).__name__})")
+    @staticmethod
+    def digest(tags, h) -> None:
+        for key in sorted(tags.keys()):
+            h.update(f"{key}\0{tags[key]!r}\0".encode("utf-8", "surrogatepass"))
 
 
-def read_tags(path) -> tuple[str | None, GenrekitTag | None]:
-    """The file's current genre and its genrekit marker (None where absent).
+_FAMILIES = (_ID3, _Vorbis, _MP4)
+
+
+class _TagFile:
+    """An audio file opened with mutagen, with the tag family genrekit handles in it."""
+
+    def __init__(self, path: Path):
+        import mutagen
+
+        self.path = path
+        try:
+            audio = mutagen.File(path)
+        except (mutagen.MutagenError, OSError) as e:
+            raise TagError(path, f"cannot read tags ({e})") from None
+        if audio is None:
+            raise UnsupportedTagFormatError(path, "tag format not supported (unknown container)")
+        family = next((f for f in _FAMILIES if isinstance(audio, f.types())), None)
+        if family is None:
+            raise UnsupportedTagFormatError(path, f"tag format not supported ({type(audio).__name__})")
+        try:
+            family.load_as_stored(audio, path)
+        except (mutagen.MutagenError, OSError) as e:
+            raise TagError(path, f"cannot read tags ({e})") from None
+        self.audio, self.family = audio, family
+
+    @property
+    def tags(self):
+        return self.audio.tags
+
+    def genres(self) -> list[str]:
+        """Every genre value, in order, blank ones left out."""
+        return [] if self.tags is None else [g for g in self.family.genres(self.tags) if g.strip()]
+
+    def marker_text(self) -> str | None:
+        return None if self.tags is None else self.family.marker(self.tags)
+
+    def marker(self) -> GenrekitTag | None:
+        text = self.marker_text()
+        return None if text is None else _parse_marker(text)
+
+    def snapshot(self) -> dict:
+        """The fields genrekit may change, as they are now (JSON-able, for undo)."""
+        fields = {} if self.tags is None else self.family.snapshot(self.tags)
+        return json.loads(json.dumps({"format": self.family.name, "had_tags": self.tags is not None, **fields}))
+
+    def digest(self) -> str:
+        """A hash of every tag value in the file (not only genrekit's): did anything change?"""
+        h = hashlib.sha256(self.family.name.encode())
+        if self.tags is not None:
+            self.family.digest(self.tags, h)
+        return h.hexdigest()
+
+    def write(self, genre: str, marker: str) -> None:
+        if self.tags is None:
+            self.audio.add_tags()
+        self.family.write(self.tags, genre, marker)
+        self._save(self.family.save)
+
+    def restore(self, before: dict) -> None:
+        if before["format"] != self.family.name:
+            raise TagError(self.path, f"saved tags are {before['format']}, the file has {self.family.name}")
+        if self.tags is None:
+            self.audio.add_tags()
+        self.family.restore(self.tags, before if before["had_tags"] else _EMPTY[self.family.name])
+        if not before["had_tags"] and self.family.is_empty(self.tags):
+            self._save(lambda audio: audio.delete())  # there was no tag block at all
+        else:
+            self._save(self.family.save)
+
+    def _save(self, save: Callable) -> None:
+        import mutagen
+
+        try:
+            with _sigint_deferred():
+                save(self.audio)
+        except (mutagen.MutagenError, OSError) as e:
+            raise TagError(self.path, f"cannot write tags ({e})") from None
+
+
+_EMPTY = {"id3": {"frames": {}}, "vorbis": {"entries": []}, "mp4": {"genre": None, "marker": None}}
+
+
+def _same_fields(a: dict, b: dict) -> bool:
+    """Snapshots equal, taking "no tag block" as "a tag block without genre or marker"."""
+    def fields(snap: dict) -> dict:
+        return {k: v for k, v in snap.items() if k != "had_tags"} if snap["had_tags"] else \
+            {"format": snap["format"], **_EMPTY[snap["format"]]}
+
+    return fields(a) == fields(b)
+
+
+class FileTags(NamedTuple):
+    """A file's genre values (all of them, in order) and its genrekit marker."""
+
+    genres: list[str]
+    marker: GenrekitTag | None
+
+
+def read_tags(path) -> FileTags:
+    """The file's genre values and its genrekit marker (None where absent).
 
     Raises
     ------
@@ -204,13 +459,10 @@ def read_tags(path) -> tuple[str | None, GenrekitTag | None]:
     Examples
     --------
     >>> read_tags("song.flac")  # doctest: +SKIP
-    ('Rock', None)
+    FileTags(genres=['Rock', 'Indie'], marker=None)
     """
-    audio, read, _ = _open_tags(Path(path))
-    if audio.tags is None:
-        return None, None
-    genre, marker = read(audio.tags)
-    return genre, None if marker is None else _parse_marker(marker)
+    tagged = _TagFile(Path(path))
+    return FileTags(tagged.genres(), tagged.marker())
 
 
 def read_genrekit_tag(path) -> GenrekitTag | None:
@@ -219,16 +471,29 @@ def read_genrekit_tag(path) -> GenrekitTag | None:
     Examples
     --------
     >>> read_genrekit_tag("song.mp3")  # doctest: +SKIP
-    GenrekitTag(genre='rock', confidence=0.91, model_id='genrekit-gtzan-default@0.1.0', raw='...')
+    GenrekitTag(genre='hiphop', confidence=0.91, model_id='genrekit-gtzan@0.1.0', raw='...', written='Hip-Hop')
     """
-    return read_tags(path)[1]
+    return read_tags(path).marker
 
 
-def write_genre_tag(path, genre: str, confidence: float, model_id: str) -> None:
+def write_genre_tag(path, genre: str, confidence: float, model_id: str, label: str | None = None) -> dict:
     """Write ``genre`` and the genrekit marker into ``path``'s own tags, in place.
 
     Only the tag block is rewritten (by mutagen); the audio frames are not touched.
-    Ctrl-C during the write is held back until the file is consistent again.
+    Ctrl-C during the write is held back until the file is consistent again. This writes
+    whatever is there; :func:`tag_library` is what keeps existing genres and records undo.
+
+    Parameters
+    ----------
+    genre : str
+        The text written into the genre field (e.g. ``"Hip-Hop"``).
+    label : str or None
+        The model's label, kept in the marker (default: ``genre``).
+
+    Returns
+    -------
+    dict
+        The genre fields as they were, for :func:`restore_tags`.
 
     Raises
     ------
@@ -236,18 +501,18 @@ def write_genre_tag(path, genre: str, confidence: float, model_id: str) -> None:
 
     Examples
     --------
-    >>> write_genre_tag("song.mp3", "rock", 0.91, "genrekit-gtzan-default@0.1.0")  # doctest: +SKIP
+    >>> before = write_genre_tag("song.mp3", "Hip-Hop", 0.91, "my-model@1", label="hiphop")  # doctest: +SKIP
+    >>> restore_tags("song.mp3", before)  # doctest: +SKIP
     """
-    import mutagen
+    tagged = _TagFile(Path(path))
+    before = tagged.snapshot()
+    tagged.write(genre, _marker_text(label or genre, genre, confidence, model_id))
+    return before
 
-    path = Path(path)
-    audio, _, write = _open_tags(path)
-    save_options = write(audio, genre, _marker_text(genre, confidence, model_id))
-    try:
-        with _sigint_deferred():
-            audio.save(**save_options)
-    except (mutagen.MutagenError, OSError) as e:
-        raise TagError(path, f"cannot write tags ({e})") from None
+
+def restore_tags(path, before: dict) -> None:
+    """Put back the genre fields saved by :func:`write_genre_tag` (no check of later changes)."""
+    _TagFile(Path(path)).restore(before)
 
 
 @contextlib.contextmanager
@@ -266,64 +531,298 @@ def _sigint_deferred():
         previous(signal.SIGINT, None)
 
 
+# --------------------------------------------------------------------------- genre map
+
+def read_genre_map(path) -> dict[str, str]:
+    """Read a user's label → display name map: CSV ``label,display`` or a JSON object.
+
+    A CSV may start with the header ``label,display``. Labels are checked against the
+    model later (:func:`display_names`).
+
+    Raises
+    ------
+    GenreMapError
+        Unreadable file, unknown format, a malformed line, a blank or duplicate entry.
+
+    Examples
+    --------
+    >>> read_genre_map("genres.csv")  # doctest: +SKIP
+    {'hiphop': 'Hip Hop', 'metal': 'Heavy Metal'}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise GenreMapError(path, "no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from a spreadsheet is fine
+    except (OSError, UnicodeDecodeError) as e:
+        raise GenreMapError(path, f"cannot read ({e})") from None
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        entries = _json_entries(path, text)
+    elif suffix == ".csv":
+        entries = _csv_entries(path, text)
+    else:
+        raise GenreMapError(path, "unknown genre map format: use .csv (label,display) or .json")
+    return _checked_map(path, entries)
+
+
+def _json_entries(path: Path, text: str) -> list[tuple[str, object, object]]:
+    if not text.lstrip().startswith("{"):
+        raise GenreMapError(path, 'must be a JSON object such as {"hiphop": "Hip-Hop"}')
+    try:
+        pairs = json.loads(text, object_pairs_hook=lambda pairs: pairs)  # keeps duplicate keys
+    except ValueError as e:
+        raise GenreMapError(path, f"not valid JSON ({e})") from None
+    return [(f"key {label!r}", label, display) for label, display in pairs]
+
+
+def _csv_entries(path: Path, text: str) -> list[tuple[str, object, object]]:
+    entries, header_seen = [], False
+    for line, row in enumerate(csv.reader(text.splitlines()), start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells):
+            continue
+        if not header_seen and not entries and [c.lower() for c in cells] == ["label", "display"]:
+            header_seen = True
+            continue
+        if len(cells) != 2:
+            raise GenreMapError(path, f"line {line}: expected 2 fields label,display, got {len(cells)}")
+        entries.append((f"line {line}", cells[0], cells[1]))
+    return entries
+
+
+def _checked_map(path: Path, entries) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for where, label, display in entries:
+        if not isinstance(display, str):
+            raise GenreMapError(path, f"{where}: the display name must be a string, not {display!r}")
+        label, display = label.strip(), display.strip()
+        if not label or not display:
+            raise GenreMapError(path, f"{where}: empty label or display name")
+        if any(ord(c) < 32 for c in display):
+            raise GenreMapError(path, f"{where}: control character in display name {display!r}")
+        if label in names:
+            raise GenreMapError(path, f"{where}: label {label!r} given twice")
+        names[label] = display
+    if not names:
+        raise GenreMapError(path, "no label,display entries")
+    return names
+
+
+def display_names(model, genre_map: Mapping[str, str] | str | os.PathLike | None = None) -> dict[str, str]:
+    """Label → genre text to write: the model's ``display_names``, overridden by ``genre_map``.
+
+    ``genre_map`` is a dict or a file for :func:`read_genre_map`; it may cover only some
+    labels, but every label in it must be one of the model's.
+
+    Examples
+    --------
+    >>> display_names(model, {"hiphop": "Rap"})["hiphop"]  # doctest: +SKIP
+    'Rap'
+    """
+    names = {str(k): str(v) for k, v in dict(model.display_names).items()}
+    if genre_map is None:
+        return names
+    source = "genre map"
+    if isinstance(genre_map, (str, os.PathLike)):
+        source, genre_map = str(genre_map), read_genre_map(genre_map)
+    unknown = sorted(set(genre_map) - set(names))
+    if unknown:
+        raise GenreMapError(source, f"unknown label(s) {', '.join(map(repr, unknown))}; "
+                                    f"the model's labels are {', '.join(names)}")
+    return {**names, **genre_map}
+
+
 # --------------------------------------------------------------------------- database
 
-_COLUMNS = ["path", "size", "mtime_ns", "genre", "confidence", "probabilities", "model",
-            "status", "error", "old_genre", "written", "updated_at"]
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
+_FILE_COLUMNS = ["path", "status", "genre", "tag_genre", "abstain", "confidence", "old_genres", "written",
+                 "model", "min_confidence", "error", "size", "mtime_ns", "probabilities", "updated_at"]
+_FILES_TABLE = """CREATE TABLE {name} (
     path TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    genre TEXT,              -- the model's label (NULL when it abstained)
+    tag_genre TEXT,          -- the genre text written, or to be written
+    abstain TEXT,            -- not_music / uncertain
+    confidence REAL,
+    old_genres TEXT,         -- JSON list: the file's genre values before (NULL: unknown)
+    written INTEGER NOT NULL DEFAULT 0,
+    model TEXT,
+    min_confidence REAL,
+    error TEXT,              -- why a file was skipped, kept, abstained or failed
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    genre TEXT,
-    confidence REAL,
-    probabilities TEXT,
-    model TEXT,
-    status TEXT NOT NULL,
-    error TEXT,
-    old_genre TEXT,
-    written INTEGER NOT NULL DEFAULT 0,
+    probabilities TEXT,      -- JSON: label -> probability
     updated_at TEXT NOT NULL
+)"""
+_UNDO_TABLE = """CREATE TABLE undo (
+    path TEXT PRIMARY KEY,
+    before TEXT NOT NULL,    -- JSON: the genre fields before genrekit first wrote the file
+    marker TEXT NOT NULL,    -- the marker genrekit wrote
+    digest TEXT,             -- hash of all tag values after the write; NULL while writing
+    written_at TEXT NOT NULL
 )"""
 
 
-def open_db(db_path) -> sqlite3.Connection:
-    """Open (creating if needed) the results database.
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def _transaction(con: sqlite3.Connection):
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def open_db(db_path, create: bool = True) -> sqlite3.Connection:
+    """Open the results database, creating it (``create``) or migrating a version-1 one.
+
+    A database of schema version 1 (genrekit 0.1) is migrated in place after a copy is
+    kept beside it as ``<name>.schema1.bak``.
+
+    Raises
+    ------
+    ResultsDatabaseError
+        Missing (with ``create=False``), not a genrekit database, or from a newer genrekit.
 
     Examples
     --------
     >>> con = open_db("genrekit-tags.sqlite")  # doctest: +SKIP
     """
     db_path = Path(db_path)
+    if not create and not db_path.is_file():
+        raise ResultsDatabaseError(f"{db_path}: no such results database")
     try:
-        con = sqlite3.connect(db_path, timeout=30)
+        con = sqlite3.connect(db_path, timeout=30, isolation_level=None)
         con.row_factory = sqlite3.Row
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        try:
+            _prepare_schema(con, db_path)
+        except BaseException:
             con.close()
-            raise GenrekitError(f"{db_path}: results database has schema version {version}, "
-                                f"this genrekit reads version {SCHEMA_VERSION}")
-        con.execute(_SCHEMA)
-        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        con.commit()
+            raise
     except sqlite3.DatabaseError as e:
-        raise GenrekitError(f"{db_path}: cannot use as results database ({e})") from None
+        raise ResultsDatabaseError(f"{db_path}: cannot use as a genrekit results database ({e}); "
+                                   "move it aside or give another --db") from None
     return con
 
 
-def _get_row(con, key: str):
-    return con.execute("SELECT * FROM files WHERE path = ?", (key,)).fetchone()
+def _prepare_schema(con: sqlite3.Connection, db_path: Path) -> None:
+    version = _user_version(con)
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise ResultsDatabaseError(f"{db_path}: results database has schema version {version}, newer than this "
+                                   f"genrekit reads ({SCHEMA_VERSION}); upgrade genrekit or give another --db")
+    if version == 1:
+        with contextlib.closing(sqlite3.connect(db_path.with_name(db_path.name + ".schema1.bak"))) as copy:
+            con.backup(copy)
+    with _transaction(con):
+        version = _user_version(con)  # again, inside the lock: another run may have done it meanwhile
+        if version == 0:
+            _create_tables(con, db_path)
+        elif version == 1:
+            _migrate_from_v1(con)
 
 
-def _put_row(con, row: dict) -> None:
-    row = {**row, "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    con.execute(f"INSERT OR REPLACE INTO files ({', '.join(_COLUMNS)}) VALUES "
-                f"({', '.join('?' * len(_COLUMNS))})", [row.get(c) for c in _COLUMNS])
-    con.commit()
+def _user_version(con: sqlite3.Connection) -> int:
+    return con.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _create_tables(con: sqlite3.Connection, db_path: Path) -> None:
+    tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    if tables:
+        raise ResultsDatabaseError(f"{db_path}: not a genrekit results database (it has tables "
+                                   f"{', '.join(tables)}); give another --db")
+    con.execute(_FILES_TABLE.format(name="files"))
+    con.execute(_UNDO_TABLE)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _migrate_from_v1(con: sqlite3.Connection) -> None:
+    """Schema 1 → 2: one genre value becomes a list, low-confidence becomes an abstention."""
+    con.create_function("genrekit_json_list", 1, lambda v: None if v is None else json.dumps([v]))
+    con.execute(_FILES_TABLE.format(name="files_v2"))
+    con.execute(f"""INSERT INTO files_v2 ({', '.join(_FILE_COLUMNS)})
+        SELECT path,
+               CASE status WHEN 'low-confidence' THEN '{ABSTAINED}' ELSE status END,
+               CASE status WHEN 'low-confidence' THEN NULL ELSE genre END,
+               CASE WHEN written THEN genre END,
+               CASE status WHEN 'low-confidence' THEN 'uncertain' END,
+               confidence, genrekit_json_list(old_genre), written, model, NULL, error,
+               size, mtime_ns, probabilities, updated_at
+        FROM files""")
+    con.execute("DROP TABLE files")
+    con.execute("ALTER TABLE files_v2 RENAME TO files")
+    con.execute(_UNDO_TABLE)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+class _Store:
+    """The two tables: ``files`` (one row per file, last outcome) and ``undo``."""
+
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+
+    def file(self, key: str):
+        return self.con.execute("SELECT * FROM files WHERE path = ?", (key,)).fetchone()
+
+    def undo(self, key: str):
+        return self.con.execute("SELECT * FROM undo WHERE path = ?", (key,)).fetchone()
+
+    def put_file(self, row: dict) -> None:
+        with _transaction(self.con):
+            self._put_file(row)
+
+    def _put_file(self, row: dict) -> None:
+        row = {**row, "updated_at": _now()}
+        self.con.execute(f"INSERT OR REPLACE INTO files ({', '.join(_FILE_COLUMNS)}) VALUES "
+                         f"({', '.join('?' * len(_FILE_COLUMNS))})", [row.get(c) for c in _FILE_COLUMNS])
+
+    def begin_write(self, key: str, before: dict, marker: str) -> None:
+        """Save the original fields before the file changes (digest NULL: write in progress)."""
+        with _transaction(self.con):
+            self.con.execute("INSERT OR REPLACE INTO undo (path, before, marker, digest, written_at) "
+                             "VALUES (?, ?, ?, NULL, ?)", (key, json.dumps(before), marker, _now()))
+
+    def abort_write(self, key: str, previous) -> None:
+        with _transaction(self.con):
+            self.con.execute("DELETE FROM undo WHERE path = ?", (key,))
+            if previous is not None:
+                self.con.execute("INSERT INTO undo (path, before, marker, digest, written_at) VALUES (?, ?, ?, ?, ?)",
+                                 tuple(previous))
+
+    def end_write(self, key: str, digest: str, row: dict) -> None:
+        with _transaction(self.con):
+            self.con.execute("UPDATE undo SET digest = ?, written_at = ? WHERE path = ?", (digest, _now(), key))
+            self._put_file(row)
+
+    def end_undo(self, key: str, st) -> None:
+        with _transaction(self.con):
+            self.con.execute("DELETE FROM undo WHERE path = ?", (key,))
+            self.con.execute("UPDATE files SET status = ?, written = 0, error = NULL, size = ?, mtime_ns = ?, "
+                             "updated_at = ? WHERE path = ?", (RESTORED, st.st_size, st.st_mtime_ns, _now(), key))
+
+    def drop_undo(self, key: str) -> None:
+        with _transaction(self.con):
+            self.con.execute("DELETE FROM undo WHERE path = ?", (key,))
+
+    def undo_keys(self) -> list[str]:
+        """Every file genrekit wrote or restored, per this database."""
+        rows = self.con.execute(f"SELECT path FROM undo UNION SELECT path FROM files "
+                                f"WHERE written = 1 OR status = '{RESTORED}' ORDER BY path")
+        return [r[0] for r in rows]
 
 
 def export_csv(db_path, csv_path) -> int:
     """Write the results database as CSV, atomically; return the number of rows.
+
+    One row per file with its status (``tagged``, ``would-tag``, ``kept``, ``abstained``
+    with ``abstain`` = ``not_music``/``uncertain``, ``restored``, ...), the label, the
+    genre text written, the old genre values (JSON list) and the probabilities (JSON).
 
     Examples
     --------
@@ -332,46 +831,62 @@ def export_csv(db_path, csv_path) -> int:
     """
     from .io import atomic_path
 
-    if not Path(db_path).is_file():
-        raise GenrekitError(f"{db_path}: no such results database")
-    con = open_db(db_path)
+    con = open_db(db_path, create=False)
     try:
-        rows = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM files ORDER BY path").fetchall()
+        rows = con.execute(f"SELECT {', '.join(_FILE_COLUMNS)} FROM files ORDER BY path")
+        with atomic_path(csv_path) as tmp:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(_FILE_COLUMNS)
+                n = 0
+                for row in rows:
+                    writer.writerow(tuple(row))
+                    n += 1
     finally:
         con.close()
-    with atomic_path(csv_path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(_COLUMNS)
-            writer.writerows(tuple(r) for r in rows)
-    return len(rows)
+    return n
 
 
-# --------------------------------------------------------------------------- the run
+# --------------------------------------------------------------------------- results
+
+def _quoted(genres) -> str:
+    return ", ".join(repr(g) for g in genres)
+
+
+def _genre_word(genres) -> str:
+    return "genres" if len(genres) > 1 else "genre"
+
 
 @dataclass
 class FileResult:
-    """What happened to one file."""
+    """What happened to one file in a tag or undo run."""
 
     path: str
     status: str
-    genre: str | None = None
+    genre: str | None = None            # the model's label
+    tag_genre: str | None = None        # the genre text written (or to be)
     confidence: float | None = None
     model_id: str | None = None
-    old_genre: str | None = None
+    old_genres: list[str] | None = None
+    abstain: str | None = None
     reason: str = ""
 
     def describe(self) -> str:
-        """One line for the user, e.g. ``would tag a.mp3: rock (91%), was 'Pop'``."""
-        pred = f"{self.genre} ({self.confidence:.0%})" if self.confidence is not None else str(self.genre)
-        was = f", was {self.old_genre!r}" if self.old_genre and self.old_genre != self.genre else ""
-        if self.status == TAGGED:
-            return f"tagged {self.path}: {pred}{was}"
-        if self.status == WOULD_TAG:
-            return f"would tag {self.path}: {pred}{was}"
+        """One line for the user, e.g. ``a.mp3: would write genre 'Hip-Hop' (hiphop 91%)``."""
+        return f"{self.path}: {self._message()}"
+
+    def _message(self) -> str:
+        if self.status in (TAGGED, WOULD_TAG):
+            verb = "wrote" if self.status == TAGGED else "would write"
+            was = f", replacing {_quoted(self.old_genres)}" if self.old_genres else ""
+            return f"{verb} genre {self.tag_genre!r} ({self.genre} {self.confidence:.0%}){was}"
+        if self.status == ABSTAINED:
+            return f"abstained ({self.reason}); nothing written"
         if self.status == FAILED:
-            return f"failed {self.path}: {self.reason}"
-        return f"skipped {self.path}: {self.reason}"
+            return f"failed: {self.reason}"
+        if self.status == REFUSED:
+            return f"not restored: {self.reason}"
+        return self.reason
 
 
 @dataclass
@@ -382,54 +897,129 @@ class TagSummary:
     total: int = 0
     interrupted: bool = False
 
-    def _with(self, statuses) -> list[FileResult]:
+    def _with(self, *statuses) -> list[FileResult]:
         return [r for r in self.results if r.status in statuses]
 
     @property
     def tagged(self) -> list[FileResult]:
-        return self._with({TAGGED})
+        return self._with(TAGGED)
 
     @property
     def would_tag(self) -> list[FileResult]:
-        return self._with({WOULD_TAG})
+        return self._with(WOULD_TAG)
+
+    @property
+    def kept(self) -> list[FileResult]:
+        return self._with(KEPT)
+
+    @property
+    def abstained(self) -> list[FileResult]:
+        return self._with(ABSTAINED)
 
     @property
     def skipped(self) -> list[FileResult]:
-        return self._with(SKIPPED)
+        return self._with(*SKIPPED)
 
     @property
     def failed(self) -> list[FileResult]:
-        return self._with({FAILED})
+        return self._with(FAILED)
 
     def format(self) -> str:
-        """The end-of-run report: counts, skip reasons and every failure."""
-        reasons: dict[str, int] = {}
-        for r in self.skipped:
-            reasons[SKIP_REASONS[r.status]] = reasons.get(SKIP_REASONS[r.status], 0) + 1
-        why = " (" + ", ".join(f"{n} {k}" for k, n in reasons.items()) + ")" if reasons else ""
-        lines = [f"tagged {len(self.tagged)}, would tag {len(self.would_tag)}, "
-                 f"skipped {len(self.skipped)}{why}, failed {len(self.failed)}"]
+        """The end-of-run report: counts, reasons and every failure."""
+        lines = [f"tagged {len(self.tagged)}, would tag {len(self.would_tag)}, kept {len(self.kept)}, "
+                 f"abstained {len(self.abstained)}{self._abstain_counts()}, "
+                 f"skipped {len(self.skipped)}{self._skip_counts()}, failed {len(self.failed)}"]
         if self.interrupted:
-            lines.append(f"interrupted after {len(self.results)} of {self.total} files; "
-                         "run again to resume")
+            lines.append(f"interrupted after {len(self.results)} of {self.total} files; run again to resume")
         if self.failed:
             lines.append("failures:")
             lines.extend(f"  {r.path}: {r.reason}" for r in self.failed)
         return "\n".join(lines)
 
+    def _abstain_counts(self) -> str:
+        counts = {text: sum(r.abstain == k for r in self.abstained) for k, text in ABSTAIN_TEXT.items()}
+        return _counts_in_brackets(counts)
 
-def _check_prediction(path: Path, result) -> tuple[str, float, dict, str]:
+    def _skip_counts(self) -> str:
+        return _counts_in_brackets({text: len(self._with(status)) for status, text in SKIP_REASONS.items()})
+
+
+def _counts_in_brackets(counts: dict[str, int]) -> str:
+    """`` (2 not music, 1 uncertain)``; empty when all counts are 0."""
+    parts = [f"{n} {text}" for text, n in counts.items() if n]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+@dataclass
+class UndoSummary:
+    """Outcome of :func:`undo_library`: one :class:`FileResult` per file considered."""
+
+    results: list[FileResult] = field(default_factory=list)
+    total: int = 0
+    interrupted: bool = False
+
+    def _with(self, status) -> list[FileResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def restored(self) -> list[FileResult]:
+        return self._with(RESTORED)
+
+    @property
+    def nothing_to_undo(self) -> list[FileResult]:
+        return self._with(NOTHING_TO_UNDO)
+
+    @property
+    def refused(self) -> list[FileResult]:
+        return self._with(REFUSED)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return self._with(FAILED)
+
+    def format(self) -> str:
+        """The end-of-run report: counts, then every refused and failed file with its reason."""
+        lines = [f"restored {len(self.restored)}, nothing to undo {len(self.nothing_to_undo)}, "
+                 f"refused {len(self.refused)}, failed {len(self.failed)}"]
+        if self.interrupted:
+            lines.append(f"interrupted after {len(self.results)} of {self.total} files; run again to go on")
+        for title, results in (("not restored:", self.refused), ("failures:", self.failed)):
+            if results:
+                lines.append(title)
+                lines.extend(f"  {r.path}: {r.reason}" for r in results)
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the tag run
+
+@dataclass(frozen=True)
+class _Guess:
+    """A checked prediction: a label, or an abstention with its reason."""
+
+    label: str | None
+    abstain: str | None
+    confidence: float
+    probabilities: dict[str, float]
+    music_probability: float | None = None
+
+
+def _checked_prediction(path: Path, pred) -> _Guess:
     try:
-        genre, confidence, probabilities, model_id = result
-        confidence = float(confidence)
-    except (TypeError, ValueError):
-        raise TagError(path, "classify must return (genre, confidence, probabilities, model_id), "
-                             f"not {result!r}") from None
-    if not isinstance(genre, str) or not genre.strip():
-        raise TagError(path, f"classifier returned no genre ({genre!r})")
+        label, abstain = pred.genre, pred.abstain
+        probabilities = {str(k): float(v) for k, v in dict(pred.probabilities).items()}
+        confidence = float(pred.confidence)
+        music = getattr(pred, "music_probability", None)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise TagError(path, f"the model returned an unusable prediction ({type(e).__name__}: {e})") from None
+    if (label is None) == (abstain is None):
+        raise TagError(path, f"the model returned genre {label!r} with abstention {abstain!r}")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise TagError(path, f"the model returned no genre ({label!r})")
+    if abstain is not None and abstain not in ABSTAIN_TEXT:
+        raise TagError(path, f"the model returned an unknown abstention {abstain!r}")
     if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
-        raise TagError(path, f"classifier returned an invalid confidence ({confidence})")
-    return genre, confidence, {str(k): float(v) for k, v in dict(probabilities).items()}, str(model_id)
+        raise TagError(path, f"the model returned an invalid confidence ({confidence})")
+    return _Guess(label, abstain, confidence, probabilities, None if music is None else float(music))
 
 
 def _reason(error: GenrekitError) -> str:
@@ -450,91 +1040,161 @@ def _unique_files(paths) -> list[Path]:
     return files
 
 
-@dataclass
-class _Run:
-    """One tag_library call: settings, database connection and the classifier."""
+class _TagRun:
+    """One :func:`tag_library` call: settings, the database and the model."""
 
-    con: sqlite3.Connection
-    classify: Classify
-    write: bool
-    force: bool
-    min_confidence: float
-    model_id: str | None
+    def __init__(self, store: _Store, model, names: dict[str, str], write: bool, overwrite: bool, force: bool):
+        self.store, self.model, self.names = store, model, names
+        self.write, self.overwrite, self.force = write, overwrite, force
+        self.model_id = str(model.model_id)
+        min_confidence = getattr(model, "min_confidence", None)
+        self.min_confidence = None if min_confidence is None else float(min_confidence)
 
     def process(self, path: Path) -> FileResult:
         key = os.path.abspath(path)
         try:
             st = path.stat()
         except OSError as e:
-            return self._fail(path, key, None, f"cannot read file ({e.strerror or e})")
+            return self._record(path, key, None, FAILED, reason=f"cannot read file ({e.strerror or e})")
         if st.st_size == 0:
-            return self._fail(path, key, st, "empty file (0 bytes)")
-        row = None if self.force else _get_row(self.con, key)
+            return self._record(path, key, st, FAILED, reason="empty file (0 bytes)")
+        row = None if self.force else self.store.file(key)
         unchanged = row is not None and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
         if unchanged and row["status"] == TAGGED and row["written"]:
-            return FileResult(str(path), DONE, row["genre"], row["confidence"], row["model"],
-                              reason="done in an earlier run")
-        return self._classify_and_tag(path, key, st, row if unchanged else None)
+            return FileResult(str(path), DONE, row["genre"], row["tag_genre"], row["confidence"], row["model"],
+                              reason=f"done in an earlier run (genre {row['tag_genre']!r})")
+        return self._decide(path, key, st, row if unchanged else None)
 
-    def _classify_and_tag(self, path: Path, key: str, st, row) -> FileResult:
-        old_genre, marker, tag_problem = None, None, None
+    def _decide(self, path: Path, key: str, st, row) -> FileResult:
+        tagged, tag_problem = None, None
         try:
-            old_genre, marker = read_tags(path)
+            tagged = _TagFile(path)
         except TagError as e:
             tag_problem = e
+        old = tagged.genres() if tagged else None
+        marker = tagged.marker() if tagged else None
+        own = marker is not None and old == [marker.written]  # the genre is genrekit's own write
         if marker is not None and not self.force:
-            return self._record(path, key, st, ALREADY_TAGGED, marker.genre, marker.confidence, None,
-                                marker.model_id, old_genre, "already tagged by genrekit (--force rewrites)")
+            return self._record(path, key, st, ALREADY_TAGGED, old=old,
+                                reason=f"already tagged by genrekit (genre {_quoted(old) or 'removed'}); "
+                                       "--force re-tags it")
+        if old and not own and not self.overwrite:
+            return self._record(path, key, st, KEPT, old=old,
+                                reason=f"kept existing {_genre_word(old)} {_quoted(old)} (--overwrite replaces it)")
         try:
-            genre, confidence, probs, model_id = self._predict(path, row)
-        except GenrekitError as e:  # AudioError from the classifier, or a bad prediction
-            return self._fail(path, key, st, _reason(e))
+            guess = self._predict(path, row)
+        except GenrekitError as e:  # AudioError from the model, or an unusable prediction
+            return self._record(path, key, st, FAILED, reason=_reason(e))
         except Exception as e:  # noqa: BLE001 - a file that always crashes must not block every re-run
-            return self._fail(path, key, st, f"unexpected error: {type(e).__name__}: {e}")
+            return self._record(path, key, st, FAILED, reason=f"unexpected error: {type(e).__name__}: {e}")
+        if guess.abstain is not None:
+            return self._record(path, key, st, ABSTAINED, guess, old=old, reason=self._abstain_reason(guess))
+        tag_genre = self.names.get(guess.label, guess.label)
         if tag_problem is not None:
             status = UNSUPPORTED if isinstance(tag_problem, UnsupportedTagFormatError) else FAILED
-            return self._record(path, key, st, status, genre, confidence, probs, model_id, old_genre,
-                                tag_problem.reason)
-        if confidence < self.min_confidence:
-            return self._record(path, key, st, LOW_CONFIDENCE, genre, confidence, probs, model_id,
-                                old_genre, f"confidence {confidence:.2f} below {self.min_confidence:.2f}")
+            return self._record(path, key, st, status, guess, tag_genre, reason=tag_problem.reason)
+        if old == [tag_genre] and not own:
+            return self._record(path, key, st, KEPT, guess, tag_genre, old,
+                                reason=f"kept existing genre {tag_genre!r} (the same as predicted)")
         if not self.write:
-            return self._record(path, key, st, WOULD_TAG, genre, confidence, probs, model_id, old_genre)
-        return self._write(path, key, genre, confidence, probs, model_id, old_genre)
+            return self._record(path, key, st, WOULD_TAG, guess, tag_genre, old)
+        return self._write(tagged, key, guess, tag_genre, old)
 
-    def _predict(self, path: Path, row):
-        reusable = (row is not None and row["probabilities"] and row["status"] != FAILED
-                    and (self.model_id is None or row["model"] == self.model_id))
-        if reusable:  # classified in an earlier run (e.g. a dry run) and unchanged since
-            return row["genre"], row["confidence"], json.loads(row["probabilities"]), row["model"]
-        return _check_prediction(path, self.classify(path))
+    def _abstain_reason(self, guess: _Guess) -> str:
+        if guess.abstain == "not_music":
+            music = "" if guess.music_probability is None else f", music probability {guess.music_probability:.0%}"
+            return f"not music{music}"
+        best = max(guess.probabilities, key=guess.probabilities.get) if guess.probabilities else "?"
+        below = "" if self.min_confidence is None else f", below {self.min_confidence:.0%}"
+        return f"uncertain: best guess {best} {guess.confidence:.0%}{below}"
 
-    def _write(self, path, key, genre, confidence, probs, model_id, old_genre) -> FileResult:
-        try:
-            with _sigint_deferred():  # the file and its row change together
-                write_genre_tag(path, genre, confidence, model_id)
-                return self._record(path, key, path.stat(), TAGGED, genre, confidence, probs,
-                                    model_id, old_genre, written=True)
-        except TagError as e:
-            return self._fail(path, key, path.stat() if path.exists() else None, e.reason)
+    def _predict(self, path: Path, row) -> _Guess:
+        reusable = (row is not None and row["probabilities"] and row["status"] in (WOULD_TAG, ABSTAINED, KEPT, RESTORED)
+                    and row["model"] == self.model_id and row["min_confidence"] == self.min_confidence
+                    and (row["genre"] or row["abstain"]))
+        if reusable:  # classified in an earlier run (e.g. a dry run), file and settings unchanged
+            return _Guess(row["genre"], row["abstain"], row["confidence"], json.loads(row["probabilities"]))
+        return _checked_prediction(path, self.model.predict_file(path))
 
-    def _fail(self, path, key, st, reason: str) -> FileResult:
-        return self._record(path, key, st, FAILED, None, None, None, None, None, reason)
+    def _write(self, tagged: _TagFile, key: str, guess: _Guess, tag_genre: str, old) -> FileResult:
+        path = tagged.path
+        marker = _marker_text(guess.label, tag_genre, guess.confidence, self.model_id)
+        previous = self.store.undo(key)
+        # Re-tagging genrekit's own write keeps the record of what was there first.
+        keep_original = previous is not None and tagged.marker() is not None
+        before = json.loads(previous["before"]) if keep_original else tagged.snapshot()
+        digest_before = tagged.digest()
+        with _sigint_deferred():  # the file and its rows change together
+            self.store.begin_write(key, before, marker)
+            try:
+                tagged.write(tag_genre, marker)
+            except TagError as e:
+                if _digest_or_none(path) == digest_before:  # the file did not change
+                    self.store.abort_write(key, previous)
+                return self._record(path, key, _stat_or_none(path), FAILED, guess, tag_genre, old, e.reason)
+            try:
+                digest = _TagFile(path).digest()
+            except TagError as e:  # written, but unreadable now: the undo row stays "in progress"
+                return self._record(path, key, _stat_or_none(path), FAILED, guess, tag_genre, old,
+                                    f"written, but cannot read back ({e.reason})")
+            result, row = self._result_and_row(path, key, path.stat(), TAGGED, guess, tag_genre, old, "", True)
+            self.store.end_write(key, digest, row)
+            return result
 
-    def _record(self, path, key, st, status, genre, confidence, probs, model_id, old_genre,
-                reason: str = "", written: bool = False) -> FileResult:
-        _put_row(self.con, {
-            "path": key, "size": st.st_size if st else -1, "mtime_ns": st.st_mtime_ns if st else -1,
-            "genre": genre, "confidence": confidence,
-            "probabilities": None if probs is None else json.dumps(probs, sort_keys=True),
-            "model": model_id, "status": status, "error": reason or None, "old_genre": old_genre,
-            "written": int(written)})
-        return FileResult(str(path), status, genre, confidence, model_id, old_genre, reason)
+    def _record(self, path, key, st, status, guess: _Guess | None = None, tag_genre=None, old=None,
+                reason: str = "") -> FileResult:
+        result, row = self._result_and_row(path, key, st, status, guess, tag_genre, old, reason, False)
+        self.store.put_file(row)
+        return result
+
+    def _result_and_row(self, path, key, st, status, guess, tag_genre, old, reason, written):
+        label = guess.label if guess else None
+        confidence = guess.confidence if guess else None
+        abstain = guess.abstain if guess else None
+        model_id = self.model_id if guess else None
+        row = {"path": key, "status": status, "genre": label, "tag_genre": tag_genre, "abstain": abstain,
+               "confidence": confidence, "old_genres": None if old is None else json.dumps(old, ensure_ascii=False),
+               "written": int(written), "model": model_id, "min_confidence": self.min_confidence if guess else None,
+               "error": reason or None, "size": st.st_size if st else -1, "mtime_ns": st.st_mtime_ns if st else -1,
+               "probabilities": None if guess is None else json.dumps(guess.probabilities, sort_keys=True)}
+        return FileResult(str(path), status, label, tag_genre, confidence, model_id, old, abstain, reason), row
 
 
-def tag_library(paths, classify: Classify, write: bool = False, force: bool = False,
-                db_path=DEFAULT_DB, min_confidence: float = 0.0, progress: bool = True,
-                model_id: str | None = None,
+def _stat_or_none(path: Path):
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _digest_or_none(path: Path) -> str | None:
+    try:
+        return _TagFile(path).digest()
+    except TagError:
+        return None
+
+
+def _run_files(files, handle: Callable[[Path], FileResult], summary, desc: str, progress: bool,
+               on_result: Callable[[FileResult], None] | None):
+    from tqdm import tqdm
+
+    bar = tqdm(files, disable=not progress, unit="file", desc=desc, file=sys.stderr, dynamic_ncols=True)
+    try:
+        for path in bar:
+            result = handle(path)
+            summary.results.append(result)
+            if on_result is not None:
+                on_result(result)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise TaggingInterrupted(summary) from None
+    finally:
+        bar.close()
+    return summary
+
+
+def tag_library(paths, model, write: bool = False, overwrite: bool = False, force: bool = False,
+                db_path=DEFAULT_DB, genre_map=None, progress: bool = True,
                 on_result: Callable[[FileResult], None] | None = None) -> TagSummary:
     """Classify audio files and write the genre into their tags (dry run unless ``write``).
 
@@ -542,26 +1202,31 @@ def tag_library(paths, classify: Classify, write: bool = False, force: bool = Fa
     ----------
     paths : path or iterable of paths
         Files, or folders searched recursively for audio files by extension.
-    classify : callable
-        ``classify(path) -> (genre, confidence, probabilities, model_id)``; raises an
-        :class:`~genrekit.errors.AudioError` for unusable audio. The file is then
-        recorded as failed and the run goes on (so it does for any other exception,
-        reported as "unexpected error"; only KeyboardInterrupt stops the run).
+    model : GenreClassifier or alike
+        ``model.predict_file(path)`` returns a :class:`~genrekit.prediction.Prediction`
+        (``genre`` None when it abstains, ``abstain`` then says why) or raises an
+        :class:`~genrekit.errors.AudioError`; ``model.model_id`` names it and
+        ``model.display_names`` maps labels to the genre text to write. An optional
+        ``model.min_confidence`` is recorded so that earlier predictions are reused
+        only under the same threshold. A file whose audio fails is recorded as failed
+        and the run goes on (so it does for any other exception, reported as
+        "unexpected error"; only KeyboardInterrupt stops the run).
     write : bool
         Write the tags. If False (default), only report what would be written.
+    overwrite : bool
+        Replace a genre the file already has (default: keep it and report it kept).
     force : bool
-        Re-classify and rewrite files already tagged by genrekit, ignoring earlier runs.
+        Re-classify and re-tag files genrekit has tagged before, ignoring earlier runs.
+        A genre changed by the user since stays unless ``overwrite``.
     db_path : path
-        SQLite results database; one row per file, committed as each file is done.
+        SQLite results database; one row per file, committed as each file is done, and
+        the original genre fields of every file written, for :func:`undo_library`.
         Files whose row is complete and whose size and mtime are unchanged are not
-        classified again (a dry run's predictions are reused by a later ``write``);
-        files that failed are tried again.
-    min_confidence : float
-        Predictions below this are recorded but not written.
+        classified again; files that failed are tried again.
+    genre_map : dict, path or None
+        Label → genre text overriding ``model.display_names`` (see :func:`read_genre_map`).
     progress : bool
         Show a tqdm progress bar on stderr.
-    model_id : str or None
-        The model ``classify`` uses; earlier predictions by another model are not reused.
     on_result : callable or None
         Called with each :class:`FileResult` as it is known (e.g. to print it).
 
@@ -571,35 +1236,146 @@ def tag_library(paths, classify: Classify, write: bool = False, force: bool = Fa
 
     Raises
     ------
+    GenreMapError
+        The genre map is invalid (checked before any file is touched).
+    ResultsDatabaseError
+        The database cannot be used.
     TaggingInterrupted
         On Ctrl-C (a KeyboardInterrupt); ``.summary`` holds the files done, all saved.
 
     Examples
     --------
-    >>> s = tag_library("Music/", classify, db_path="tags.sqlite")  # doctest: +SKIP
-    >>> len(s.would_tag), len(s.failed)  # doctest: +SKIP
-    (412, 3)
+    >>> s = tag_library("Music/", model, db_path="tags.sqlite")  # doctest: +SKIP
+    >>> len(s.would_tag), len(s.kept), len(s.failed)  # doctest: +SKIP
+    (412, 87, 3)
     """
-    from tqdm import tqdm
-
-    if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be in [0, 1], not {min_confidence}")
+    names = display_names(model, genre_map)
     files = _unique_files(paths)
-    summary = TagSummary(total=len(files))
     con = open_db(db_path)
-    run = _Run(con, classify, write, force, min_confidence, model_id)
-    bar = tqdm(files, disable=not progress, unit="file", desc="tagging" if write else "dry run",
-               file=sys.stderr, dynamic_ncols=True)
     try:
-        for path in bar:
-            result = run.process(path)
-            summary.results.append(result)
-            if on_result is not None:
-                on_result(result)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        raise TaggingInterrupted(summary) from None
+        run = _TagRun(_Store(con), model, names, write, overwrite, force)
+        return _run_files(files, run.process, TagSummary(total=len(files)), "tagging" if write else "dry run",
+                          progress, on_result)
     finally:
-        bar.close()
         con.close()
-    return summary
+
+
+# --------------------------------------------------------------------------- undo
+
+def _undo_one(store: _Store, key: str, shown: str) -> FileResult:
+    record, row = store.undo(key), store.file(key)
+    if record is None:
+        if row is not None and row["status"] == RESTORED:
+            return FileResult(shown, NOTHING_TO_UNDO, reason=f"nothing to undo (restored {row['updated_at']})")
+        if row is not None and row["written"]:
+            return FileResult(shown, REFUSED, reason="no record of its tags before genrekit wrote it "
+                                                     "(written by genrekit 0.1, database schema 1)")
+        return FileResult(shown, NOTHING_TO_UNDO, reason="nothing to undo (genrekit has not written this file)")
+    path = Path(key)
+    if not path.is_file():
+        return FileResult(shown, FAILED, reason="file not found (moved or deleted since genrekit wrote it)")
+    try:
+        tagged = _TagFile(path)
+    except TagError as e:
+        return FileResult(shown, FAILED, reason=e.reason)
+    before = json.loads(record["before"])
+    if record["digest"] is None:  # a run stopped while writing this file
+        if _same_fields(tagged.snapshot(), before):
+            store.drop_undo(key)
+            return FileResult(shown, NOTHING_TO_UNDO, reason="nothing to undo (genrekit's write did not happen)")
+        if tagged.marker_text() != record["marker"]:
+            return FileResult(shown, REFUSED, reason="changed since genrekit wrote it (its marker differs)")
+    elif tagged.digest() != record["digest"]:
+        return FileResult(shown, REFUSED, reason=f"changed since genrekit wrote it on {record['written_at']} "
+                                                 "(its tags differ); left as it is")
+    with _sigint_deferred():  # the file and its rows change together
+        try:
+            tagged.restore(before)
+            after = _TagFile(path).snapshot()
+        except TagError as e:
+            return FileResult(shown, FAILED, reason=e.reason)
+        if not _same_fields(after, before):
+            return FileResult(shown, FAILED, reason="restored tags read back differently; the undo record is kept")
+        store.end_undo(key, path.stat())
+    genres = _genres_of(before)
+    what = f" {_genre_word(genres)} {_quoted(genres)}" if genres else ": no genre"
+    return FileResult(shown, RESTORED, old_genres=genres, reason=f"restored{what} (as before genrekit)")
+
+
+def _genres_of(before: dict) -> list[str]:
+    """Genre values in a saved snapshot, for the report."""
+    if not before.get("had_tags"):
+        return []
+    if before["format"] == "id3":
+        from mutagen.id3 import TCON
+
+        frame = before["frames"].get("TCON")
+        return [] if frame is None else [g for g in TCON(**frame).genres if g.strip()]
+    if before["format"] == "vorbis":
+        return [v for _, k, v in before["entries"] if k.lower() == "genre" and v.strip()]
+    return [g for g in before["genre"] or [] if g.strip()]
+
+
+def _undo_targets(store: _Store, paths) -> list[tuple[str, str]]:
+    """(database key, path to show) for each file to undo; a file named directly always counts."""
+    keys = store.undo_keys()
+    if paths is None:
+        return [(k, k) for k in keys]
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    targets, seen = [], set()
+    for p in paths:
+        root = os.path.abspath(p)
+        matched = [k for k in keys if k == root or k.startswith(root.rstrip(os.sep) + os.sep)]
+        if not matched and not os.path.isdir(root):
+            matched = [root]  # reported as "nothing to undo" rather than silently ignored
+        for key in matched:
+            if key not in seen:
+                seen.add(key)  # shown as the user named it: "Music/a.mp3", not "/home/me/Music/a.mp3"
+                targets.append((key, str(p) if key == root else os.path.join(p, os.path.relpath(key, root))))
+    return targets
+
+
+def undo_library(paths=None, db_path=DEFAULT_DB, progress: bool = True,
+                 on_result: Callable[[FileResult], None] | None = None) -> UndoSummary:
+    """Put back the genre fields genrekit replaced, exactly as they were, from the database.
+
+    For each file genrekit wrote (under ``paths``, or all of them), the genre values,
+    their order, the absence of a genre (or of any tag block) are restored and the
+    ``GENREKIT`` marker is removed. A file whose tags changed since genrekit wrote
+    them (another tagger, a re-rip) is refused and left as it is; the run goes on.
+    Running it twice is safe: the second run finds nothing to undo.
+
+    Parameters
+    ----------
+    paths : path, iterable of paths or None
+        Files or folders to undo; None: every file in the database.
+    db_path : path
+        The results database the tag run used.
+
+    Returns
+    -------
+    UndoSummary
+
+    Raises
+    ------
+    ResultsDatabaseError
+        No such database, or unusable.
+    TaggingInterrupted
+        On Ctrl-C; ``.summary`` holds the files done (restored files stay restored).
+
+    Examples
+    --------
+    >>> print(undo_library(["Music/Album"], db_path="tags.sqlite").format())  # doctest: +SKIP
+    restored 12, nothing to undo 0, refused 1, failed 0
+    not restored:
+      /home/me/Music/Album/03.flac: changed since genrekit wrote it on ... (its tags differ); left as it is
+    """
+    con = open_db(db_path, create=False)
+    try:
+        store = _Store(con)
+        targets = _undo_targets(store, paths)
+        shown = dict(targets)
+        return _run_files([k for k, _ in targets], lambda key: _undo_one(store, key, shown[key]),
+                          UndoSummary(total=len(targets)), "undo", progress, on_result)
+    finally:
+        con.close()

@@ -1,6 +1,7 @@
-"""DDP training (genrekit.distributed.ddp): two CPU processes (gloo) train like one with the same global batch."""
+"""DDP training (genrekit.training.launch and .dist): two CPU processes (gloo) train like one with the same global batch."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,13 +14,16 @@ import torch
 from torch import nn
 
 from genrekit.cache import FeatureCache
-from genrekit.distributed import ddp
 from genrekit.errors import CheckpointError, ConfigError
 from genrekit.models import HeadConfig, ModelConfig, build_model
 from genrekit.models.backbones import SmallCNN
 from genrekit.models.head import fastai_head
-from genrekit.training import (TrainConfig, batches, load_checkpoint, model_from_checkpoint, predict_segments,
-                               train)
+from genrekit.checkpoint import load_checkpoint, model_from_checkpoint
+from genrekit.training import dist as ddp_ops
+from genrekit.training import launch as ddp_launch
+from genrekit.training import TrainConfig, train
+from genrekit.training.data import batches
+from genrekit.training.loop import predict_segments
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS",
@@ -58,40 +62,40 @@ def test_ranks_split_every_global_batch_of_one_process(n, batch_size, world_size
 
 
 def test_launcher_detection_torchrun_slurm_and_none():
-    assert ddp.launcher_env({}) is None
-    tr = ddp.launcher_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "n0", "MASTER_PORT": "1"})
+    assert ddp_launch.launcher_env({}) is None
+    tr = ddp_launch.launcher_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "n0", "MASTER_PORT": "1"})
     assert (tr.rank, tr.world_size, tr.local_rank, tr.init_method, tr.launcher) == (3, 8, 1, "env://", "torchrun")
     slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_NODELIST": "gpu[07-08]",
              "SLURM_JOB_ID": "1234"}
-    s = ddp.launcher_env(slurm)
+    s = ddp_launch.launcher_env(slurm)
     assert (s.rank, s.world_size, s.local_rank, s.launcher, s.init_method) == (5, 8, 1, "slurm", "tcp://gpu07:21234")
-    assert ddp.launcher_env({**slurm, "MASTER_ADDR": "head", "MASTER_PORT": "29400"}).init_method == "tcp://head:29400"
-    assert ddp.launcher_env({**slurm, "SLURM_NTASKS": "1"}) is None  # one sbatch task: genrekit spawns itself
+    assert ddp_launch.launcher_env({**slurm, "MASTER_ADDR": "head", "MASTER_PORT": "29400"}).init_method == "tcp://head:29400"
+    assert ddp_launch.launcher_env({**slurm, "SLURM_NTASKS": "1"}) is None  # one sbatch task: genrekit spawns itself
     with pytest.raises(ConfigError, match="MASTER_ADDR"):
-        ddp.launcher_env({k: v for k, v in slurm.items() if k != "SLURM_NODELIST"})
-    assert ddp.first_host("node[003-004,9]-ib,login1") == "node003-ib" and ddp.first_host("a1,b2") == "a1"
+        ddp_launch.launcher_env({k: v for k, v in slurm.items() if k != "SLURM_NODELIST"})
+    assert ddp_launch.first_host("node[003-004,9]-ib,login1") == "node003-ib" and ddp_launch.first_host("a1,b2") == "a1"
 
 
 def test_nodes_without_launcher_and_a_wrong_world_size_are_clear_errors(tmp_path, monkeypatch, no_launcher):
     config = TrainConfig(cache=str(tmp_path), out=str(tmp_path / "run"))
     monkeypatch.setattr(sys, "argv", ["genrekit", "train", "--config", "r.yaml", "--devices", "4", "--nodes", "2"])
     with pytest.raises(ConfigError) as e:
-        ddp.launch(config, devices=4, nodes=2)
+        ddp_launch.launch(config, devices=4, nodes=2)
     assert ("torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint FIRST_NODE_HOST:29500 "
             "--rdzv_id JOB_ID -m genrekit train --config r.yaml --devices 4 --nodes 2") in str(e.value)
     assert "srun --nodes 2 --ntasks-per-node 4" in str(e.value)
     monkeypatch.setenv("RANK", "0"), monkeypatch.setenv("WORLD_SIZE", "4"), monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     with pytest.raises(ConfigError, match="torchrun started 4 processes, but devices 2 × nodes 1 = 2"):
-        ddp.launch(config, devices=2)
+        ddp_launch.launch(config, devices=2)
 
 
 def test_global_batchnorm_conversion_keeps_the_checkpoint_format():
     torch.manual_seed(0)
     model = build_model(ModelConfig("small_cnn", 3, HeadConfig(**NO_DROPOUT)))
     plain = {k: v.clone() for k, v in model.state_dict().items()}
-    converted = ddp.sync_batchnorm(model, torch.device("cpu"))
-    assert sum(isinstance(m, ddp.GlobalBatchNorm) for m in converted.modules()) == 6  # 4 in the CNN, 2 in the head
+    converted = ddp_ops.sync_batchnorm(model, torch.device("cpu"))
+    assert sum(isinstance(m, ddp_ops.GlobalBatchNorm) for m in converted.modules()) == 6  # 4 in the CNN, 2 in the head
     assert not any(type(m) in (nn.BatchNorm1d, nn.BatchNorm2d) for m in converted.modules())
     assert converted.state_dict().keys() == plain.keys()
     x = torch.randn(4, 32, 24)
@@ -123,7 +127,7 @@ def _collectives_worker(rank: int, port: int, out: str):
             torch.manual_seed(0)
             return nn.Sequential(SmallCNN(), fastai_head(128, 3, HeadConfig(**NO_DROPOUT))).double().train()
 
-        net = DistributedDataParallel(ddp.sync_batchnorm(model(), torch.device("cpu")))
+        net = DistributedDataParallel(ddp_ops.sync_batchnorm(model(), torch.device("cpu")))
         steps = list(batches(n, batch_size, True, torch.Generator().manual_seed(5), rank, 2))
         for step, idx in enumerate(steps):  # the weighting train_epoch uses
             net.zero_grad()
@@ -140,20 +144,21 @@ def _collectives_worker(rank: int, port: int, out: str):
         torch.manual_seed(0)
         genre_net = build_model(ModelConfig("small_cnn", 3)).eval()
         segments = torch.randn(15, 32, 24)
-        sharded = ddp.predict_sharded(genre_net, segments, torch.device("cpu"), rank, 2)
+        sharded = ddp_ops.predict_sharded(genre_net, segments, torch.device("cpu"), rank, 2)
         alone = predict_segments(genre_net, segments, torch.device("cpu"))
 
-        folder = Path(out) / f"run{rank}"  # only rank 0's folder holds last.pt
+        folder = Path(out) / f"run{rank}"  # only rank 0's folder holds last.safetensors
         folder.mkdir()
         if rank == 0:
-            (folder / "last.pt").write_bytes(b"x")
+            (folder / "last.safetensors").write_bytes(b"x")
         try:
-            ddp._check_resume_visible(folder)
+            ddp_launch._check_resume_visible(folder)
             resume_error = None
         except CheckpointError as e:
             resume_error = str(e)
-        torch.save({"last_share": len(steps[-1]), "grad_diff": grad_diff, "buffer_diff": buffer_diff,
-                    "sharded": sharded, "alone": alone, "resume_error": resume_error}, Path(out) / f"rank{rank}.pt")
+        (Path(out) / f"rank{rank}.json").write_text(json.dumps({
+            "last_share": len(steps[-1]), "grad_diff": grad_diff, "buffer_diff": buffer_diff,
+            "sharded": np.asarray(sharded).tolist(), "alone": np.asarray(alone).tolist(), "resume_error": resume_error}))
     finally:
         dist.destroy_process_group()
 
@@ -161,18 +166,18 @@ def _collectives_worker(rank: int, port: int, out: str):
 def test_global_batchnorm_and_uneven_last_batch_give_one_process_gradients(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_collectives_worker, args=(ddp.free_port(), str(tmp_path)), nprocs=2)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    mp.spawn(_collectives_worker, args=(ddp_launch.free_port(), str(tmp_path)), nprocs=2)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (r0["last_share"], r1["last_share"]) == (2, 1)
     # In float64 the maths is exact: BatchNorm over the global batch, DDP's mean of weighted rank losses.
     assert r0["grad_diff"] < 1e-9 and r0["buffer_diff"] < 1e-12, (r0["grad_diff"], r0["buffer_diff"])
     np.testing.assert_allclose(r0["sharded"], r0["alone"], atol=1e-6)
     assert np.array_equal(r0["sharded"], r1["sharded"])  # the same validation numbers on every rank
-    for r in (r0, r1):  # rank 1 cannot see last.pt: both ranks stop with the same clear error
-        assert f"last.pt is not readable on {socket.gethostname()};" in r["resume_error"]
+    for r in (r0, r1):  # rank 1 cannot see last.safetensors: both ranks stop with the same clear error
+        assert f"last.safetensors is not readable on {socket.gethostname()};" in r["resume_error"]
 
 
-def _audited_worker(local_rank: int, port: int, world_size: int, config, resume: bool):
+def _audited_worker(local_rank: int, port: int, world_size: int, config, resume: bool, overwrite: bool):
     """launch()'s worker, logging every write inside the run folder to AUDIT/rank<N>.log."""
     out = os.path.realpath(config.out)
     log = open(os.path.join(os.environ["GENREKIT_TEST_AUDIT"], f"rank{local_rank}.log"), "a")
@@ -193,25 +198,25 @@ def _audited_worker(local_rank: int, port: int, world_size: int, config, resume:
                 log.flush()
 
     sys.addaudithook(hook)
-    ddp._spawned_worker(local_rank, port, world_size, config, resume)
+    ddp_launch._spawned_worker(local_rank, port, world_size, config, resume, overwrite)
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tiny_cache, tmp_path, monkeypatch, no_launcher):
     # 80 training segments: 5 global batches of 14 and one of 10 (5 + 5 on two ranks) per epoch
     one = train(_config(tiny_cache, tmp_path / "one", batch_size=14))
     monkeypatch.setenv("GENREKIT_TEST_AUDIT", str(tmp_path))
-    monkeypatch.setattr(ddp, "_spawned_worker", _audited_worker)
-    two = ddp.launch(_config(tiny_cache, tmp_path / "two", batch_size=7), devices=2)
+    monkeypatch.setattr(ddp_launch, "_spawned_worker", _audited_worker)
+    two = ddp_launch.launch(_config(tiny_cache, tmp_path / "two", batch_size=7), devices=2)
 
-    assert two.best_checkpoint == tmp_path / "two" / "best.pt"
+    assert two.best_checkpoint == tmp_path / "two" / "best.safetensors"
     assert two.best_metrics == load_checkpoint(two.best_checkpoint)["metrics"]
     assert [h["phase"] for h in two.history] == ["frozen", "unfrozen"]
     rank0 = (tmp_path / "rank0.log").read_text()
-    assert "best.pt" in rank0 and "last.pt" in rank0 and "metrics.json" in rank0
+    assert "best.safetensors" in rank0 and "last.safetensors" in rank0 and "metrics.json" in rank0
     assert (tmp_path / "rank1.log").read_text() == ""  # rank 1 wrote nothing in the run folder
 
-    a = load_checkpoint(tmp_path / "one" / "last.pt")["state_dict"]
-    b = load_checkpoint(tmp_path / "two" / "last.pt")["state_dict"]
+    a = load_checkpoint(tmp_path / "one" / "last.safetensors")["state_dict"]
+    b = load_checkpoint(tmp_path / "two" / "last.safetensors")["state_dict"]
     assert a.keys() == b.keys()
     steps = {k: (int(a[k]), int(b[k])) for k in a if k.endswith("num_batches_tracked")}
     assert all(x == y for x, y in steps.values()), steps  # the same optimiser steps (unfrozen phase: 6)
@@ -231,7 +236,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tiny_cache, tmp
 
     x, _, _ = FeatureCache(tiny_cache).segments("valid", ["hiphop", "rock"])
     x = torch.from_numpy(np.asarray(x))
-    for name in ("best.pt", "last.pt"):
+    for name in ("best.safetensors", "last.safetensors"):
         p1, p2 = (predict_segments(model_from_checkpoint(load_checkpoint(tmp_path / run / name)), x,
                                    torch.device("cpu")) for run in ("one", "two"))
         assert np.array_equal(p1.argmax(1), p2.argmax(1)), name
@@ -253,7 +258,7 @@ def test_torchrun_runs_the_cli_on_two_processes(tiny_cache, tmp_path, devices):
     assert proc.stdout.count("frozen epoch 1: train loss") == 1  # epochs are reported by rank 0 only
     assert proc.stdout.count("checkpoint: ") == 1  # and so is the summary
     assert "train: 8 tracks" in proc.stdout  # one DDP run over the cache, not two separate runs
-    payload = load_checkpoint(out / "best.pt")
+    payload = load_checkpoint(out / "best.safetensors")
     assert payload["train_config"]["batch_size"] == 8 and len(payload["history"]) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "metrics.csv",
+    assert sorted(p.name for p in out.iterdir()) == ["best.safetensors", "config.json", "last.safetensors", "metrics.csv",
                                                      "metrics.json", "training_curves.png"]

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genrekit.cache import FeatureCache, PrepareOptions, open_cache_for_writing, prepare, write_shard
+from genrekit.cache import CacheStore, FeatureCache, PrepareOptions, prepare
+from genrekit.cache.local import open_for_writing
 from genrekit.config import FeatureConfig
 from genrekit.datasets import open_dataset
 from genrekit.datasets.base import Dataset, Track
-from genrekit.errors import CacheError, ConfigError
+from genrekit.errors import CacheError, ConfigError, MissingExtraError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +63,7 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def ray_cache(mixed, ray_session, tmp_path_factory):
-    from genrekit.distributed.ray_prepare import prepare_ray
+    from genrekit.cache.ray import prepare_ray
 
     out = tmp_path_factory.mktemp("ray") / "cache"
     summary = prepare_ray(mixed, out, progress=False, tracks_per_task=3)
@@ -111,23 +112,21 @@ def test_ray_cache_equals_single_machine_cache(local_cache, ray_cache):
     assert not summary.interrupted and summary.lost == []
 
 
-def test_workers_run_torch_with_one_thread(ray_session, mixed, tmp_path):
-    from genrekit.distributed.ray_prepare import _prepare_batch
-    from genrekit.distributed.storage import LocalTarget
+def test_a_task_writes_one_shard_through_the_cache_format(ray_session, mixed, tmp_path):
+    from genrekit.cache.ray import _prepare_batch
 
-    open_cache_for_writing(tmp_path, FeatureConfig(), mixed.describe())
+    open_for_writing(tmp_path / "c", FeatureConfig(), mixed)
     task = ray_session.remote(_prepare_batch).options(num_cpus=1)
-    result = ray_session.get(task.remote(LocalTarget(tmp_path), "one", mixed.tracks[:1], FeatureConfig(),
+    result = ray_session.get(task.remote(str(tmp_path / "c"), "one", mixed.tracks[:1], FeatureConfig(),
                                          PrepareOptions()))
-    assert result["torch_threads"] == 1
     assert [track_id for track_id, _ in result["done"]] == [mixed.tracks[0].track_id]
-    assert len(FeatureCache(tmp_path)) == 1
+    assert len(FeatureCache(tmp_path / "c")) == 1
 
 
 # ---------------------------------------------------------------- resume
 
 def test_resume_skips_done_tracks_and_retries_failed_ones(mixed, ray_session, shared_data, tmp_path):
-    from genrekit.distributed.ray_prepare import prepare_ray
+    from genrekit.cache.ray import prepare_ray
 
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"not audio at all" * 100)
@@ -163,8 +162,8 @@ def test_resume_skips_done_tracks_and_retries_failed_ones(mixed, ray_session, sh
 # ---------------------------------------------------------------- fsspec targets and fetch_cache
 
 def test_file_url_target_then_fetch_cache(mixed, ray_session, local_cache, tmp_path):
-    from genrekit.distributed import fetch_cache
-    from genrekit.distributed.ray_prepare import prepare_ray
+    from genrekit.cache import fetch_cache
+    from genrekit.cache.ray import prepare_ray
 
     url = (tmp_path / "remote").as_uri()
     assert url.startswith("file://")
@@ -187,7 +186,7 @@ def test_file_url_target_then_fetch_cache(mixed, ray_session, local_cache, tmp_p
 def test_fetch_cache_from_memory_url(local_cache, tmp_path):
     import fsspec
 
-    from genrekit.distributed import fetch_cache
+    from genrekit.cache import fetch_cache
 
     url = f"memory://genrekit-test-{uuid.uuid4().hex[:8]}/cache"
     fs = fsspec.filesystem("memory")
@@ -201,39 +200,39 @@ def test_fetch_cache_from_memory_url(local_cache, tmp_path):
 
 
 def test_fetch_cache_refuses_another_cache_and_non_caches(local_cache, ray_cache, tmp_path):
-    from genrekit.distributed import fetch_cache
+    from genrekit.cache import fetch_cache
 
     with pytest.raises(CacheError, match="no manifest.json"):
         fetch_cache(str(tmp_path / "nothing"), tmp_path / "dst")
     other = tmp_path / "other"
-    open_cache_for_writing(other, FeatureConfig(n_mels=64), {"name": "other"})
+    CacheStore(other).write_manifest(FeatureConfig(n_mels=64), {"name": "other"})
     with pytest.raises(CacheError, match="holds another cache"):
         fetch_cache(str(local_cache[0]), other)
 
 
-def test_fsspec_shards_are_byte_identical_to_cache_py(tmp_path):
-    from genrekit.distributed.storage import FsspecTarget
-
+def test_a_url_and_a_folder_get_byte_identical_files(tmp_path):
     rng = np.random.default_rng(0)
     records = [{"track_id": "a", "label": "x", "n_segments": 2}, {"track_id": "b", "label": "y", "n_segments": 3}]
     arrays = [rng.normal(size=(2, 4, 5)).astype(np.float16), rng.normal(size=(3, 4, 5)).astype(np.float16)]
     failures = [{"track_id": "c", "path": "/c.wav", "reason": "corrupt or truncated audio"}]
     config, description = FeatureConfig(n_mels=4), {"name": "bytes"}
 
-    open_cache_for_writing(tmp_path / "local", config, description)
-    write_shard(tmp_path / "local", copy.deepcopy(records), arrays, failures, name="s1")
-    target = FsspecTarget(f"memory://genrekit-test-{uuid.uuid4().hex[:8]}")
-    target.open(config, description)
+    local = CacheStore(tmp_path / "local")
+    local.write_manifest(config, description)
+    local.write_shard("s1", copy.deepcopy(records), arrays, failures)
+    target = CacheStore(f"memory://genrekit-test-{uuid.uuid4().hex[:8]}")
+    target.write_manifest(config, description)
     target.write_shard("s1", copy.deepcopy(records), arrays, failures)
 
     for name in ("manifest.json", "shards/s1.npy", "shards/s1.json"):
         assert target.fs.cat_file(target.path(name)) == (tmp_path / "local" / name).read_bytes(), name
-    assert target.index(config).failures == FeatureCache(tmp_path / "local").failures
+    assert np.array_equal(np.load(tmp_path / "local" / "shards" / "s1.npy"), np.concatenate(arrays))
+    assert target.index().failures == FeatureCache(tmp_path / "local").failures
     target.fs.rm(target.root, recursive=True)
 
 
 def test_memory_url_is_refused_for_ray(mixed, ray_session):
-    from genrekit.distributed.ray_prepare import prepare_ray
+    from genrekit.cache.ray import prepare_ray
 
     with pytest.raises(CacheError, match="memory://"):
         prepare_ray(mixed, "memory://genrekit-test/cache", progress=False)
@@ -241,10 +240,15 @@ def test_memory_url_is_refused_for_ray(mixed, ray_session):
 
 def test_shards_invisible_to_the_driver_are_an_error(mixed, ray_session, monkeypatch):
     """As on a cluster writing to node-local folders: the workers' memory:// is not the driver's."""
-    from genrekit.distributed.ray_prepare import prepare_ray
-    from genrekit.distributed.storage import FsspecTarget
+    from genrekit.cache.ray import prepare_ray
 
-    monkeypatch.setattr(FsspecTarget, "process_local", False)  # in the driver only
+    real_init = CacheStore.__init__
+
+    def not_process_local(self, location):  # in the driver only
+        real_init(self, location)
+        self.process_local = False
+
+    monkeypatch.setattr(CacheStore, "__init__", not_process_local)
     dataset = Dataset("two", mixed.root, mixed.tracks[:2])
     with pytest.raises(CacheError, match="not visible .* shared storage"):
         prepare_ray(dataset, f"memory://genrekit-test-{uuid.uuid4().hex[:8]}/cache", progress=False)
@@ -252,7 +256,7 @@ def test_shards_invisible_to_the_driver_are_an_error(mixed, ray_session, monkeyp
 
 def test_tracks_per_task_must_be_positive(mixed, tmp_path):
     pytest.importorskip("ray")
-    from genrekit.distributed.ray_prepare import prepare_ray
+    from genrekit.cache.ray import prepare_ray
 
     with pytest.raises(ConfigError, match="tracks_per_task"):
         prepare_ray(mixed, tmp_path / "c", tracks_per_task=0)
@@ -262,33 +266,24 @@ def test_tracks_per_task_must_be_positive(mixed, tmp_path):
 
 def test_clear_error_without_ray(monkeypatch, mixed, shared_data, tmp_path, capsys):
     from genrekit.cli import main
-    from genrekit.distributed import MissingDependencyError
-    from genrekit.distributed.ray_prepare import prepare_ray
+    from genrekit.cache.ray import prepare_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(MissingDependencyError, match=r"pip install genrekit\[ray\]"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'genrekit\[ray\]'"):
         prepare_ray(mixed, tmp_path / "c")
     assert not (tmp_path / "c").exists()
 
     code = main(["prepare", f"gtzan:{shared_data}", "--splits", str(shared_data / "gtzan_labels.csv"),
                  "--out", str(tmp_path / "c"), "--engine", "ray", "--quiet"])
     assert code == 1
-    assert "pip install genrekit[ray]" in capsys.readouterr().err
-
-
-def test_clear_error_without_fsspec(monkeypatch, tmp_path):
-    from genrekit.distributed import MissingDependencyError, fetch_cache
-
-    monkeypatch.setitem(sys.modules, "fsspec", None)
-    with pytest.raises(MissingDependencyError, match=r"fsspec.*pip install genrekit\[ray\]"):
-        fetch_cache("s3://bucket/cache", tmp_path)
+    assert "pip install 'genrekit[ray]'" in capsys.readouterr().err
 
 
 def test_genrekit_and_local_prepare_never_import_ray(gtzan_wav, tmp_path):
     code = f"""
 import sys
 import genrekit, genrekit.cache, genrekit.cli.prepare
-import genrekit.distributed, genrekit.distributed.storage, genrekit.distributed.ray_prepare
+import genrekit.cache.ray
 from genrekit.datasets.base import Dataset, Track
 summary = genrekit.cache.prepare(Dataset("one", "", [Track("t", {str(gtzan_wav)!r}, "rock")]), {str(tmp_path)!r},
                                  workers=1, progress=False)

@@ -7,28 +7,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genrekit.errors import LeakageError
-from genrekit.evaluation import bootstrap_ci, classification_metrics, evaluate, write_report
+from genrekit.errors import ConfigError, LeakageError
+from genrekit.evaluation import evaluate, write_report
 from genrekit.voting import majority_vote, mean_vote
 
-# ---------------------------------------------------------------- metrics and voting
-
-
-def test_metrics_against_hand_computed_example_with_a_class_never_predicted():
-    labels = ["a", "b", "c"]
-    y_true = [0, 0, 0, 1, 1, 2]
-    y_pred = [0, 0, 1, 1, 1, 1]  # class c is never predicted
-    m = classification_metrics(y_true, y_pred, labels)
-    assert m["accuracy"] == pytest.approx(4 / 6)
-    # a: P=2/2, R=2/3; b: P=2/4, R=2/2; c: P=0 (never predicted), R=0
-    assert m["per_class"]["a"] == pytest.approx({"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
-    assert m["per_class"]["b"]["precision"] == pytest.approx(0.5) and m["per_class"]["b"]["f1"] == pytest.approx(2 / 3)
-    assert m["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
-    assert m["macro_precision"] == pytest.approx((1 + 0.5 + 0) / 3)
-    assert m["macro_recall"] == pytest.approx((2 / 3 + 1 + 0) / 3)
-    assert m["macro_f1"] == pytest.approx((0.8 + 2 / 3 + 0) / 3)
-    assert m["weighted_f1"] == pytest.approx((3 * 0.8 + 2 * 2 / 3 + 0) / 6)
-    assert m["confusion"] == [[2, 1, 0], [0, 2, 0], [0, 1, 0]]
+# ---------------------------------------------------------------- voting
 
 
 def test_mean_and_majority_vote_on_crafted_segments():
@@ -41,13 +24,6 @@ def test_mean_and_majority_vote_on_crafted_segments():
     # a 1-1 tie is broken by the mean probability
     tie = majority_vote(np.array([[0.9, 0.1], [0.4, 0.6]]), np.array([0, 0]), 1)
     assert tie.argmax(1).tolist() == [0]
-
-
-def test_bootstrap_ci_brackets_the_accuracy_and_narrows_with_more_tracks():
-    small = bootstrap_ci(np.r_[np.ones(6), np.zeros(4)])
-    large = bootstrap_ci(np.r_[np.ones(600), np.zeros(400)])
-    assert small[0] < 0.6 < small[1] and large[0] < 0.6 < large[1]
-    assert (large[1] - large[0]) < (small[1] - small[0]) / 5
 
 
 # ---------------------------------------------------------------- evaluate
@@ -71,32 +47,38 @@ def test_leakage_guard_refuses_shared_artists(tiny_checkpoint, tiny_cache, monke
         return model
 
     monkeypatch.setattr("genrekit.prediction.load_model", with_artist)
-    import genrekit.cache as cache_module
+    import genrekit.cache.reader as reader
 
-    original = cache_module.FeatureCache._read_shards
+    original = reader._track_table
 
-    def artist_tracks(self):
-        tracks, failures = original(self)
+    def artist_tracks(records):
+        tracks = original(records)
         tracks["artist"] = "Artist X"
-        return tracks, failures
+        return tracks
 
-    monkeypatch.setattr(cache_module.FeatureCache, "_read_shards", artist_tracks)
+    monkeypatch.setattr(reader, "_track_table", artist_tracks)
     with pytest.raises(LeakageError, match="artist"):
         evaluate(tiny_checkpoint, str(tiny_cache), split="valid", n_boot=50)
 
 
 def test_evaluate_report_keys_files_and_consistency(tiny_checkpoint, tiny_cache, tmp_path):
     report = evaluate(tiny_checkpoint, str(tiny_cache), split="valid", n_boot=200)
-    for key in ("track_accuracy", "track_accuracy_ci", "segment_accuracy", "macro_f1", "weighted_f1", "per_class", "n_tracks"):
+    for key in ("balanced_accuracy", "balanced_accuracy_ci", "macro_f1", "macro_f1_ci", "track_accuracy",
+                "track_accuracy_ci", "segment_accuracy", "per_class", "n_tracks", "calibration"):
         assert key in report
     assert report["n_tracks"] == 4 and report["n_segments"] == 40 and not report["leaky"]
     assert report["model_selection_overlap"] == 4  # the valid split chose the epoch: the report says so
     correct = [p["label"] == p["predicted"] for p in report["predictions"]]
     assert report["track_accuracy"] == pytest.approx(np.mean(correct))
-    lo, hi = report["track_accuracy_ci"]
-    assert lo <= report["track_accuracy"] <= hi
+    recalls = [np.mean([p["label"] == p["predicted"] for p in report["predictions"] if p["label"] == g])
+               for g in {p["label"] for p in report["predictions"]}]
+    assert report["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    for key in ("track_accuracy", "balanced_accuracy", "macro_f1"):
+        lo, hi = report[f"{key}_ci"]
+        assert lo <= report[key] <= hi
     files = write_report(report, tmp_path)
-    for key in ("json", "markdown", "confusion_counts", "confusion_normalised"):
+    assert "| genre | support | predicted | precision | recall | F1 |" in (tmp_path / "report.md").read_text()
+    for key in ("json", "markdown", "confusion_counts", "confusion_normalised", "reliability"):
         assert (tmp_path / files[key].split("/")[-1]).stat().st_size > 0
     assert json.loads((tmp_path / "report.json").read_text())["n_tracks"] == 4
 
@@ -205,23 +187,15 @@ def test_onnx_export_agrees_with_torch(tiny_checkpoint, fma_mp3, tmp_path):
     torch_model, onnx_model = load_model(tiny_checkpoint, runtime="torch"), load_model(onnx_path)
     assert onnx_model.labels == torch_model.labels and onnx_model.runtime == "onnx"
     assert torch_model.runtime == "torch"
-    a, _ = torch_model.segment_probabilities(fma_mp3)
-    b, _ = onnx_model.segment_probabilities(fma_mp3)
+    a = torch_model.segment_outputs(fma_mp3)[0]["probabilities"]
+    b = onnx_model.segment_outputs(fma_mp3)[0]["probabilities"]
     assert np.abs(a - b).max() <= 1e-4
-    c, _ = load_model(tiny_checkpoint, runtime="onnx").segment_probabilities(fma_mp3)
+    auto = load_model(tiny_checkpoint)
+    assert auto.runtime == "onnx"  # a checkpoint on CPU is exported in memory
+    c = auto.segment_outputs(fma_mp3)[0]["probabilities"]
     assert np.abs(a - c).max() <= 1e-4
-
-
-def test_auto_runtime_is_onnx_on_cpu_and_agrees_with_torch_for_the_shipped_model(fma_mp3):
-    from genrekit.prediction import load_model
-
-    auto, eager = load_model(), load_model(runtime="torch")
-    assert auto.runtime == "onnx" and eager.runtime == "torch"
-    a, _ = auto.segment_probabilities(fma_mp3)
-    b, _ = eager.segment_probabilities(fma_mp3)
-    assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4
-    with pytest.raises(ValueError, match="runtime"):
-        load_model(runtime="tensorflow")
+    with pytest.raises(ConfigError, match="runtime"):
+        load_model(tiny_checkpoint, runtime="tensorflow")
 
 
 def test_shipped_model_predicts_offline(fma_mp3, capsys):
@@ -236,3 +210,62 @@ def test_shipped_model_predicts_offline(fma_mp3, capsys):
     assert main(["predict", str(fma_mp3), "--format", "json"]) == 0
     [result] = json.loads(capsys.readouterr().out)
     assert result["genre"] in GTZAN_GENRES
+
+
+# ---------------------------------------------------------------- leakage by content, failures
+
+
+def _manifest(path, rows):
+    path.write_text("path,label,split\n" + "".join(f"{p},{label},test\n" for p, label in rows))
+    return path
+
+
+def test_training_audio_under_another_name_is_refused(tiny_checkpoint, tiny_cache, tmp_path, capsys):
+    """The shipped model's own training files, listed by path with split test and no track id, were scored 0.958."""
+    import shutil
+
+    from genrekit.cache import FeatureCache
+    from genrekit.cli import main
+
+    trained = FeatureCache(tiny_cache).select("train").iloc[0]
+    copy = tmp_path / "renamed_copy.wav"
+    shutil.copy(trained.path, copy)
+    manifest = _manifest(tmp_path / "m.csv", [(copy, trained.label)])
+    with pytest.raises(LeakageError, match="same content hash"):
+        evaluate(tiny_checkpoint, f"manifest:{manifest}", split="test", n_boot=20)
+    assert main(["evaluate", str(tiny_checkpoint), f"manifest:{manifest}"]) == 1
+    assert "same content hash" in capsys.readouterr().err
+
+
+def test_tracks_that_fail_are_named_and_fail_the_command(tiny_checkpoint, gtzan_wav, tmp_path, capsys):
+    from genrekit.cli import main
+
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8)
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    manifest = _manifest(tmp_path / "m.csv", [(gtzan_wav, "rock"), (broken, "rock"), (empty, "hiphop")])
+    report = evaluate(tiny_checkpoint, f"manifest:{manifest}", n_boot=20)
+    assert report["n_tracks"] == 1 and sorted(f["path"] for f in report["failures"]) == sorted([str(broken), str(empty)])
+    assert main(["evaluate", str(tiny_checkpoint), f"manifest:{manifest}"]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: 2 track(s)" in captured.out and str(broken) in captured.out and "--allow-failures" in captured.err
+    assert main(["evaluate", str(tiny_checkpoint), f"manifest:{manifest}", "--allow-failures"]) == 0
+
+
+def test_evaluate_on_a_missing_path_says_so(tiny_checkpoint, tmp_path, capsys):
+    from genrekit.cli import main
+
+    assert main(["evaluate", str(tiny_checkpoint), str(tmp_path / "nowhere")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_python_api_refuses_bytes_and_none(tiny_checkpoint):
+    import genrekit
+
+    model = genrekit.load_model(tiny_checkpoint)
+    for bad in (b"song.mp3", None, 3):
+        with pytest.raises(ConfigError, match="paths must be"):
+            genrekit.predict(bad, model=model)
+    with pytest.raises(ConfigError, match="model must be a path"):
+        genrekit.load_model(42)

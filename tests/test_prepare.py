@@ -24,7 +24,8 @@ from genrekit.features import n_segments, waveform_segments
 from tests.conftest import tone
 
 REPO = Path(__file__).resolve().parents[1]
-INDEX_COLUMNS = ["track_id", "path", "label", "split", "artist", "duration", "n_segments", "row", "shard"]
+INDEX_COLUMNS = ["track_id", "path", "label", "split", "artist", "duration", "n_segments", "row", "shard", "sha256",
+                 "audio_sha256"]
 
 
 def gtzan_rows(shared_data, n_22k=4, n_16k=2):
@@ -87,7 +88,7 @@ def test_prepare_gtzan_manifest_cli(gtzan_manifest, shared_data, tmp_path, capsy
     assert [cache.labels[i] for i in y[np.r_[0, np.cumsum(train["n_segments"])[:-1]]]] == list(train["label"])
     assert not (out / "failures.csv").read_text().strip().splitlines()[1:]
     manifest = (out / "manifest.json").read_text()
-    assert '"n_mels": 128' in manifest and '"format": 1' in manifest
+    assert '"n_mels": 128' in manifest and '"format": 2' in manifest
     # resumable: a second run skips every track
     assert run_cli(f"manifest:{gtzan_manifest}", "--out", out) == 0
     assert "tracks done: 0, skipped (already cached): 6, failed: 0" in capsys.readouterr().out
@@ -214,12 +215,12 @@ def test_max_duration_fails_long_tracks(shared_data, tmp_path):
 
 def test_interrupted_run_resumes(shared_data, tmp_path, monkeypatch):
     """Ctrl-C after 4 of 6 tracks (shards of 2): the cache opens with the 4, a re-run does 2."""
-    import genrekit.cache as cache_module
+    import genrekit.cache.local as cache_module
 
     tracks = read_gtzan(shared_data / "gtzan").tracks[:6]
     dataset = Dataset("six", str(shared_data), tracks)
     out = tmp_path / "cache"
-    original, calls = cache_module.featurize_track, []
+    original, calls = cache_module.featurize_or_reason, []
 
     def interrupting(track, config, options):
         calls.append(track.track_id)
@@ -228,13 +229,13 @@ def test_interrupted_run_resumes(shared_data, tmp_path, monkeypatch):
         return original(track, config, options)
 
     monkeypatch.setattr(cache_module, "SHARD_TRACKS", 2)
-    monkeypatch.setattr(cache_module, "featurize_track", interrupting)
+    monkeypatch.setattr(cache_module, "featurize_or_reason", interrupting)
     summary = prepare(dataset, out, workers=1, progress=False)
     assert summary.interrupted and summary.done == 4
     assert "interrupted: run the same command again to resume" in summary.report()
     assert len(list((out / "shards").glob("*.json"))) == 2
     assert sorted(FeatureCache(out).tracks["track_id"]) == sorted(calls[:4])
-    monkeypatch.setattr(cache_module, "featurize_track", original)
+    monkeypatch.setattr(cache_module, "featurize_or_reason", original)
     resumed = prepare(dataset, out, workers=1, progress=False)
     assert (resumed.done, resumed.skipped, resumed.interrupted) == (2, 4, False)
     check_cache(out)
@@ -243,7 +244,7 @@ def test_interrupted_run_resumes(shared_data, tmp_path, monkeypatch):
 
 def _start_prepare_subprocess(manifest, out):
     """`python -m genrekit prepare` in its own process group, one track per shard."""
-    code = ("import sys, genrekit.cache as c; c.SHARD_TRACKS = 1\n"
+    code = ("import sys, genrekit.cache.local as c; c.SHARD_TRACKS = 1\n"
             "from genrekit.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     return subprocess.Popen([sys.executable, "-c", code, "prepare", f"manifest:{manifest}", "--out", str(out),
@@ -262,29 +263,56 @@ def _wait_for_first_shard(proc, out, timeout=60.0):
 
 @pytest.fixture
 def long_manifest(shared_data, tmp_path):
-    """30 GTZAN tracks, so a run can be stopped well before the end."""
-    path = tmp_path / "gtzan30.csv"
-    tracks = read_gtzan(shared_data).tracks[:30]
+    """60 GTZAN tracks, so a run can be stopped well before the end."""
+    path = tmp_path / "gtzan60.csv"
+    tracks = read_gtzan(shared_data).tracks[:60]
     path.write_text("path,label,track_id\n" + "".join(f"{t.path},{t.label},{t.track_id}\n" for t in tracks))
     return path, tracks
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
-def test_killed_run_leaves_an_openable_cache(long_manifest, tmp_path, sig):
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (the decoder processes inherit the parent's)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def _wait_until_gone(text: str, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while _processes_mentioning(text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _processes_mentioning(text)
+
+
+@pytest.mark.parametrize("sig, group", [(signal.SIGKILL, True), (signal.SIGINT, True), (signal.SIGKILL, False),
+                                        (signal.SIGTERM, False)],
+                         ids=["kill-group", "ctrl-c", "kill-parent", "term-parent"])
+def test_killed_run_leaves_an_openable_cache_and_no_workers(long_manifest, tmp_path, sig, group):
+    """Whatever stops prepare, the cache opens, its decoder processes die with it, and a re-run finishes."""
     manifest, tracks = long_manifest
     out = tmp_path / "cache"
     proc = _start_prepare_subprocess(manifest, out)
     _wait_for_first_shard(proc, out)
-    os.killpg(proc.pid, sig)  # the whole group, as a terminal's Ctrl-C
+    if group:
+        os.killpg(proc.pid, sig)  # the whole group, as a terminal's Ctrl-C
+    else:
+        os.kill(proc.pid, sig)  # the parent only, as `kill PID` or an OOM killer
     try:
-        _, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    if sig == signal.SIGINT:
+    if sig in (signal.SIGINT, signal.SIGTERM):
         assert proc.returncode == 130, stderr[-2000:]
+        assert "interrupted: run the same command again to resume" in stdout
     else:
         assert proc.returncode == -signal.SIGKILL
+    assert _wait_until_gone(str(out)) == [], "decoder processes outlived prepare"
     cache = FeatureCache(out, FeatureConfig())
     cached = set(cache.tracks["track_id"])
     print(f"{len(cached)} of {len(tracks)} tracks cached before {signal.Signals(sig).name}")

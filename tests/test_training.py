@@ -7,11 +7,14 @@ import pytest
 import torch
 
 from genrekit.cache import FeatureCache
+from genrekit.cli import main
 from genrekit.errors import ConfigError, LeakageError
 from genrekit.models import ModelConfig, build_model, list_backbones
 from genrekit.models.head import AdaptiveConcatPool2d, fastai_head
-from genrekit.training import (TrainConfig, load_checkpoint, load_segments, make_optimizer, make_scheduler,
-                               model_from_checkpoint, predict_segments, split_tracks, train)
+from genrekit.checkpoint import load_checkpoint, model_from_checkpoint
+from genrekit.training import TrainConfig, train
+from genrekit.training.data import load_segments, split_tracks
+from genrekit.training.loop import make_optimizer, make_scheduler, predict_segments
 
 
 def test_registry_has_the_seed_backbones():
@@ -155,7 +158,7 @@ def _config(cache, out, **kw):
 def test_train_writes_checkpoint_metrics_and_plots(tiny_cache, tmp_path):
     result = train(_config(tiny_cache, tmp_path))
     assert [h["phase"] for h in result.history] == ["frozen", "unfrozen", "unfrozen"]
-    for name in ("best.pt", "last.pt", "metrics.csv", "metrics.json", "training_curves.png", "config.json"):
+    for name in ("best.safetensors", "last.safetensors", "metrics.csv", "metrics.json", "training_curves.png", "config.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     payload = load_checkpoint(result.best_checkpoint)
     assert payload["labels"] == ["hiphop", "rock"]
@@ -163,7 +166,7 @@ def test_train_writes_checkpoint_metrics_and_plots(tiny_cache, tmp_path):
     assert payload["training_data"]["train"]["n_tracks"] == 8 and payload["training_data"]["valid"]["n_tracks"] == 4
     assert payload["metrics"]["valid_track_accuracy"] == max(h["valid_track_accuracy"] for h in result.history)
     assert len(payload["training_data"]["train_track_ids"]) == 8
-    assert load_checkpoint(tmp_path / "last.pt")["metrics"] == result.history[-1]  # last.pt: its own epoch
+    assert load_checkpoint(tmp_path / "last.safetensors")["metrics"] == result.history[-1]  # last: its own epoch
 
 
 def test_checkpoint_round_trip_gives_same_predictions(tiny_checkpoint, tiny_cache):
@@ -179,7 +182,7 @@ def test_checkpoint_round_trip_gives_same_predictions(tiny_checkpoint, tiny_cach
 def test_training_is_deterministic_and_resume_continues(tiny_cache, tmp_path, monkeypatch):
     full = train(_config(tiny_cache, tmp_path / "full"))
     # Interrupt a second run after its second epoch, then resume it.
-    import genrekit.training as training
+    import genrekit.training.run as training
 
     real_run_epoch, calls = training._run_epoch, {"n": 0}
 
@@ -192,19 +195,19 @@ def test_training_is_deterministic_and_resume_continues(tiny_cache, tmp_path, mo
     monkeypatch.setattr(training, "_run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(_config(tiny_cache, tmp_path / "resumed"))
-    assert len(load_checkpoint(tmp_path / "resumed" / "last.pt")["history"]) == 2
+    assert len(load_checkpoint(tmp_path / "resumed" / "last.safetensors")["history"]) == 2
     monkeypatch.setattr(training, "_run_epoch", real_run_epoch)
     resumed = train(_config(tiny_cache, tmp_path / "resumed"), resume=True)
     assert len(resumed.history) == 3
-    a = load_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
-    b = load_checkpoint(tmp_path / "resumed" / "last.pt")["state_dict"]
+    a = load_checkpoint(tmp_path / "full" / "last.safetensors")["state_dict"]
+    b = load_checkpoint(tmp_path / "resumed" / "last.safetensors")["state_dict"]
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
     assert full.history[-1]["train_loss"] == pytest.approx(resumed.history[-1]["train_loss"], rel=1e-4)
 
 
 def test_lr_finder_plot_and_suggestion(tiny_cache, tmp_path):
-    from genrekit.lr_finder import lr_find
+    from genrekit.training.lr_find import lr_find
 
     png = tmp_path / "lr.png"
     result = lr_find(_config(tiny_cache, tmp_path, batch_size=8), png, num_iter=25, start_lr=1e-5, end_lr=1.0)
@@ -247,3 +250,90 @@ def test_k_fold_validation_covers_every_track_once(tiny_cache):
     assert sorted(seen) == sorted(cache.tracks["track_id"])  # each track validated exactly once
     with pytest.raises(ConfigError):
         TrainConfig(cache=str(tiny_cache), folds=3, fold=3).check()
+
+
+# ---------------------------------------------------------------- run folders and resume
+
+
+def test_a_second_run_into_the_same_folder_is_refused_unless_asked(tiny_checkpoint, tiny_cache, capsys):
+    out = tiny_checkpoint.parent
+    before = (out / "best.safetensors").read_bytes()
+    code = main(["train", "--cache", str(tiny_cache), "--out", str(out), "--backbone", "small_cnn", "--epochs", "1",
+                 "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "already holds a training run" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "best.safetensors").read_bytes() == before
+
+
+def test_overwrite_starts_again_and_keeps_other_files(tiny_cache, tmp_path):
+    out = tmp_path / "run"
+    train(_config(tiny_cache, out, unfrozen_epochs=0))
+    (out / "my_notes.txt").write_text("keep")
+    result = train(_config(tiny_cache, out, unfrozen_epochs=0, seed=1), overwrite=True)
+    assert len(result.history) == 1 and load_checkpoint(out / "last.safetensors")["train_config"]["seed"] == 1
+    assert (out / "my_notes.txt").read_text() == "keep"
+
+
+def test_resume_with_other_settings_or_nothing_left_is_refused(tiny_checkpoint, tiny_cache, tmp_path, capsys):
+    out = tiny_checkpoint.parent
+    config_before = (out / "config.json").read_text()
+    code = main(["train", "--cache", str(tiny_cache), "--out", str(out), "--backbone", "small_cnn", "--epochs", "3",
+                 "3", "--batch-size", "16", "--resume", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "settings differ" in err and "frozen_epochs" in err
+    code = main(["train", "--cache", str(tiny_cache), "--out", str(out), "--backbone", "small_cnn", "--epochs", "1",
+                 "1", "--batch-size", "16", "--resume", "--quiet"])
+    assert code == 1 and "already finished all 2 epochs" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == config_before  # nothing rewritten
+    assert main(["train", "--cache", str(tiny_cache), "--out", str(tmp_path / "none"), "--resume", "--quiet"]) == 1
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- class balance
+
+
+def test_class_balance_weights_and_sampler():
+    from genrekit.training.data import balanced_order, class_weights, resolve_class_balance
+
+    y = torch.tensor([0] * 90 + [1] * 10)
+    counts = torch.bincount(y, minlength=3)
+    assert resolve_class_balance("auto", counts) == "weight"
+    assert resolve_class_balance("auto", torch.tensor([50, 50, 0])) == "none"
+    assert resolve_class_balance("sample", counts) == "sample"
+    weights = class_weights(counts)
+    assert weights[2] == 0 and float(weights[0] * 90) == pytest.approx(float(weights[1] * 10))
+    order = balanced_order(y, 3, torch.Generator().manual_seed(0))
+    drawn = torch.bincount(y[order], minlength=3)
+    assert len(order) == 100 and abs(int(drawn[0]) - int(drawn[1])) < 25  # ~50/50 instead of 90/10
+    assert torch.equal(order, balanced_order(y, 3, torch.Generator().manual_seed(0)))  # the same on every rank
+
+
+@pytest.mark.parametrize("balance", ["weight", "sample"])
+def test_class_balance_reaches_the_loss_and_the_checkpoint(tiny_cache, tmp_path, monkeypatch, balance):
+    import genrekit.training.loop as loop
+
+    seen = {}
+    real = torch.nn.functional.cross_entropy
+
+    def spy(logits, target, weight=None, **kw):
+        seen["weight"] = weight
+        return real(logits, target, weight=weight, **kw)
+
+    monkeypatch.setattr(loop.nn.functional, "cross_entropy", spy)
+    result = train(_config(tiny_cache, tmp_path / balance, unfrozen_epochs=0, class_balance=balance))
+    assert (seen["weight"] is not None) == (balance == "weight")
+    assert load_checkpoint(result.best_checkpoint)["training_data"]["class_balance"] == balance
+
+
+def test_unknown_or_mistyped_settings_are_refused_when_read(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    for text, match in [("head: {hiden: 3}", "unknown head settings"), ("spec_augment: {freq_masks: -1}", "freq_masks"),
+                        ("class_balance: maybe", "class_balance"), ("lr: fast", "lr must be"),
+                        ("- a\n- b", "YAML mapping"), ("a: [", "not a readable YAML"), ("cache: x\nepochs: 3", "epochs")]:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig.from_file(bad)
+    bad.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="not a readable YAML"):
+        TrainConfig.from_file(bad)
+    assert issubclass(ConfigError, ValueError)

@@ -37,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from genrekit.models.tf_checkpoint import load_checkpoint  # noqa: E402
+from tf_checkpoint import load_checkpoint  # noqa: E402
 
 WHEEL_VERSION = "0.1.0"
 WHEEL_NAME = f"musicnn-{WHEEL_VERSION}-py3-none-any.whl"
@@ -169,7 +169,7 @@ def licence_text(wheel: Path, root: Path, date: str) -> str:
     lines += [
         "",
         "Conversion: tools/convert_musicnn.py (genrekit) read the TensorFlow checkpoints with",
-        "genrekit/models/tf_checkpoint.py (no TensorFlow), dropped optimiser state (Adam slots,",
+        "tools/tf_checkpoint.py (no TensorFlow), dropped optimiser state (Adam slots,",
         "beta1_power, beta2_power), renamed the tensors and transposed them to PyTorch layout.",
         "Values are unchanged (float32).",
         f"Converted: {date}",

@@ -15,7 +15,10 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..lr_finder import lr_find
+    from ..extras import require
+
+    require("torch", "train", "genrekit lr-find")
+    from ..training.lr_find import lr_find
 
     result = lr_find(config_from_args(args), args.plot, args.num_iter, args.start_lr, args.end_lr)
     print(f"tested {len(result.lrs)} rates from {result.lrs[0]:.1e} to {result.lrs[-1]:.1e}")

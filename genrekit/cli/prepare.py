@@ -11,7 +11,8 @@ def add_arguments(p):
     p.add_argument("--excerpt", type=positive_float, help="use a centred excerpt of this many seconds per track")
     p.add_argument("--max-duration", type=positive_float, default=1200.0,
                    help="fail tracks longer than this many seconds (default 1200; see --excerpt)")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing cache first")
+    p.add_argument("--overwrite", action="store_true", help="delete what genrekit wrote at --out first "
+                   "(only a genrekit cache's own files, never anything else)")
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="local processes (default) or a Ray cluster")
     p.add_argument("--address", help="Ray cluster address (with --engine ray; default: start a local Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -29,7 +30,7 @@ def run(args) -> int:
     for note in dataset.notes:
         print(f"note: {note}")
     if args.engine == "ray":
-        from ..distributed.ray_prepare import prepare_ray
+        from ..cache.ray import prepare_ray
 
         summary = prepare_ray(dataset, args.out, config, options=options, address=args.address,
                               overwrite=args.overwrite, progress=not args.quiet)

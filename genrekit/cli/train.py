@@ -7,7 +7,12 @@ HELP = "train a model on a feature cache (frozen then unfrozen, one-cycle, AdaBo
 def add_arguments(p):
     p.add_argument("--config", help="YAML recipe (see configs/); options below override it")
     add_training_overrides(p)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/last.pt")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/last.safetensors "
+                   "(same settings)")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out folder that holds a run "
+                   "(deletes only that run's files)")
+    p.add_argument("--list-backbones", action="store_true", help="list the backbones, their input features and "
+                   "where their pretrained weights come from, then exit")
     p.add_argument("--devices", type=positive_int, help="processes (GPUs) per node for DDP training "
                    "(default 1, or what torchrun/srun started)")
     p.add_argument("--nodes", type=positive_int, help="nodes for DDP training (with torchrun/SLURM)")
@@ -22,6 +27,9 @@ def add_training_overrides(p):
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--optimizer", choices=["adabound", "adamw"])
+    p.add_argument("--class-balance", choices=["auto", "weight", "sample", "none"],
+                   help="class-weighted loss, class-balanced sampling or none; auto (default): weight when the "
+                        "training split is uneven")
     p.add_argument("--seed", type=int)
     p.add_argument("--folds", type=int, metavar="K", help="validate on one fold of a K-fold split by artist/track "
                    "(when the cache has no validation split)")
@@ -37,6 +45,7 @@ def config_from_args(args):
 
     overrides = {"cache": args.cache, "backbone": args.backbone, "pretrained": args.pretrained, "weights": args.weights,
                  "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "seed": args.seed,
+                 "class_balance": args.class_balance,
                  "folds": args.folds, "fold": args.fold,
                  "out": args.out, "device": args.device, "progress": False if args.quiet else None}
     if args.epochs:
@@ -51,18 +60,27 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from ..distributed.ddp import launch, launcher_env
+    from ..extras import require
+
+    require("torch", "train", "genrekit train")
+    if args.list_backbones:
+        from ..models import describe_backbones
+
+        print(describe_backbones())
+        return 0
+    from ..training import launcher_env, train
 
     config = config_from_args(args)
     launcher = launcher_env()
     devices, nodes = args.devices, args.nodes
     if launcher is not None and devices is None and nodes is None:
         devices, nodes = launcher.world_size, 1  # torchrun/srun decided how many processes
-    result = launch(config, devices=devices or 1, nodes=nodes or 1, resume=args.resume)
+    result = train(config, devices=devices or 1, nodes=nodes or 1, resume=args.resume, overwrite=args.overwrite)
     if launcher is not None and launcher.rank != 0:
         return 0
     best = result.best_metrics
-    print(f"best: {best.get('phase')} epoch {best.get('epoch')}, valid track accuracy "
+    print(f"best: {best.get('phase')} epoch {best.get('epoch')}, valid track balanced accuracy "
+          f"{best.get('valid_track_balanced_accuracy', float('nan')):.3f}, accuracy "
           f"{best.get('valid_track_accuracy', float('nan')):.3f}, segment accuracy "
           f"{best.get('valid_segment_accuracy', float('nan')):.3f}")
     print(f"checkpoint: {result.best_checkpoint}\nmetrics: {result.out / 'metrics.csv'}\n"

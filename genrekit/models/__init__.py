@@ -1,83 +1,22 @@
-"""Models: a backbone from the registry, input normalisation and the fastai head.
+"""Models (``genrekit[train]``): a registry of backbones, their families, and the genre network.
+
+As in timm, the registry (:mod:`~.registry`) imports none of its entries; this package
+imports it, then the families that register themselves: timm's ImageNet CNNs and a
+small CPU CNN (:mod:`~.backbones`), and musicnn (:mod:`~.musicnn`). The genre network
+(:mod:`~.genre_net`) puts the fastai head (:mod:`~.head`) on any of them.
 
 Examples
 --------
->>> from genrekit.models import ModelConfig, build_model
->>> model = build_model(ModelConfig(backbone="small_cnn", n_classes=10))
->>> model(torch.zeros(2, 1, 128, 129)).shape  # doctest: +SKIP
-torch.Size([2, 10])
+>>> from genrekit.models import list_backbones
+>>> "musicnn-msd" in list_backbones() and "densenet121" in list_backbones()
+True
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
-import torch
-from torch import nn
-
-from .head import HeadConfig, fastai_head
-from .registry import BACKBONES, BackboneSpec, get_backbone, list_backbones, register_backbone
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model's architecture.
-
-    ``norm_mean``/``norm_std`` standardise the input features; training sets them from
-    the training data, and they travel in the checkpoint.
-    """
-
-    backbone: str = "small_cnn"
-    n_classes: int = 10
-    head: HeadConfig = field(default_factory=HeadConfig)
-    norm_mean: float = 0.0
-    norm_std: float = 1.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        data = dict(data)
-        data["head"] = HeadConfig(**data.get("head", {}))
-        return cls(**data)
-
-
-class GenreNet(nn.Module):
-    """Standardise → backbone → fastai head. Input ``(B, n_mels, frames)`` or ``(B, 1, n_mels, frames)``."""
-
-    def __init__(self, backbone: nn.Module, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        self.backbone = backbone
-        self.head = fastai_head(backbone.num_features, config.n_classes, config.head)
-        self.register_buffer("norm_mean", torch.tensor(float(config.norm_mean)))
-        self.register_buffer("norm_std", torch.tensor(float(config.norm_std)))
-
-    def forward(self, x):
-        if x.ndim == 3:
-            x = x.unsqueeze(1)
-        x = (x.float() - self.norm_mean) / self.norm_std
-        return self.head(self.backbone(x))
-
-    def freeze_backbone(self, frozen: bool = True) -> None:
-        """Stop (or restart) training the backbone: no gradients, BatchNorm statistics fixed."""
-        for p in self.backbone.parameters():
-            p.requires_grad_(not frozen)
-        self._backbone_frozen = frozen
-        self.train(self.training)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and getattr(self, "_backbone_frozen", False):
-            self.backbone.eval()
-        return self
-
-
-def build_model(config: ModelConfig, pretrained: bool = False, weights: str | None = None) -> GenreNet:
-    """Build the network; ``pretrained``/``weights`` load backbone weights (training start only)."""
-    spec = get_backbone(config.backbone)
-    return GenreNet(spec.build(pretrained=pretrained, weights=weights), config)
-
+from .registry import BACKBONES, BackboneSpec, describe_backbones, get_backbone, list_backbones, register_backbone
+from . import backbones, musicnn  # noqa: E402,F401  (the families register their entries)
+from .genre_net import GenreNet, ModelConfig, build_model  # noqa: E402
+from .head import HeadConfig, fastai_head  # noqa: E402
 
 __all__ = ["ModelConfig", "GenreNet", "build_model", "HeadConfig", "fastai_head", "BackboneSpec",
-           "register_backbone", "get_backbone", "list_backbones", "BACKBONES"]
+           "register_backbone", "get_backbone", "list_backbones", "describe_backbones", "BACKBONES"]

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class HeadConfig:
@@ -15,6 +17,14 @@ class HeadConfig:
     hidden: int = 512
     dropout_hidden: float = 0.25
     dropout_out: float = 0.5
+
+    def __post_init__(self):
+        if not isinstance(self.hidden, int) or isinstance(self.hidden, bool) or self.hidden < 1:
+            raise ConfigError(f"head.hidden must be a positive integer, not {self.hidden!r}")
+        for name in ("dropout_hidden", "dropout_out"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(f"head.{name} must be in [0, 1), not {value!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -270,12 +270,10 @@ class MusicnnBackbone(nn.Module):
 
     The first layer is musicnn's own input batch norm, so the backbone wants the raw
     ``log10(10000 mel + 1)`` features, not standardised ones (``norm_mean = 0``,
-    ``norm_std = 1``): its spec says ``standardise_input=False`` and the module
-    ``raw_input = True``.
+    ``norm_std = 1``): its spec says ``standardise_input=False``.
     """
 
     num_features = BACKBONE_CHANNELS
-    raw_input = True
 
     def __init__(self, tagger: MusiCNN | None = None):
         super().__init__()

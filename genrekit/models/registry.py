@@ -1,5 +1,8 @@
 """A registry of backbones: adding one is one :func:`register_backbone` call.
 
+The registry imports none of its entries; :mod:`genrekit.models` imports it, then the
+families that register themselves (:mod:`~.backbones`, :mod:`~.musicnn`), as timm does.
+
 A backbone maps a batch of one-channel spectrogram segments ``(B, 1, n_mels, frames)``
 to a feature map ``(B, C, H, W)`` with ``C = num_features``; the head pools it.
 """
@@ -39,22 +42,22 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     return spec
 
 
-def _load_entries() -> None:
-    from . import backbones  # noqa: F401  (registers the built-in entries)
-
-    try:
-        from . import musicnn  # noqa: F401
-    except ImportError:  # pragma: no cover - musicnn weights not installed
-        pass
-
-
 def get_backbone(name: str) -> BackboneSpec:
-    _load_entries()
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
     return BACKBONES[name]
 
 
 def list_backbones() -> list[str]:
-    _load_entries()
     return sorted({spec.name for spec in BACKBONES.values()})
+
+
+def describe_backbones() -> str:
+    """One line per backbone: name, input features, where pretrained weights come from, description."""
+    lines = []
+    for name in list_backbones():
+        spec = BACKBONES[name]
+        features = spec.feature_config.frontend if spec.feature_config else "any"
+        lines.append(f"{name:24} features: {features:10} pretrained: {spec.pretrained_source or 'none':40} "
+                     f"{spec.description}")
+    return "\n".join(lines)

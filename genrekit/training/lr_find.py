@@ -77,25 +77,28 @@ def lr_find(config, out_png=None, num_iter: int = 100, start_lr: float = 1e-7, e
     >>> result.suggestion  # doctest: +SKIP
     0.0012
     """
-    from .cache import FeatureCache
-    from .models import HeadConfig, ModelConfig, build_model
-    from .training import load_segments, make_optimizer, input_stats, resolve_device, seed_everything, split_tracks
+    from ..cache import FeatureCache
+    from ..models import ModelConfig, build_model
+    from .data import load_segments, split_tracks
+    from .loop import make_optimizer, resolve_device, seed_everything
+    from .run import check_backbone_features, input_stats
 
     generator = seed_everything(config.seed)
     device = resolve_device(config.device)
     cache = FeatureCache(config.cache)
+    check_backbone_features(config.backbone, cache)
     train_tracks, _ = split_tracks(cache, config)
     labels = config.labels or sorted(train_tracks["label"].unique())
     data = load_segments(cache, train_tracks, labels)
     mean, std = input_stats(config.backbone, data.x)
-    model = build_model(ModelConfig(config.backbone, len(labels), HeadConfig(**config.head), mean, std),
+    model = build_model(ModelConfig(config.backbone, len(labels), config.head, mean, std),
                         pretrained=config.pretrained, weights=config.weights).to(device)
     model.freeze_backbone(config.frozen_epochs > 0)
     optimizer = make_optimizer(model.parameters(), config, start_lr)
     result = range_test(model, optimizer, data.x, data.y, config.batch_size, start_lr, end_lr, num_iter,
                         device=device, generator=generator)
     if out_png:
-        from .plots import plot_lr_finder
+        from ..plots import plot_lr_finder
 
         plot_lr_finder(result.lrs, result.losses, Path(out_png), result.suggestion)
     return result

@@ -1,9 +1,10 @@
 """``genrekit prepare --engine ray``: decode → features → cache as Ray tasks.
 
 Each Ray task takes a batch of tracks (``tracks_per_task``, 16 by default), featurizes
-them one after the other with :func:`genrekit.cache.featurize_track` on one core (torch
-with 1 thread), and writes ONE shard (``shards/NAME.npy`` then ``shards/NAME.json``)
-straight to the output storage through :mod:`genrekit.distributed.storage`. The driver
+them one after the other with :func:`genrekit.cache.featurize.featurize_track` on one
+core, and writes ONE shard (``shards/NAME.npy`` then ``shards/NAME.json``) straight to
+the output storage through the cache format's one writer,
+:class:`genrekit.cache.format.CacheStore`. The driver
 gets back only a few hundred bytes per task (track ids, durations, failures); the
 arrays never pass through it or through Ray's object store. The result is the cache
 the single-machine :func:`genrekit.cache.prepare` writes: same ``manifest.json``, same
@@ -38,17 +39,22 @@ and the local ``prepare`` work without it.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
-import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..cache import PrepareOptions, PrepareSummary, featurize_track
 from ..config import FeatureConfig
 from ..datasets.base import Dataset, Track
-from ..errors import AudioError, CacheError, ConfigError, GenrekitError
-from .storage import cache_target, require
+from ..errors import CacheError, ConfigError, GenrekitError
+from ..extras import require
+from ..io import atomic_path
+from .featurize import PrepareOptions, failure_record, featurize_or_reason
+from .format import CacheStore, new_shard_name
+from .local import PrepareSummary, open_for_writing
 
 DEFAULT_TRACKS_PER_TASK = 16
 TASK_RETRIES = 3  # for a lost worker or node, and for storage errors (OSError)
@@ -111,8 +117,8 @@ def prepare_ray(dataset: Dataset, out, config: FeatureConfig | None = None, opti
 
     Raises
     ------
-    MissingDependencyError
-        Ray (or fsspec for a URL) is not installed: ``pip install genrekit[ray]``.
+    MissingExtraError
+        Ray is not installed: ``pip install 'genrekit[ray]'``.
     CacheError
         ``out`` holds a cache with other settings, or shards written by workers are
         not visible to the driver (``out`` is not shared storage).
@@ -123,13 +129,13 @@ def prepare_ray(dataset: Dataset, out, config: FeatureConfig | None = None, opti
     >>> ds = open_dataset("fma:/data/fma_large", metadata="/data/tracks.csv", subset="large")  # doctest: +SKIP
     >>> print(prepare_ray(ds, "s3://bucket/caches/fma_large", address="auto").report())  # doctest: +SKIP
     """
-    ray = require("ray", "the Ray engine (prepare --engine ray)")
+    ray = require("ray", "ray", "the Ray engine (prepare --engine ray)")
     if tracks_per_task < 1:
         raise ConfigError(f"tracks_per_task must be at least 1, not {tracks_per_task}")
     config = config or FeatureConfig()
     options = options or PrepareOptions()
     target = _open_target(out, config, dataset, overwrite)
-    done_ids = target.index(config).done_ids
+    done_ids = target.index(verify="size").done_ids
     todo = [t for t in dataset.tracks if t.track_id not in done_ids]
     summary = RayPrepareSummary(skipped=len(dataset.tracks) - len(todo))
     start = time.perf_counter()
@@ -147,13 +153,11 @@ def prepare_ray(dataset: Dataset, out, config: FeatureConfig | None = None, opti
     return summary
 
 
-def _open_target(out, config: FeatureConfig, dataset: Dataset, overwrite: bool):
-    target = cache_target(out)
-    if target.process_local:
+def _open_target(out, config: FeatureConfig, dataset: Dataset, overwrite: bool) -> CacheStore:
+    if CacheStore(out).process_local:
         raise CacheError(f"{out}: a memory:// file system lives inside one process, so Ray workers cannot write "
                          "to it; use a folder, a file:// URL or an object store (s3://...)")
-    target.open(config, dataset.describe(), overwrite)
-    return target
+    return open_for_writing(out, config, dataset, overwrite)
 
 
 def _connect(ray, address: str | None, todo: list[Track]) -> bool:
@@ -182,12 +186,12 @@ def _run_tasks(ray, target, todo: list[Track], config, options, tracks_per_task:
     from tqdm import tqdm
 
     remote = ray.remote(_prepare_batch).options(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=[OSError])
-    # Shard names sort after those of earlier runs, as cache.py's do, so a redone track's latest shard wins.
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    # One run id, a number per task: names sort after earlier runs' and a retried task rewrites its own shard.
+    run_id = new_shard_name()
     batches = {}
     for number, i in enumerate(range(0, len(todo), tracks_per_task)):
         batch = todo[i: i + tracks_per_task]
-        batches[remote.remote(target, f"{run_id}-{number:05d}", batch, config, options)] = batch
+        batches[remote.remote(target.location, f"{run_id}-{number:05d}", batch, config, options)] = batch
     written: set[str] = set()
     pending = list(batches)
     bar = tqdm(total=len(todo), desc="prepare (ray)", unit="track", disable=not progress)
@@ -212,7 +216,7 @@ def _collect(ray, ref, batch: list[Track], summary: RayPrepareSummary, written: 
     except ray.exceptions.RayError as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         reason = f"Ray task failed, nothing written ({type(e).__name__}: {first_line})"
-        lost = [{"track_id": t.track_id, "path": t.path, "reason": reason} for t in batch]
+        lost = [failure_record(t, reason) for t in batch]
         summary.lost += lost
         summary.failed += lost
         return
@@ -225,48 +229,169 @@ def _collect(ray, ref, batch: list[Track], summary: RayPrepareSummary, written: 
     summary.failed += result["failures"]
 
 
-def _finish(target, config: FeatureConfig, dataset: Dataset, written: set[str], summary: RayPrepareSummary) -> None:
+def _finish(target: CacheStore, config: FeatureConfig, dataset: Dataset, written: set[str],
+            summary: RayPrepareSummary) -> None:
     """Write ``failures.csv``, check every shard reached the storage, sort failures as the data set."""
-    index = target.index(config)
+    index = target.index(verify="size")
     target.write_failures(index.failures + summary.lost)
     order = {t.track_id: i for i, t in enumerate(dataset.tracks)}
     summary.failed.sort(key=lambda f: order.get(f["track_id"], len(order)))
     missing = sorted(written - index.shards)
     if missing:
-        raise CacheError(f"{len(missing)} shard(s) that Ray workers wrote are not visible at {target.url} "
+        raise CacheError(f"{len(missing)} shard(s) that Ray workers wrote are not visible at {target.location} "
                          f"(e.g. {missing[:3]}): on a cluster the output must be shared storage, a folder mounted "
                          "at the same path on every node or a URL such as s3://bucket/cache")
 
 
-def _prepare_batch(target, name: str, tracks: list[Track], config: FeatureConfig, options: PrepareOptions) -> dict:
+def _prepare_batch(location: str, name: str, tracks: list[Track], config: FeatureConfig,
+                   options: PrepareOptions) -> dict:
     """The Ray task: featurize ``tracks`` on one core and write them as the shard ``name``."""
-    import torch
-
-    torch.set_num_threads(1)
     start, cpu_start = time.perf_counter(), time.process_time()
     records, arrays, failures = [], [], []
     for track in tracks:
-        record, segments, reason = _featurize(track, config, options)
+        record, segments, reason = featurize_or_reason(track, config, options)
         if reason is None:
             records.append(record)
             arrays.append(segments)
         else:
-            failures.append({"track_id": track.track_id, "path": track.path, "reason": reason})
-    target.write_shard(name, records, arrays, failures)
+            failures.append(failure_record(track, reason))
+    CacheStore(location).write_shard(name, records, arrays, failures)
     return {"shard": name, "done": [(r["track_id"], r["duration"]) for r in records], "failures": failures,
-            "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
-            "torch_threads": torch.get_num_threads()}
+            "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
 
 
-def _featurize(track: Track, config: FeatureConfig, options: PrepareOptions):
-    """``(record, segments, None)`` or ``(None, None, reason)``, with the reasons ``prepare`` records."""
+# ---------------------------------------------------------------- copying a cache from a URL
+
+
+@dataclass
+class FetchSummary:
+    """What :func:`fetch_cache` did with the shard files and ``failures.csv`` (``manifest.json`` is always written).
+
+    ``copied``/``skipped``: files copied or already there; ``bytes``: bytes copied;
+    ``pruned``: local shard files removed because the source no longer has them.
+    """
+
+    copied: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    pruned: int = 0
+
+    def report(self) -> str:
+        return (f"copied {self.copied} files ({self.bytes / 1e6:.1f} MB), skipped {self.skipped} already there"
+                + (f", removed {self.pruned} local shard files not in the source" if self.pruned else ""))
+
+
+def fetch_cache(url, local_dir, prune: bool = False, threads: int = 8) -> FetchSummary:
+    """Copy a feature cache from ``url`` (any fsspec URL or path) to the folder ``local_dir``.
+
+    Files already in ``local_dir`` with the size of the source are skipped, so a fetch
+    resumes and a later fetch copies only new shards. Each shard's ``.npy`` is copied
+    before its ``.json`` and every file lands atomically, so ``local_dir`` is a valid
+    cache at every moment.
+
+    Parameters
+    ----------
+    url : str or path
+        The cache, e.g. ``s3://bucket/caches/fma_large``.
+    local_dir : path
+        A new folder or one holding an earlier fetch of the same cache.
+    prune : bool
+        Delete local shards that the source no longer has (e.g. after ``--overwrite``).
+    threads : int
+        Files copied at the same time.
+
+    Raises
+    ------
+    CacheError
+        ``url`` is not a cache, or ``local_dir`` holds another cache.
+
+    Examples
+    --------
+    >>> print(fetch_cache("s3://bucket/caches/fma", "caches/fma").report())  # doctest: +SKIP
+    >>> FeatureCache("caches/fma")  # doctest: +SKIP
+    """
+    source = CacheStore(url)
+    fs, root = source.fs, source.root
+    local = Path(local_dir)
+    _fetch_manifest(source, local)
+    remote = _list_shard_files(source)
+    stems = sorted({name[:-5] for name in remote if name.endswith(".json")})
+    summary = FetchSummary()
+
+    def copy_shard(stem):
+        names = [n for n in (f"{stem}.npy", f"{stem}.json") if n in remote]  # the array first
+        return [_copy_file(fs, source.path("shards", n), local / "shards" / n, remote[n]) for n in names]
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for copied in pool.map(copy_shard, stems):
+            _count(summary, copied)
+    if fs.exists(source.path("failures.csv")):
+        _count(summary, [_copy_small_file(fs, source.path("failures.csv"), local / "failures.csv")])
+    if prune:
+        summary.pruned = _prune(local / "shards", set(stems))
+    return summary
+
+
+def _fetch_manifest(source: CacheStore, local: Path) -> None:
+    if source.read_manifest() is None:
+        raise CacheError(f"{source.location}: not a feature cache (no manifest.json)")
+    data = source.fs.cat_file(source.path("manifest.json"))
+    url = source.location
+    mine = local / "manifest.json"
+    if mine.is_file() and json.loads(mine.read_bytes()) != json.loads(data):
+        raise CacheError(f"{local} holds another cache than {url} (their manifest.json differ): "
+                         "fetch into an empty folder")
+    (local / "shards").mkdir(parents=True, exist_ok=True)
+    with atomic_path(mine) as tmp:
+        tmp.write_bytes(data)
+
+
+def _list_shard_files(source: CacheStore) -> dict[str, int]:
+    """``{file name: size}`` of the complete files in a shards folder (temporary files left out)."""
+    source.fs.invalidate_cache(source.path("shards"))
     try:
-        record, segments = featurize_track(track, config, options)
-        return record, segments, None
-    except AudioError as e:
-        return None, None, f"{e.reason}" + (f" ({e.detail})" if e.detail else "")
-    except Exception as e:  # a decoder bug must not lose the batch
-        return None, None, f"unexpected error: {type(e).__name__}: {e}"
+        entries = source.fs.ls(source.path("shards"), detail=True)
+    except FileNotFoundError:
+        return {}
+    files = {e["name"].rstrip("/").rpartition("/")[2]: e.get("size") for e in entries if e.get("type") != "directory"}
+    return {n: s for n, s in files.items() if not n.startswith(".") and n.endswith((".npy", ".json"))}
 
 
-__all__ = ["prepare_ray", "RayPrepareSummary", "ClusterError", "DEFAULT_TRACKS_PER_TASK"]
+def _copy_file(fs, src: str, dst: Path, size: int) -> int:
+    """Copy one file atomically; ``-1`` if ``dst`` already has ``size`` bytes, else the bytes copied."""
+    if dst.is_file() and dst.stat().st_size == size:
+        return -1
+    with atomic_path(dst) as tmp:
+        fs.get_file(src, str(tmp))
+        return tmp.stat().st_size
+
+
+def _copy_small_file(fs, src: str, dst: Path) -> int:
+    """Copy a small file unless ``dst`` has the same bytes (same return values as :func:`_copy_file`)."""
+    data = fs.cat_file(src)
+    if dst.is_file() and dst.read_bytes() == data:
+        return -1
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(data)
+    return len(data)
+
+
+def _count(summary: FetchSummary, results: list[int]) -> None:
+    for n in results:
+        if n < 0:
+            summary.skipped += 1
+        else:
+            summary.copied += 1
+            summary.bytes += n
+
+
+def _prune(shards: Path, keep: set[str]) -> int:
+    removed = 0
+    for path in sorted(shards.glob("*")):
+        if path.suffix in (".npy", ".json") and path.stem not in keep:
+            path.unlink()
+            removed += 1
+    return removed
+
+
+__all__ = ["prepare_ray", "RayPrepareSummary", "ClusterError", "DEFAULT_TRACKS_PER_TASK", "fetch_cache", "FetchSummary"]

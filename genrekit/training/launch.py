@@ -1,6 +1,6 @@
 """Training on several processes, GPUs and nodes with PyTorch DDP.
 
-:func:`launch` runs :func:`genrekit.training.train` once per process, each process
+:func:`launch` runs :func:`genrekit.training.run.run_training` once per process, each process
 joined to one ``torch.distributed`` process group and its model wrapped in
 :class:`~torch.nn.parallel.DistributedDataParallel`:
 
@@ -25,7 +25,7 @@ What is the same as one process with the same global batch
 ------------------------------------------------------------
 - Data order: every rank draws the same permutation from the run's seed and takes
   the ranks' strided shares of each global batch
-  (:func:`genrekit.training.batches`); the last, smaller global batch of an epoch is
+  (:func:`genrekit.training.data.batches`); the last, smaller global batch of an epoch is
   trained on too, as in one process.
 - Loss and gradients: each rank weights its mean loss by its share of the global
   batch, so DDP's gradient average is the mean over the global batch even when the
@@ -55,7 +55,7 @@ Fabric would add a dependency (``lightning`` and its own pins on torch) for what
 a few dozen lines here: genrekit's own loop already handles the two phases
 (re-wrapping the model when the backbone unfreezes), checkpoints, resume and the
 best-model rule; the "sampler" is the strided slice of each global batch in
-:func:`genrekit.training.batches`; and launcher detection (torchrun, SLURM) is
+:func:`genrekit.training.data.batches`; and launcher detection (torchrun, SLURM) is
 :func:`launcher_env`. Fabric's extra strategies (FSDP, DeepSpeed) are not needed for
 models of 0.1–30 M parameters, and it would not remove the work that matters for
 equivalence (global-batch BatchNorm on CPU, loss weighting of an uneven last batch,
@@ -64,8 +64,8 @@ debug.
 
 Examples
 --------
->>> from genrekit.distributed.ddp import launch
->>> result = launch(config, devices=4)  # doctest: +SKIP
+>>> from genrekit.training import train
+>>> result = train(config, devices=4)  # doctest: +SKIP
 >>> # or, on each of 2 nodes:  torchrun --nnodes 2 --nproc_per_node 8 ... -m genrekit train ... --devices 8 --nodes 2
 """
 from __future__ import annotations
@@ -78,13 +78,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import CheckpointError, ConfigError, GenrekitError
+from .run import BEST, LAST, TrainResult, check_run_folder, run_training
 
 DOCS = "docs/distributed-training.md"
 
@@ -104,10 +102,9 @@ class Rendezvous:
     launcher: str  # "torchrun", "slurm" or "spawn"
 
 
-# ---------------------------------------------------------------- launching
 
 
-def launch(config, devices: int = 1, nodes: int = 1, resume: bool = False):
+def launch(config, devices: int = 1, nodes: int = 1, resume: bool = False, overwrite: bool = False):
     """Train with DDP on ``devices`` processes per node and ``nodes`` nodes.
 
     Parameters
@@ -120,11 +117,13 @@ def launch(config, devices: int = 1, nodes: int = 1, resume: bool = False):
     nodes : int
         Nodes; more than one needs ``torchrun`` or ``srun`` to start the processes.
     resume : bool
-        Continue from ``<out>/last.pt``, which every node must be able to read.
+        Continue from ``<out>/last.safetensors``, which every node must be able to read.
+    overwrite : bool
+        Start again in a folder that holds a run.
 
     Returns
     -------
-    genrekit.training.TrainResult
+    genrekit.training.run.TrainResult
         Rank 0's result (on every rank under a launcher, in the calling process when
         this function spawned the processes).
 
@@ -143,14 +142,12 @@ def launch(config, devices: int = 1, nodes: int = 1, resume: bool = False):
         if env.world_size != devices * nodes:
             raise ConfigError(f"{env.launcher} started {env.world_size} processes, but devices {devices} × nodes "
                               f"{nodes} = {devices * nodes}; pass --devices/--nodes matching the launcher (see {DOCS})")
-        return _run_rank(config, resume, env)
+        return _run_rank(config, resume, overwrite, env)
     if nodes > 1:
         raise ConfigError(_needs_launcher_message(devices, nodes))
     if devices == 1:
-        from ..training import train
-
-        return train(config, resume=resume)
-    return _spawn(config, devices, resume)
+        return run_training(config, resume=resume, overwrite=overwrite)
+    return _spawn(config, devices, resume, overwrite)
 
 
 def launcher_env(environ=None) -> Rendezvous | None:
@@ -204,19 +201,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(config, devices: int, resume: bool):
+def _spawn(config, devices: int, resume: bool, overwrite: bool):
     import torch.multiprocessing as mp
 
     from ..cache import FeatureCache
 
     config.check()
-    FeatureCache(config.cache)  # a missing cache or a bad device fails here, not in every process
+    FeatureCache(config.cache)  # a missing cache, a bad device or run folder fails here, not in every process
+    check_run_folder(Path(config.out), config, resume, overwrite)
     rank_device(config.device, 0)
     if _wants_cuda(config.device) and torch.cuda.device_count() < devices:
         raise ConfigError(f"--devices {devices}, but {torch.cuda.device_count()} CUDA device(s) visible; "
                           f"use --devices {torch.cuda.device_count()} or device: cpu")
     try:
-        mp.spawn(_spawned_worker, args=(free_port(), devices, config, resume), nprocs=devices, join=True)
+        mp.spawn(_spawned_worker, args=(free_port(), devices, config, resume, overwrite), nprocs=devices, join=True)
     except mp.ProcessRaisedException as e:
         last = e.msg.strip().splitlines()[-1] if e.msg.strip() else "unknown error"
         raise DistributedTrainingError(f"training process {e.error_index} of {devices} failed: {last}") from e
@@ -228,31 +226,30 @@ def _spawn(config, devices: int, resume: bool):
     return _result_from_folder(Path(config.out))
 
 
-def _spawned_worker(local_rank: int, port: int, world_size: int, config, resume: bool):
+def _spawned_worker(local_rank: int, port: int, world_size: int, config, resume: bool, overwrite: bool):
     """One process started by :func:`_spawn` (module level so that it pickles)."""
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size))
     if not _wants_cuda(config.device) and "OMP_NUM_THREADS" not in os.environ:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, cores // world_size))
-    _run_rank(config, resume, Rendezvous(local_rank, world_size, local_rank, f"tcp://127.0.0.1:{port}", "spawn"))
+    _run_rank(config, resume, overwrite,
+              Rendezvous(local_rank, world_size, local_rank, f"tcp://127.0.0.1:{port}", "spawn"))
 
 
 def _result_from_folder(out: Path):
+    from ..checkpoint import read_metadata
     from ..io import read_json
-    from ..training import TrainResult, load_checkpoint
 
     history = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else []
-    best = load_checkpoint(out / "best.pt")["metrics"] if (out / "best.pt").is_file() else {}
-    return TrainResult(out, out / "best.pt", history, best)
+    best = read_metadata(out / BEST)["metrics"] if (out / BEST).is_file() else {}
+    return TrainResult(out, out / BEST, history, best)
 
 
 # ---------------------------------------------------------------- one rank
 
 
-def _run_rank(config, resume: bool, rdzv: Rendezvous):
+def _run_rank(config, resume: bool, overwrite: bool, rdzv: Rendezvous):
     """Join the group, train, hand every rank rank 0's result, leave the group (also on error)."""
-    from ..training import TrainResult, train
-
     device = rank_device(config.device, rdzv.local_rank)
     owns_group = not dist.is_initialized()
     if owns_group:
@@ -266,7 +263,7 @@ def _run_rank(config, resume: bool, rdzv: Rendezvous):
         if resume:
             _check_resume_visible(Path(config.out))
         dist.barrier()
-        result = train(config, resume, rank, world_size, device)
+        result = run_training(config, resume, overwrite, rank, world_size, device)
         shared = [(result.history, result.best_metrics) if rank == 0 else None]
         dist.broadcast_object_list(shared, src=0)
         return TrainResult(result.out, result.best_checkpoint, *shared[0])
@@ -301,142 +298,14 @@ def rank_device(name: str, local_rank: int) -> torch.device:
 
 
 def _check_resume_visible(out: Path) -> None:
-    """Every rank reads ``last.pt`` on resume: stop on all ranks if some node cannot see it."""
+    """Every rank reads ``last.safetensors`` on resume: stop on all ranks if some node cannot see it."""
     seen = [None] * dist.get_world_size()
-    dist.all_gather_object(seen, ((out / "last.pt").is_file(), socket.gethostname()))
+    dist.all_gather_object(seen, ((out / LAST).is_file(), socket.gethostname()))
     missing = sorted({host for ok, host in seen if not ok})
     if missing:
-        raise CheckpointError(f"--resume: {out / 'last.pt'} is not readable on {', '.join(missing)}; "
+        raise CheckpointError(f"--resume: {out / LAST} is not readable on {', '.join(missing)}; "
                               f"put the run folder (out) on storage that every node mounts at the same path")
 
 
-# ---------------------------------------------------------------- pieces train() uses
-
-
-def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    """Make every BatchNorm layer normalise with the statistics of the global batch.
-
-    :class:`torch.nn.SyncBatchNorm` on CUDA; :class:`GlobalBatchNorm` elsewhere (this
-    torch's SyncBatchNorm is GPU-only). Parameters, buffers and ``state_dict`` keys stay.
-    """
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return GlobalBatchNorm.convert(model)
-
-
-def seed_rank(ctx, phase_index: int, epoch: int) -> None:
-    """Seed this rank's dropout (torch's global generator) and augmentation (``ctx.aug_generator``).
-
-    The seed mixes ``(config.seed, rank, phase, epoch)``: different on every rank,
-    reproducible, and the same after a resume. The data-order generator is untouched.
-    """
-    seed = int(np.random.SeedSequence([ctx.config.seed % 2**32, ctx.rank, phase_index, epoch]).generate_state(1)[0])
-    torch.manual_seed(seed)
-    ctx.aug_generator = torch.Generator().manual_seed(seed)
-
-
-@torch.no_grad()
-def predict_sharded(model: nn.Module, x: torch.Tensor, device: torch.device, rank: int, world_size: int,
-                    amp: bool = False) -> np.ndarray:
-    """Softmax probabilities of all segments ``x``, each rank predicting one slice.
-
-    Every rank returns the same ``(N, n_classes)`` array (all-gathered), so metrics
-    computed from it agree on all ranks.
-    """
-    from ..training import predict_segments
-
-    per = -(-len(x) // world_size)
-    mine = x[rank * per: (rank + 1) * per]
-    comm = device if dist.get_backend() == "nccl" else torch.device("cpu")
-    padded = torch.zeros(per, model.config.n_classes, device=comm)
-    if len(mine):
-        padded[: len(mine)] = torch.from_numpy(predict_segments(model, mine, device, amp=amp)).to(comm)
-    parts = [torch.empty_like(padded) for _ in range(world_size)]
-    dist.all_gather(parts, padded)
-    return torch.cat(parts)[: len(x)].cpu().numpy()
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks, differentiable: the gradient is the sum of the ranks' gradients."""
-
-    @staticmethod
-    def forward(ctx, tensor, group):
-        ctx.group = group
-        tensor = tensor.clone()
-        dist.all_reduce(tensor, group=group)
-        return tensor
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
-
-
-class GlobalBatchNorm(_BatchNorm):
-    """BatchNorm (1d/2d/3d) whose training statistics are those of the global batch.
-
-    In training mode with a process group of more than one rank, the per-channel sum
-    and count, then the sum of squared deviations, are all-reduced (two small
-    collectives forward, two backward); otherwise it is plain BatchNorm. Works on any
-    backend, including Gloo on CPU, where :class:`torch.nn.SyncBatchNorm` does not.
-    The running variance is updated with the unbiased global variance, as BatchNorm does.
-    """
-
-    def __init__(self, *args, process_group=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.process_group = process_group
-
-    def _check_input_dim(self, input):
-        if input.dim() < 2:
-            raise ValueError(f"expected at least 2D input (N, C, ...), got {input.dim()}D")
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size(self.process_group) > 1):
-            return super().forward(input)
-        self._check_input_dim(input)
-        dims = [0, *range(2, input.dim())]
-        shape = [1, -1] + [1] * (input.dim() - 2)
-        x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
-        count = torch.full((1,), input.numel() // max(input.size(1), 1), dtype=x.dtype, device=x.device)
-        sums = _AllReduceSum.apply(torch.cat([x.sum(dims), count]), self.process_group)
-        n = sums[-1]
-        mean = sums[:-1] / n
-        centred = x - mean.view(shape)
-        var = _AllReduceSum.apply(centred.pow(2).sum(dims), self.process_group) / n
-        out = centred * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        self._update_running_stats(mean.detach(), var.detach(), float(n.detach()))
-        return out.to(input.dtype)
-
-    @torch.no_grad()
-    def _update_running_stats(self, mean, var, n: float) -> None:
-        if not self.track_running_stats:
-            return
-        self.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        self.running_mean.mul_(1 - momentum).add_(mean.to(self.running_mean.dtype), alpha=momentum)
-        unbiased = var * (n / max(n - 1.0, 1.0))
-        self.running_var.mul_(1 - momentum).add_(unbiased.to(self.running_var.dtype), alpha=momentum)
-
-    @classmethod
-    def convert(cls, module: nn.Module, process_group=None) -> nn.Module:
-        """Replace every BatchNorm layer of ``module`` (in place where possible), keeping its tensors."""
-        if isinstance(module, _BatchNorm) and not isinstance(module, cls):
-            new = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
-                      process_group=process_group)
-            if module.affine:
-                new.weight, new.bias = module.weight, module.bias
-            new.running_mean, new.running_var = module.running_mean, module.running_var
-            new.num_batches_tracked = module.num_batches_tracked
-            new.train(module.training)
-            return new
-        for name, child in module.named_children():
-            module.add_module(name, cls.convert(child, process_group))
-        return module
-
-
-__all__ = ["launch", "launcher_env", "first_host", "free_port", "rank_device", "sync_batchnorm", "seed_rank",
-           "predict_sharded", "GlobalBatchNorm", "Rendezvous", "DistributedTrainingError"]
+__all__ = ["launch", "launcher_env", "first_host", "free_port", "rank_device", "Rendezvous",
+           "DistributedTrainingError"]
