@@ -1,9 +1,14 @@
-"""Export a checkpoint to ONNX, with the model's metadata inside the file.
+"""Export models to ONNX, with their metadata inside the file (``genrekit[train]``).
 
-The exported graph takes segments ``(batch, n_mels, frames)`` float32 and returns
-class probabilities; the metadata property ``genrekit`` holds the labels, the
-FeatureConfig, the architecture and the training description, so an ``.onnx`` file
-alone is enough for :func:`genrekit.prediction.load_model`.
+- :func:`onnx_bytes_from_payload` / :func:`export_onnx`: a training checkpoint (the
+  seed's segment recipe) → a graph from segments ``(batch, bins, frames)`` to class
+  probabilities. The metadata property ``genrekit`` holds the labels, the
+  FeatureConfig, the architecture and the training description (with the track ids,
+  artists and content hashes the leakage guard needs), so an ``.onnx`` file alone is
+  enough for :func:`genrekit.prediction.load_model`.
+- :func:`musicnn_onnx_bytes`: musicnn networks → a graph from musicnn patches to their
+  named outputs (``MSD_musicnn/tags``, ``MSD_musicnn/penultimate``, …): the taggers of
+  ``genrekit musicnn-tags`` and ``embed``, and the network of track-head models.
 """
 from __future__ import annotations
 
@@ -28,7 +33,6 @@ def _metadata(payload: dict) -> dict:
 
 def onnx_bytes_from_payload(payload: dict) -> bytes:
     """Trace the checkpoint's model (with softmax) into an ONNX model, returned as bytes."""
-    import onnx
     import torch
 
     from .checkpoint import model_from_checkpoint
@@ -36,16 +40,64 @@ def onnx_bytes_from_payload(payload: dict) -> bytes:
 
     model = torch.nn.Sequential(model_from_checkpoint(payload), torch.nn.Softmax(dim=1)).eval()
     cfg = FeatureConfig.from_dict(payload["feature_config"])
-    example = torch.zeros(2, *cfg.segment_shape)
+    return _traced_onnx(model, cfg.segment_shape, ["probabilities"], _metadata(payload))
+
+
+MUSICNN_OUTPUTS = ("tags", "penultimate", "max_pool", "mean_pool")
+
+
+def _musicnn_module(networks: list[str], kinds: tuple[str, ...]):
+    import torch
+
+    from .models.musicnn import load_musicnn
+
+    class MusicnnOutputs(torch.nn.Module):
+        """Each network's requested outputs for a batch of patches, in a fixed order."""
+
+        def __init__(self):
+            super().__init__()
+            self.taggers = torch.nn.ModuleList([load_musicnn(name) for name in networks])
+
+        def forward(self, x):
+            outputs = []
+            for tagger in self.taggers:
+                feats = tagger.features(x)
+                max_pool, mean_pool = tagger.backend.pool(feats)
+                penultimate = tagger.backend.penultimate(feats)
+                values = {"tags": torch.sigmoid(tagger.backend.output(penultimate)), "penultimate": penultimate,
+                          "max_pool": max_pool, "mean_pool": mean_pool}
+                outputs += [values[kind] for kind in kinds]
+            return tuple(outputs)
+
+    return MusicnnOutputs().eval()
+
+
+def musicnn_onnx_bytes(networks: list[str], metadata: dict, kinds: tuple[str, ...] = MUSICNN_OUTPUTS) -> bytes:
+    """musicnn ``networks`` (``"MSD_musicnn"``, ``"MTT_musicnn"``) as one ONNX graph with outputs
+    ``"<network>/<kind>"`` and ``metadata`` (plus the feature settings and tag names) inside."""
+    from .config import MUSICNN_FEATURES
+    from .models.musicnn import canonical_name, load_tags
+
+    networks = [canonical_name(n) for n in networks]
+    names = [f"{net}/{kind}" for net in networks for kind in kinds]
+    document = {"feature_config": MUSICNN_FEATURES.to_dict(), "networks": networks,
+                "tags": {net: load_tags(net) for net in networks}, **metadata}
+    return _traced_onnx(_musicnn_module(networks, kinds), MUSICNN_FEATURES.segment_shape, names, document)
+
+
+def _traced_onnx(module, segment_shape, output_names: list[str], document: dict) -> bytes:
+    import onnx
+    import torch
+
     buffer = io.BytesIO()
+    axes = {name: {0: "batch"} for name in ["segments", *output_names]}
     with warnings.catch_warnings():  # the tracer's notes on shape checks and constant folding are not for users
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), buffer, input_names=["segments"], output_names=["probabilities"],
-                          dynamic_axes={"segments": {0: "batch"}, "probabilities": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(module, (torch.zeros(2, *segment_shape),), buffer, input_names=["segments"],
+                          output_names=output_names, dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(_metadata(payload))
+    entry.key, entry.value = METADATA_KEY, json.dumps(document)
     return proto.SerializeToString()
 
 

@@ -32,11 +32,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .config import FeatureConfig
-from .errors import AudioError, CheckpointError, ConfigError, EmptyAudioError, SilentAudioError, TooShortError
+from .errors import AudioError, CheckpointError, ConfigError, EmptyAudioError
 
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "genrekit-gtzan.onnx"
 SEGMENT_BATCH = 32
-MIN_DURATION = 1.0
 
 
 ABSTAIN_REASONS = ("not_music", "uncertain")
@@ -206,28 +205,15 @@ class GenreClassifier:
     # ------------------------------------------------------------ segments
 
     def _segment_batches(self, path, max_duration: float | None) -> Iterator:
-        from .audio import SILENCE_PEAK, stream_audio
+        """Feature segments of a file in batches, then the audio policy's verdict (too short, silent)."""
+        from .audio import CheckedStream, stream_audio
         from .features import FeatureExtractor, iter_segments
 
         cfg = self.feature_config
-        self._logmel = getattr(self, "_logmel", None) or FeatureExtractor(cfg)
-        stats = {"samples": 0, "peak": 0.0}
-
-        def tracked(blocks):
-            for block in blocks:
-                stats["samples"] += len(block)
-                stats["peak"] = max(stats["peak"], float(np.abs(block).max(initial=0.0)))
-                yield block
-
-        blocks = tracked(stream_audio(path, cfg.sr, 0.0, max_duration))
-        for batch in iter_segments(blocks, cfg, SEGMENT_BATCH, extractor=self._logmel):
-            yield batch, stats
-        if stats["samples"] == 0:
-            raise EmptyAudioError(path, "decoded to 0 samples")
-        if stats["samples"] < MIN_DURATION * cfg.sr:
-            raise TooShortError(path, f"{stats['samples'] / cfg.sr:.2f} s < {MIN_DURATION:.2f} s")
-        if stats["peak"] < SILENCE_PEAK:
-            raise SilentAudioError(path)
+        self._extractor = getattr(self, "_extractor", None) or FeatureExtractor(cfg)
+        stream = CheckedStream(stream_audio(path, cfg.sr, 0.0, max_duration), cfg.sr, path)
+        for batch in iter_segments(stream, cfg, SEGMENT_BATCH, extractor=self._extractor):
+            yield batch, stream
 
     def segment_outputs(self, path, max_duration: float | None = None) -> tuple[dict[str, np.ndarray], float]:
         """The network's outputs for every segment of a file, and its duration (s).
@@ -236,13 +222,13 @@ class GenreClassifier:
         chunks, so memory does not grow with the file's length.
         """
         parts: dict[str, list] = {}
-        stats = None
-        for batch, stats in self._segment_batches(path, max_duration):
+        stream = None
+        for batch, stream in self._segment_batches(path, max_duration):
             for name, value in self.network.run(batch).items():
                 parts.setdefault(name, []).append(value)
-        if not parts:  # _segment_batches raised for empty input; this is a guard
+        if not parts:  # the stream raised for empty input; this is a guard
             raise EmptyAudioError(path)
-        return {k: np.concatenate(v) for k, v in parts.items()}, stats["samples"] / self.feature_config.sr
+        return {k: np.concatenate(v) for k, v in parts.items()}, stream.seconds
 
     def score(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``(track probabilities (K,), segment probabilities (n, K))`` from the network's outputs."""

@@ -13,7 +13,8 @@ import sys
 from .. import __version__
 
 COMMANDS = ["prepare", "show", "lr-find", "train", "evaluate", "predict", "export", "tag",
-            "tags", "embed", "serve"]
+            "musicnn-tags", "embed", "serve"]
+DEPRECATED = {"tags": "musicnn-tags"}  # old name -> new name, kept for one release
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from ..errors import GenrekitError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DEPRECATED:
+        print(f"genrekit: '{argv[0]}' is deprecated, use '{DEPRECATED[argv[0]]}'", file=sys.stderr)
+        argv[0] = DEPRECATED[argv[0]]
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,20 +1,24 @@
-"""genrekit embed: per-patch musicnn embeddings of audio files, one ``.npy`` per file.
+"""genrekit embed: per-patch musicnn embeddings of audio files, one ``.npz`` per file.
 
-Each output is a float32 array ``(n_patches, D)``: one row per 3 s patch (back to back,
-as musicnn cuts them), ``D = 200`` for the default ``penultimate`` layer. A file found in
-a folder argument keeps its path relative to that folder under ``--out``; a file given
-directly is written as ``OUT/<name>.npy``.
+Each output holds ``embedding``, float32 ``(n_patches, D)`` — one row per 3 s patch (back to
+back, as musicnn cuts them), ``D = 200`` for the default ``penultimate`` layer — and
+``timestamps``, each patch's start in seconds (and the ``tagger`` and ``layer`` that made it). A file found in a folder argument keeps its
+path relative to that folder under ``--out``; a file given directly is written as
+``OUT/<name>.npz``. ``OUT/genrekit-embed.json`` records the tagger and layer: outputs made
+with other settings are never mixed in (rerun with ``--overwrite`` or another ``--out``).
 """
-HELP = "write per-patch musicnn embeddings of audio files as .npy (one per file)"
-MODELS = ("musicnn-msd", "musicnn-mtt")
+HELP = "write per-patch musicnn embeddings of audio files as .npz (one per file, with timestamps)"
+TAGGERS = ("msd", "mtt")
 LAYERS = ("penultimate", "pool", "max_pool", "mean_pool")
+SETTINGS_FILE = "genrekit-embed.json"
 
 
 def add_arguments(p):
     p.add_argument("paths", nargs="+", metavar="AUDIO", help="audio files or folders (searched recursively)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the .npy files")
-    p.add_argument("--model", choices=MODELS, default="musicnn-msd",
-                   help="musicnn-msd (default, Million Song Dataset) or musicnn-mtt (MagnaTagATune)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the .npz files")
+    p.add_argument("--tagger", choices=TAGGERS, default="msd",
+                   help="msd (default, Million Song Dataset) or mtt (MagnaTagATune)")
+    p.add_argument("--model", dest="legacy_model", choices=["musicnn-msd", "musicnn-mtt"], help="deprecated: --tagger")
     p.add_argument("--layer", choices=LAYERS, default="penultimate",
                    help="penultimate: 200-d dense layer (default); max_pool/mean_pool: 753-d temporal "
                         "pooling of the mid-end; pool: both (1506-d)")
@@ -30,36 +34,52 @@ def plan_outputs(paths, out_dir) -> list[tuple]:
     jobs = []
     for arg in map(Path, paths):
         if arg.is_dir():
-            jobs += [(f, Path(out_dir) / f.relative_to(arg).with_suffix(".npy")) for f in find_audio_files(arg)]
+            jobs += [(f, Path(out_dir) / f.relative_to(arg).with_suffix(".npz")) for f in find_audio_files(arg)]
         else:
-            jobs.append((arg, Path(out_dir) / (arg.stem + ".npy")))
+            jobs.append((arg, Path(out_dir) / (arg.stem + ".npz")))
     return jobs
 
 
-def _save(array, target) -> None:
-    """Write ``target`` atomically: a crash never leaves a truncated ``.npy``."""
-    import os
+def check_out_folder(out, settings: dict, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or that holds embeddings made with other settings."""
+    import json
 
-    import numpy as np
+    from ..errors import ConfigError
+    from ..io import write_json
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, target)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: --out must be a folder, and this is a file")
+    recorded = out / SETTINGS_FILE
+    if recorded.is_file() and not overwrite:
+        try:
+            before = json.loads(recorded.read_text())
+        except ValueError:
+            before = None
+        if before != settings:
+            raise ConfigError(f"{out} holds embeddings made with other settings ({before}); use --overwrite to "
+                              f"recompute them all with {settings}, or another --out")
+    write_json(recorded, settings)
 
 
 def run(args) -> int:
     import sys
+    from pathlib import Path
+
+    import numpy as np
 
     from ..errors import AudioError
-    from ..models.musicnn import embeddings, load_musicnn
+    from ..io import atomic_path
+    from ..tagger import TAGGERS as NETWORKS
+    from ..tagger import embeddings
+    from .musicnn_tags import tagger_from_args
 
-    jobs = plan_outputs(args.paths, args.out)
+    tagger = tagger_from_args(args)
+    out = Path(args.out)
+    jobs = plan_outputs(args.paths, out)
     if not jobs:
         print("genrekit embed: no audio files found", file=sys.stderr)
         return 1
-    model = load_musicnn(args.model)
+    check_out_folder(out, {"tagger": NETWORKS[tagger], "layer": args.layer}, args.overwrite)
     done = skipped = 0
     failed, claimed = [], {}
     for path, target in jobs:
@@ -72,11 +92,16 @@ def run(args) -> int:
             skipped += 1
             continue
         try:
-            _save(embeddings(path, model=model, layer=args.layer), target)
-            done += 1
+            emb, times = embeddings(path, tagger, args.layer)
         except AudioError as e:
             failed.append(path)
             print(f"genrekit embed: {e}", file=sys.stderr)
+            continue
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, embedding=emb, timestamps=times, tagger=np.array(NETWORKS[tagger]),
+                         layer=np.array(args.layer))
+        done += 1
     print(f"genrekit embed: {done} written, {skipped} skipped (exist; --overwrite to redo), "
           f"{len(failed)} failed -> {args.out}", file=sys.stderr)
     return 1 if failed else 0

@@ -28,20 +28,21 @@ Input features: 16 kHz audio, 96 Slaney mel bands, n_fft 512, hop 256, centred f
 with reflect padding, ``log10(10000 mel + 1)`` — :data:`genrekit.config.MUSICNN_FEATURES`
 with :func:`genrekit.features.waveform_segments`.
 
+This module is the network (for training and export); the user API over the shipped
+taggers — tags and embeddings of audio files — is :mod:`genrekit.tagger`, which runs
+their ONNX export without torch.
+
 Examples
 --------
 >>> model = load_musicnn("MTT_musicnn")
->>> taggram_, tags = taggram("song.mp3", model=model)  # doctest: +SKIP
->>> [tags[i] for i in taggram_.mean(0).argsort()[::-1][:3]]  # doctest: +SKIP
-['guitar', 'rock', 'drums']
+>>> model.predict(torch.zeros(1, 96, 187)).shape
+torch.Size([1, 50])
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -332,104 +333,6 @@ def load_musicnn(name: str = "MTT_musicnn", device="cpu") -> MusiCNN:
     model.load_state_dict(load_state(name))
     model.name = name
     return model.to(device).eval()
-
-
-# --- taggram ---------------------------------------------------------------------
-
-def iter_patches(source, sr: int | None = None, batch_size: int = 32) -> Iterator[torch.Tensor]:
-    """Batches of musicnn input patches ``(n, 96, 187)`` of an audio file or waveform.
-
-    A file is decoded and resampled to 16 kHz as a stream
-    (:func:`genrekit.audio.stream_audio`), so memory stays bounded for long files.
-    Patches are cut as musicnn does by default: back to back, 187 frames each, the tail
-    shorter than a patch dropped; a clip shorter than one patch is padded to one.
-
-    Parameters
-    ----------
-    source : str, Path or numpy.ndarray
-        An audio file or a mono waveform.
-    sr : int, optional
-        Sample rate of a waveform ``source`` (resampled to 16 kHz with soxr); required
-        for waveforms.
-    batch_size : int
-        Patches per batch.
-
-    Raises
-    ------
-    genrekit.errors.AudioError
-        The file is missing, not audio, corrupt, empty or holds NaN/Inf samples.
-    """
-    from ..audio import stream_audio
-    from ..errors import EmptyAudioError
-    from ..features import iter_segments
-
-    if isinstance(source, (str, os.PathLike)):
-        blocks = stream_audio(source, sr=MUSICNN_FEATURES.sr)
-    else:
-        blocks = [_resampled(source, sr)]
-    empty = True
-    for batch in iter_segments(blocks, MUSICNN_FEATURES, batch_segments=batch_size):
-        empty = False
-        yield batch
-    if empty:
-        raise EmptyAudioError(source if isinstance(source, (str, os.PathLike)) else "<waveform>", "no samples")
-
-
-def _resampled(y, sr: int | None) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim != 1:
-        raise ValueError(f"waveform must be mono 1-D, got shape {y.shape}")
-    if sr is None:
-        raise ValueError(f"give the waveform's sample rate (sr=...); musicnn works at {MUSICNN_FEATURES.sr} Hz")
-    if not np.isfinite(y).all():
-        raise ValueError("waveform contains NaN or Inf samples")
-    if sr != MUSICNN_FEATURES.sr:
-        import soxr
-
-        y = soxr.resample(y, sr, MUSICNN_FEATURES.sr, quality="HQ").astype(np.float32)
-    return y
-
-
-def _resolve(model: MusiCNN | str) -> MusiCNN:
-    return load_musicnn(model) if isinstance(model, str) else model.eval()
-
-
-@torch.no_grad()
-def taggram(source, model: MusiCNN | str = "MTT_musicnn", sr: int | None = None,
-            batch_size: int = 32) -> tuple[np.ndarray, list[str]]:
-    """Tag probabilities of every 3 s patch of an audio file or waveform (musicnn's taggram).
-
-    Parameters
-    ----------
-    source : str, Path or numpy.ndarray
-        An audio file (any format :mod:`genrekit.audio` reads) or a mono waveform.
-    model : MusiCNN or str
-        A loaded model, or a name for :func:`load_musicnn` (default MTT, as musicnn).
-    sr : int, optional
-        Sample rate of a waveform ``source``.
-    batch_size : int
-        Patches per forward pass.
-
-    Returns
-    -------
-    taggram : numpy.ndarray, shape (n_patches, 50), float32
-        Sigmoid probabilities, one row per patch (see :func:`iter_patches`).
-    tags : list of str
-    """
-    model = _resolve(model)
-    device = next(model.parameters()).device
-    rows = [model.predict(torch.as_tensor(b).to(device)).cpu() for b in iter_patches(source, sr, batch_size)]
-    return torch.cat(rows).numpy(), list(model.tags or [])
-
-
-@torch.no_grad()
-def embeddings(source, model: MusiCNN | str = "MSD_musicnn", layer: str = "penultimate",
-               sr: int | None = None, batch_size: int = 32) -> np.ndarray:
-    """Per-patch embeddings ``(n_patches, D)`` of an audio file or waveform (see :meth:`MusiCNN.embed`)."""
-    model = _resolve(model)
-    device = next(model.parameters()).device
-    rows = [model.embed(torch.as_tensor(b).to(device), layer).cpu() for b in iter_patches(source, sr, batch_size)]
-    return torch.cat(rows).numpy()
 
 
 # --- genrekit backbones ------------------------------------------------------------
