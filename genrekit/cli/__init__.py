@@ -15,6 +15,15 @@ from .. import __version__
 COMMANDS = ["prepare", "show", "lr-find", "train", "evaluate", "predict", "export", "tag",
             "musicnn-tags", "embed", "serve"]
 DEPRECATED = {"tags": "musicnn-tags"}  # old name -> new name, kept for one release
+# What each command needs beyond the core install: (module, pip extra).
+NEEDS = {
+    "train": [("torch", "train"), ("timm", "train"), ("pandas", "train")],
+    "lr-find": [("torch", "train"), ("pandas", "train")],
+    "evaluate": [("pandas", "train")],
+    "export": [("torch", "train"), ("onnx", "train")],
+    "show": [("matplotlib", "train")],
+    "serve": [("fastapi", "serve"), ("uvicorn", "serve"), ("python_multipart", "serve")],
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +52,10 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        from ..extras import require
+
+        for module, extra in NEEDS.get(args.command, []):
+            require(module, extra, f"genrekit {args.command}")
         return int(args._run(args) or 0)
     except GenrekitError as e:
         print(f"genrekit {args.command}: error: {e}", file=sys.stderr)
