@@ -1,53 +1,115 @@
 """Audio decoding: any common format to a mono float32 waveform at a chosen rate.
 
-libsndfile (through soundfile) reads WAV, FLAC, OGG, MP3 and AU and can seek, so a
-window of a long file is read without decoding the rest. PyAV (FFmpeg) reads what
-libsndfile cannot (M4A/AAC, WMA, ...). soxr resamples as a stream, so memory stays
-bounded by the block size plus the output.
+libsndfile (through soundfile) reads WAV, FLAC, OGG, MP3, AU and AIFF and can seek, so
+a window of a long file is read without decoding the rest. PyAV (FFmpeg) reads what
+libsndfile cannot (M4A/AAC, WMA, ...). soxr resamples as a stream.
 
 A window (``offset``, ``duration``) equals the same stretch of the whole file decoded:
 exactly without resampling, to float rounding with it (a few ms of context are decoded
 around the window for the resampler). Channels are averaged.
 
-Truncated files: where the header gives the exact length (WAV, FLAC, OGG, MP4, and MP3
-with a Xing/Info header, as encoders write for every VBR and most CBR files), a decode
-that ends more than ``max(1 s, 2 %)`` short of it raises
-:class:`~genrekit.errors.CorruptAudioError`; libsndfile itself just returns fewer
-samples. Without an exact length (MP3 without Xing header, ADTS AAC) a cut file cannot
-be told from a short one and decodes to what is there.
+Memory is bounded by design, whatever the file's length, rate or channel count:
+
+- the header is checked before anything is decoded: at most :data:`MAX_CHANNELS`
+  channels and a sample rate within [:data:`MIN_SAMPLERATE`, :data:`MAX_SAMPLERATE`];
+  anything else raises :class:`~genrekit.errors.UnsupportedAudioError`;
+- a decoded block holds at most :data:`BLOCK_BYTES` (frames × channels × 4 bytes), and
+  its resampled output at most as much again, so a 384 kHz 8-channel file streams in
+  blocks of 0.34 s and a 22.05 kHz mono one in blocks of 48 s;
+- a window is decoded from a seek to its start (plus the resampler's margin) and no
+  further than its end.
+
+Truncated files raise :class:`~genrekit.errors.CorruptAudioError` ("truncated: decoded
+X s of the Y s the header gives") when the decode ends short of the header's length:
+
+- WAV, AIFF and AU: the length the header announces (the data chunk's size, read with
+  mutagen for WAV and AIFF), not the length libsndfile reports (which is what the file
+  holds); FLAC: STREAMINFO's sample count. These are exact: more than 10 ms short is
+  truncated;
+- OGG (Vorbis, Opus, FLAC): a complete stream ends with a page flagged end-of-stream,
+  and the length of a cut one cannot be known, so a decode that reaches the end of an
+  Ogg file without that page is truncated;
+- MP3 with a Xing/Info header (as encoders write for every VBR and most CBR file) and
+  MP4: lengths that decoders may miss by a frame or two, so more than ``max(1 s, 2 %)``
+  short is truncated. An MP3 without a Xing header or ADTS AAC give no length: a cut
+  file cannot be told from a short one and decodes to what is there.
+
+A window that only covers the part before the cut decodes without error.
+
+One policy for audio too short or silent to use, shared by every caller: at least
+:data:`MIN_DURATION` seconds, and not all silent (peak below :data:`SILENCE_PEAK`).
+:func:`load_audio` applies it; a caller that streams wraps its blocks in
+:class:`CheckedStream`; one that holds a whole waveform calls :func:`check_waveform`.
+
+libmpg123 (inside libsndfile) prints notes such as "Note: Illegal Audio-MPEG-Header"
+on standard error and offers libsndfile's users no way to quiet them; see
+:func:`filter_decoder_messages`.
 
 Every failure is an :class:`~genrekit.errors.AudioError` naming the path and the reason.
 """
 from __future__ import annotations
 
+import atexit
+import errno
 import os
+import stat
+import struct
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from .errors import (AudioError, AudioMissingError, CorruptAudioError, EmptyAudioError,
-                     NonFiniteAudioError, NotAudioError, SilentAudioError, TooLongError,
-                     TooShortError)
+from .errors import (
+    AudioError,
+    AudioMissingError,
+    CorruptAudioError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    NotAudioError,
+    OffsetPastEndError,
+    SilentAudioError,
+    TooLongError,
+    TooShortError,
+    UnsupportedAudioError,
+)
 
 AUDIO_EXTENSIONS = frozenset({
     ".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".au", ".aiff", ".aif", ".m4a",
     ".aac", ".mp4", ".wma", ".webm",
 })
-BLOCK_SECONDS = 30.0
+BLOCK_BYTES = 4 << 20  # one decoded block: frames × channels × 4 bytes (float32)
+# Header limits, checked before decoding. 32 channels is more than any music format
+# uses (22.2 sound has 24); 768 kHz is the highest rate sold as audio (DXD × 2); below
+# 1 kHz a file is not music, and upsampling it would multiply its size.
+MAX_CHANNELS = 32
+MAX_SAMPLERATE = 768_000
+MIN_SAMPLERATE = 1_000
+MIN_DURATION = 1.0  # seconds: shorter audio is refused (TooShortError) everywhere
 SILENCE_PEAK = 1e-6  # peak below this (about -120 dBFS) counts as digital silence
 # Resampler context read beyond a window's edges, so that a window equals the same
 # stretch of the whole file resampled (soxr's filter spans a few milliseconds).
 RESAMPLE_MARGIN_SECONDS = 0.05
-# A decode this much shorter than the header's length means a truncated file.
+# A decode this much shorter than an estimated length (MP3 Xing header, MP4) means a
+# truncated file; for exact lengths (WAV, AIFF, AU, FLAC, OGG) a few ms is enough.
 TRUNCATION_SECONDS, TRUNCATION_FRACTION = 1.0, 0.02
+EXACT_TRUNCATION_SECONDS = 0.01
 
 # Leading bytes of audio containers; a file that starts with one but fails to decode is
 # corrupt, anything else that fails is "not audio".
 _AUDIO_MAGIC = (b"RIFF", b"ID3", b"fLaC", b"OggS", b".snd", b"FORM", b"\xff\xfb", b"\xff\xf3",
                 b"\xff\xf2", b"\xff\xfa", b"\xff\xe3", b"\xff\xf1", b"\xff\xf9", b"0&\xb2u")
+# Containers libsndfile never hands to libmpg123.
+_NOT_MPEG_MAGIC = (b"RIFF", b"fLaC", b"OggS", b".snd", b"FORM", b"RF64", b"caff")
+# Formats whose header gives the exact length (libsndfile's format names).
+_EXACT_FORMATS = frozenset({"WAV", "WAVEX", "W64", "RF64", "AIFF", "AU", "FLAC", "OGG", "CAF"})
+_PCM_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE",
+                           "ULAW", "ALAW"})
+_AU_SAMPLE_BYTES = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8, 27: 1}  # AU encoding -> bytes
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 @dataclass(frozen=True)
@@ -57,7 +119,7 @@ class AudioInfo:
     path: str
     samplerate: int
     channels: int
-    duration: float | None  # seconds; None where the container does not say
+    duration: float | None  # seconds the header announces; None where the container does not say
 
 
 def is_audio_path(path) -> bool:
@@ -80,26 +142,111 @@ def find_audio_files(paths) -> list[Path]:
     return found
 
 
+# --- what the path is ------------------------------------------------------------------
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise AudioMissingError(path, "no such file")
-    if path.is_dir():
+    """Refuse anything but a readable, non-empty regular file, saying what it is instead.
+
+    ``os.stat`` comes first: opening a FIFO would block, and ``Path.exists`` reports a
+    symlink loop as a missing file.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise _stat_error(path, e) from None
+    if stat.S_ISDIR(st.st_mode):
         raise NotAudioError(path, "is a folder")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "a special file")
+        raise NotAudioError(path, f"not a regular file: {kind}")
     if not os.access(path, os.R_OK):
         raise AudioMissingError(path, "permission denied")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise EmptyAudioError(path, "0 bytes")
 
 
-def _looks_like_audio(path: Path) -> bool:
+def _stat_error(path: Path, e: OSError) -> AudioError:
+    if e.errno == errno.ELOOP:
+        return AudioMissingError(path, "symlink loop")
+    if e.errno == errno.ENOENT and os.path.islink(path):
+        return AudioMissingError(path, f"broken symlink to {os.readlink(path)}")
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return AudioMissingError(path, "no such file")
+    if e.errno == errno.EACCES:
+        return AudioMissingError(path, "permission denied")
+    return AudioMissingError(path, e.strerror or str(e))
+
+
+def _head(path: Path, n: int = 12) -> bytes:
     with open(path, "rb") as f:
-        head = f.read(12)
+        return f.read(n)
+
+
+def _looks_like_audio(path: Path) -> bool:
+    head = _head(path)
     return head.startswith(_AUDIO_MAGIC) or head[4:8] == b"ftyp"
 
 
+# --- what the header announces ---------------------------------------------------------
+
+def _announced_frames(path: Path, fmt: str, subtype: str) -> int | None:
+    """Frames the header of a PCM WAV, AIFF or AU file announces (libsndfile reports
+    only the frames the file holds, so a cut file looks like a short one). None where
+    the header does not say (a streamed WAV writes 0 or 0xFFFFFFFF)."""
+    if subtype not in _PCM_SUBTYPES:
+        return None
+    if fmt == "AU":
+        return _au_frames(path)
+    try:
+        if fmt in ("WAV", "WAVEX"):
+            from mutagen.wave import WAVE as reader
+        elif fmt == "AIFF":
+            from mutagen.aiff import AIFF as reader
+        else:
+            return None
+        info = reader(str(path)).info
+    except Exception:  # mutagen cannot parse what libsndfile did: no claim
+        return None
+    frames = round(info.length * info.sample_rate)
+    frame_bytes = max(1, info.channels * info.bits_per_sample // 8)
+    if frames <= 0 or (frames + 1) * frame_bytes >= 0xFFFFFFFF:
+        return None
+    return frames
+
+
+def _au_frames(path: Path) -> int | None:
+    head = _head(path, 24)
+    if len(head) < 24 or not head.startswith(b".snd"):
+        return None
+    _, _, size, encoding, _, channels = struct.unpack(">4sIIIII", head)
+    width = _AU_SAMPLE_BYTES.get(encoding)
+    if size == 0xFFFFFFFF or not width or not channels:
+        return None
+    return size // (width * channels)
+
+
+def _ogg_ends_cleanly(path: Path) -> bool:
+    """True if the first logical stream of an Ogg file ends with its end-of-stream page."""
+    from mutagen.ogg import OggPage
+
+    try:
+        with open(path, "rb") as f:
+            first = OggPage(f)
+            last = OggPage.find_last(f, first.serial)
+    except Exception:  # mutagen cannot parse what libsndfile did: no claim
+        return True
+    return last is not None and last.last
+
+
+# --- readers ---------------------------------------------------------------------------
+
 class _SoundfileReader:
-    """libsndfile: sample-accurate seeks; ``frames`` is exact for WAV, FLAC, OGG and
-    for MP3 with a Xing/Info header (else estimated from the file size)."""
+    """libsndfile: sample-accurate seeks.
+
+    ``frames`` is what the header announces: exact for WAV, AIFF, AU, FLAC and OGG and
+    for MP3 with a Xing/Info header (else estimated from the file size). ``cut`` says
+    why the file is known to end early (an Ogg stream without its last page).
+    """
 
     def __init__(self, path: Path):
         import soundfile as sf
@@ -107,14 +254,22 @@ class _SoundfileReader:
         self._sf = sf.SoundFile(str(path))
         self.samplerate = self._sf.samplerate
         self.channels = self._sf.channels
-        frames = self._sf.frames
-        self.frames = frames if 0 < frames < 2**62 else None
+        held = self._sf.frames
+        self._held = held if 0 <= held < 2**62 else None  # what libsndfile can decode
+        self.frames = self._held or None
+        announced = _announced_frames(path, self._sf.format, self._sf.subtype)
+        if announced is not None and announced > (self.frames or 0):
+            self.frames = announced
+        self.exact = self._sf.format in _EXACT_FORMATS
+        self.cut = None
+        if self._sf.format == "OGG" and not _ogg_ends_cleanly(path):
+            self.cut = "the Ogg stream ends without its last page"
         self.duration = None if self.frames is None else self.frames / self.samplerate
 
     def blocks(self, start: int, count: int | None, block_frames: int):
         """Yield ``(n, channels)`` float32 blocks of frames ``[start, start + count)``."""
         if start:
-            if self.frames is not None and start >= self.frames:
+            if self._held is not None and start >= self._held:
                 return
             if not self._sf.seekable():
                 raise OSError("file is not seekable")
@@ -137,6 +292,8 @@ class _PyAVReader:
     """FFmpeg through PyAV, for what libsndfile cannot read (M4A/AAC, WMA, ...)."""
 
     PREROLL_SECONDS = 0.5  # decode this much before a seek target: codecs (AAC's MDCT) need warm-up
+    exact = False
+    cut = None
 
     def __init__(self, path: Path):
         import av
@@ -200,23 +357,43 @@ class _PyAVReader:
 
 
 def _open(path: Path):
-    """Open with libsndfile, falling back to PyAV; classify failures."""
+    """Open with libsndfile, falling back to PyAV; classify failures; check the header's limits."""
     _check_file(path)
+    head = _head(path)
+    if not (head.startswith(_NOT_MPEG_MAGIC) or head[4:8] == b"ftyp"):
+        filter_decoder_messages()  # libsndfile may hand it to libmpg123
     try:
-        return _SoundfileReader(path)
+        reader = _SoundfileReader(path)
     except Exception as sf_error:  # libsndfile refused: try FFmpeg
         try:
-            return _PyAVReader(path)
+            reader = _PyAVReader(path)
         except AudioError:
             raise
         except Exception as av_error:
             if _looks_like_audio(path):
                 raise CorruptAudioError(path, f"{sf_error}; {av_error}".strip()) from None
             raise NotAudioError(path, "no decoder recognises it") from None
+    try:
+        _check_limits(path, reader.samplerate, reader.channels)
+    except AudioError:
+        reader.close()
+        raise
+    return reader
+
+
+def _check_limits(path: Path, samplerate: int, channels: int) -> None:
+    if channels > MAX_CHANNELS:
+        raise UnsupportedAudioError(path, f"{channels} channels; genrekit reads at most {MAX_CHANNELS}")
+    if not MIN_SAMPLERATE <= samplerate <= MAX_SAMPLERATE:
+        raise UnsupportedAudioError(path, f"sample rate {samplerate} Hz; genrekit reads "
+                                          f"{MIN_SAMPLERATE}-{MAX_SAMPLERATE} Hz")
 
 
 def audio_info(path) -> AudioInfo:
     """Sample rate, channels and duration from the file header.
+
+    Raises the same errors as decoding would for a file that is missing, not a
+    regular file, not audio, or outside the channel and sample-rate limits.
 
     Examples
     --------
@@ -230,6 +407,8 @@ def audio_info(path) -> AudioInfo:
     finally:
         reader.close()
 
+
+# --- windows, blocks and resampling ----------------------------------------------------
 
 @dataclass(frozen=True)
 class _Plan:
@@ -267,23 +446,48 @@ def _plan_window(sr_in: int, sr: int, offset: float, duration: float | None) -> 
     return _Plan(start, count, drop, keep)
 
 
+def block_frames(channels: int, sr_in: int, sr: int) -> int:
+    """Input frames per decoded block: :data:`BLOCK_BYTES` of float32 frames, fewer when
+    upsampling so that the resampled block fits in as much.
+
+    Examples
+    --------
+    >>> block_frames(8, 384_000, 22050), block_frames(1, 22050, 22050)
+    (131072, 1048576)
+    """
+    frames = BLOCK_BYTES // (4 * channels)
+    if sr > sr_in:
+        frames = frames * sr_in // sr
+    return max(1, frames)
+
+
+def _truncated(path: Path, got: int, expected: int, sr: int) -> CorruptAudioError:
+    return CorruptAudioError(path, f"truncated: decoded {got / sr:.2f} s of the {expected / sr:.2f} s "
+                                   "the header gives")
+
+
 def _check_complete(path: Path, reader, plan: _Plan, got: int) -> None:
-    """Raise CorruptAudioError if far fewer frames decoded than the header promised."""
+    """Raise CorruptAudioError if the decode ended short of what the header promised."""
+    sr = reader.samplerate
+    reached_end = plan.count is None or got < plan.count
+    if reader.cut and reached_end:
+        raise CorruptAudioError(path, f"truncated: decoded {got / sr:.2f} s, and {reader.cut}")
     if reader.frames is None:
         return
     expected = max(0, reader.frames - plan.start)
     if plan.count is not None:
         expected = min(expected, plan.count)
-    shortfall = expected - got
-    if shortfall > max(TRUNCATION_SECONDS * reader.samplerate, TRUNCATION_FRACTION * expected):
-        sr = reader.samplerate
-        raise CorruptAudioError(path, f"truncated: decoded {got / sr:.2f} s of the {expected / sr:.2f} s "
-                                      "the header gives")
+    if reader.exact:
+        tolerance = EXACT_TRUNCATION_SECONDS * sr
+    else:
+        tolerance = max(TRUNCATION_SECONDS * sr, TRUNCATION_FRACTION * expected)
+    if expected - got > tolerance:
+        raise _truncated(path, got, expected, sr)
 
 
-def _decoded_blocks(path: Path, reader, plan: _Plan, block_frames: int) -> Iterator[np.ndarray]:
+def _decoded_blocks(path: Path, reader, plan: _Plan, frames_per_block: int) -> Iterator[np.ndarray]:
     """The reader's blocks as mono float32, with decoder failures as CorruptAudioError."""
-    blocks = reader.blocks(plan.start, plan.count, block_frames)
+    blocks = reader.blocks(plan.start, plan.count, frames_per_block)
     got = 0
     while True:
         try:
@@ -341,34 +545,136 @@ def _resampled(blocks: Iterator[np.ndarray], sr_in: int, sr: int) -> Iterator[np
         yield out
 
 
-def stream_audio(path, sr: int = 22050, offset: float = 0.0, duration: float | None = None,
-                 block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+def _check_offset(path: Path, reader, offset: float) -> None:
+    """Refuse a window that starts at or past the end the header gives."""
+    if offset <= 0 or reader.frames is None or offset * reader.samplerate < reader.frames:
+        return
+    end = reader.frames / reader.samplerate
+    if reader.cut:
+        raise CorruptAudioError(path, f"truncated: {reader.cut}, and offset {offset:g} s is past the "
+                                      f"{end:.2f} s that remain")
+    raise OffsetPastEndError(path, f"offset {offset:g} s, audio {end:.2f} s")
+
+
+def stream_audio(path, sr: int = 22050, offset: float = 0.0, duration: float | None = None) -> Iterator[np.ndarray]:
     """Yield a file's audio as mono float32 blocks at ``sr``, with bounded memory.
 
     Only the window ``[offset, offset + duration)`` is decoded (plus a few ms around
     it for the resampler), and it equals the same stretch of the whole file decoded.
-    Decoding errors, and a file that decodes to far less than its header says
-    (truncated), become :class:`~genrekit.errors.CorruptAudioError` (raised after the
-    blocks decoded so far); NaN/Inf samples raise
-    :class:`~genrekit.errors.NonFiniteAudioError`.
+    A block holds at most :data:`BLOCK_BYTES` of decoded input (see :func:`block_frames`).
+
+    The blocks are what the file holds: a stream that must be long enough and not
+    silent goes through :class:`CheckedStream`.
+
+    Raises
+    ------
+    UnsupportedAudioError
+        Too many channels or a sample rate out of range (from the header, before decoding).
+    OffsetPastEndError
+        ``offset`` is at or past the end of the audio.
+    CorruptAudioError
+        Decoding failed, or the file is truncated (raised after the blocks decoded so far).
+    NonFiniteAudioError
+        NaN or Inf samples.
     """
     path = Path(path)
     if offset < 0 or (duration is not None and duration <= 0):
         raise ValueError("offset must be >= 0 and duration > 0")
+    if not MIN_SAMPLERATE <= sr <= MAX_SAMPLERATE:
+        raise ValueError(f"sr must be within {MIN_SAMPLERATE}-{MAX_SAMPLERATE} Hz, not {sr}")
     reader = _open(path)
     try:
+        _check_offset(path, reader, offset)
         plan = _plan_window(reader.samplerate, sr, offset, duration)
-        blocks = _decoded_blocks(path, reader, plan, max(1, int(block_seconds * reader.samplerate)))
+        blocks = _decoded_blocks(path, reader, plan, block_frames(reader.channels, reader.samplerate, sr))
         if reader.samplerate != sr:
             blocks = _resampled(blocks, reader.samplerate, sr)
+        empty = True
         for block in _trimmed(blocks, plan.drop, plan.keep):
+            empty = False
             yield np.ascontiguousarray(block, dtype=np.float32)
+        if empty and offset > 0:  # the header did not say where the audio ends
+            raise OffsetPastEndError(path, f"offset {offset:g} s, nothing decodes after it")
     finally:
         reader.close()
 
 
+# --- the policy: long enough, not silent ------------------------------------------------
+
+def _refuse_unusable(path, samples: int, peak: float, sr: int, min_duration: float, allow_silent: bool) -> None:
+    if samples == 0:
+        raise EmptyAudioError(path, "decoded to 0 samples")
+    if samples < min_duration * sr:
+        raise TooShortError(path, f"{samples / sr:.2f} s < {min_duration:.2f} s")
+    if not allow_silent and peak < SILENCE_PEAK:
+        raise SilentAudioError(path)
+
+
+class CheckedStream:
+    """A stream of mono blocks passed through unchanged, then refused if unusable.
+
+    When the blocks run out, raises :class:`~genrekit.errors.EmptyAudioError`,
+    :class:`~genrekit.errors.TooShortError` (shorter than ``min_duration``) or
+    :class:`~genrekit.errors.SilentAudioError` (peak below :data:`SILENCE_PEAK`), so
+    whatever was computed from the blocks must be dropped. NaN/Inf samples raise
+    :class:`~genrekit.errors.NonFiniteAudioError` at once. ``samples``, ``peak`` and
+    ``seconds`` describe what went through.
+
+    Parameters
+    ----------
+    blocks : iterable of 1-D float32 arrays
+        E.g. :func:`stream_audio`, or ``[waveform]``.
+    sr : int
+        Their sample rate.
+    path : str or Path
+        Named in the errors (``"<waveform>"`` for an array).
+    min_duration : float
+        Seconds below which the audio is refused (default :data:`MIN_DURATION`).
+    allow_silent : bool
+        Let all-silent audio through.
+
+    Examples
+    --------
+    >>> stream = CheckedStream(stream_audio("song.mp3", sr=16000), 16000, "song.mp3")  # doctest: +SKIP
+    >>> n = sum(len(b) for b in stream); stream.seconds  # doctest: +SKIP
+    29.98
+    >>> list(CheckedStream([np.zeros(16000, np.float32)], 16000, "<waveform>"))
+    Traceback (most recent call last):
+    ...
+    genrekit.errors.SilentAudioError: <waveform>: audio is all silent
+    """
+
+    def __init__(self, blocks: Iterable[np.ndarray], sr: int, path, min_duration: float = MIN_DURATION,
+                 allow_silent: bool = False):
+        self._blocks = blocks
+        self.sr, self.path = sr, path
+        self.min_duration, self.allow_silent = min_duration, allow_silent
+        self.samples, self.peak = 0, 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sr
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for block in self._blocks:
+            if not np.isfinite(block).all():
+                raise NonFiniteAudioError(self.path)
+            self.samples += len(block)
+            self.peak = max(self.peak, float(np.abs(block).max(initial=0.0)))
+            yield block
+        _refuse_unusable(self.path, self.samples, self.peak, self.sr, self.min_duration, self.allow_silent)
+
+
+def check_waveform(y: np.ndarray, sr: int, path, min_duration: float = MIN_DURATION,
+                   allow_silent: bool = False) -> None:
+    """Raise the matching AudioError if ``y`` is empty, too short, silent or not finite
+    (the policy of :class:`CheckedStream`, for a waveform held whole)."""
+    for _ in CheckedStream([y], sr, path, min_duration, allow_silent):
+        pass
+
+
 def load_audio(path, sr: int = 22050, mono: bool = True, offset: float = 0.0,
-               duration: float | None = None, min_duration: float = 0.5,
+               duration: float | None = None, min_duration: float = MIN_DURATION,
                max_duration: float | None = None, allow_silent: bool = False) -> np.ndarray:
     """Decode an audio file to a mono float32 waveform at ``sr``.
 
@@ -382,7 +688,8 @@ def load_audio(path, sr: int = 22050, mono: bool = True, offset: float = 0.0,
     offset, duration : float
         Window to read, in seconds. Only that window is decoded.
     min_duration : float
-        Shorter audio raises :class:`~genrekit.errors.TooShortError`.
+        Shorter audio raises :class:`~genrekit.errors.TooShortError` (default
+        :data:`MIN_DURATION`).
     max_duration : float or None
         Longer audio raises :class:`~genrekit.errors.TooLongError` (checked from the
         header before decoding where the header says).
@@ -408,24 +715,155 @@ def load_audio(path, sr: int = 22050, mono: bool = True, offset: float = 0.0,
             raise TooLongError(path, f"{info.duration:.1f} s > {max_duration:.1f} s")
     parts, total = [], 0
     limit = None if max_duration is None else int((max_duration + 0.5) * sr)
-    for block in stream_audio(path, sr, offset, duration):
+    for block in CheckedStream(stream_audio(path, sr, offset, duration), sr, path, min_duration, allow_silent):
         parts.append(block)
         total += len(block)
         if limit is not None and duration is None and total > limit:
             raise TooLongError(path, f"more than {max_duration:.1f} s")
-    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    check_waveform(y, sr, path, min_duration=min_duration, allow_silent=allow_silent)
-    return y
+    return np.concatenate(parts)
 
 
-def check_waveform(y: np.ndarray, sr: int, path, min_duration: float = 0.5,
-                   allow_silent: bool = False) -> None:
-    """Raise the matching AudioError if ``y`` is empty, too short, silent or not finite."""
-    if len(y) == 0:
-        raise EmptyAudioError(path, "decoded to 0 samples")
-    if not np.isfinite(y).all():
-        raise NonFiniteAudioError(path)
-    if len(y) < min_duration * sr:
-        raise TooShortError(path, f"{len(y) / sr:.2f} s < {min_duration:.2f} s")
-    if not allow_silent and float(np.abs(y).max()) < SILENCE_PEAK:
-        raise SilentAudioError(path)
+# --- libmpg123's notes on standard error -----------------------------------------------
+
+# The filter that runs in the helper process (and, through exec, here for tests). It
+# must not import genrekit (numpy): the helper starts in a few ms with -I -S.
+# What libmpg123 prints (from the strings of the libsndfile that soundfile bundles):
+# "[src/libmpg123/<file>:<function>():<line>] error: ...", and "Note: ..." / "Warning: ..."
+# lines with these beginnings.
+_FILTER_SOURCE = r"""
+import os, re
+
+CHATTER = re.compile(
+    rb"^(?:\[src/libmpg123/[^\]]*\] (?:error|warning): "
+    rb"|Note: (?:Illegal Audio-MPEG-Header|Trying to resync|Skipped |Skipping ID3v2|Hit end of|Junk at|"
+    rb"Looks like a RIFF|Could be a BMP|Xing|Info|Encoder delay|Cut frame|broken frame|free format|"
+    rb"Input data end|ID3|RVA|doing RVA|Storing |faulty ID3|non-update tag|skipped tag|missing |"
+    rb"frame of group|Ignoring Xing|Want to enable|Disabling all|Enabling all)"
+    rb"|Warning: (?:Xing stream size|Big change|Encountered more data|Real sample count|"
+    rb"FLAC stream changed))")
+STARTS = (b"[src/libmpg123/", b"Note: ", b"Warning: ")
+
+
+def without_chatter(data):
+    # (output, held): complete lines less libmpg123's, and a partial last line held back
+    # only while it may still become one of libmpg123's (a progress bar passes at once).
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    out = b"".join(line + b"\n" for line in lines if not CHATTER.match(line))
+    may_be_chatter = len(tail) < 4096 and any(s.startswith(tail[:len(s)]) for s in STARTS)
+    if tail and not may_be_chatter:
+        return out + tail, b""
+    return out, tail
+
+
+def forward(read_fd=0, out_fd=1):
+    # Copy until EOF (every writer gone). Never stop reading, so that writers never block,
+    # even when the output fails (what follows is then dropped).
+    pending, writable = b"", True
+    while True:
+        try:
+            chunk = os.read(read_fd, 65536)
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        out, pending = without_chatter(pending + chunk)
+        writable = writable and write_all(out_fd, out)
+    if writable:
+        write_all(out_fd, pending)
+
+
+def write_all(fd, data):
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        return True
+    except OSError:
+        return False
+"""
+_filter_code: dict = {}
+exec(_FILTER_SOURCE, _filter_code)
+_without_chatter = _filter_code["without_chatter"]
+_FILTER_ENV = "GENREKIT_STDERR_FILTERED"  # "device:inode" of the pipe fd 2 was pointed at
+_KEEP_ENV = "GENREKIT_DECODER_MESSAGES"  # "show": leave standard error alone
+_CODE_ENV = "GENREKIT_STDERR_FILTER_CODE"  # the helper's code
+_filter_lock = threading.Lock()
+
+
+def filter_decoder_messages() -> bool:
+    """Drop libmpg123's notes from this process's standard error; idempotent, thread-safe.
+
+    libsndfile decodes MP3 with libmpg123, which prints notes such as "Note: Illegal
+    Audio-MPEG-Header 0x... at offset ..." straight to file descriptor 2, and libsndfile
+    gives no way to set libmpg123's quiet flag. So, once per process, fd 2 is pointed at
+    a pipe read by a small helper process (``python -I -S``, standard library only),
+    which copies everything to the original standard error at once, partial lines
+    (progress bars) included, less the lines libmpg123 writes. Decoding threads are not
+    serialised: the filter sits on the file descriptor, not around the decoder. Being a
+    separate process, it needs no GIL and drains the pipe even after this process
+    crashed, so nothing else written to standard error is lost. At exit fd 2 is restored
+    and the helper drained. Child processes inherit the filtered fd 2.
+
+    Called by the decoder before the first file that may be MP3 is opened. Does nothing
+    (and returns False) on Windows, without an fd 2, where ``sys.executable`` is not a
+    Python, or with ``GENREKIT_DECODER_MESSAGES=show``.
+
+    Returns
+    -------
+    bool
+        Whether standard error is filtered.
+    """
+    if os.name != "posix" or os.environ.get(_KEEP_ENV) == "show":
+        return False
+    with _filter_lock:
+        try:
+            if os.environ.get(_FILTER_ENV) == _identity(2):
+                return True
+        except OSError:  # no fd 2
+            return False
+        return _install_filter()
+
+
+def _install_filter() -> bool:
+    import subprocess
+    import sys
+
+    if not os.path.basename(sys.executable or "").startswith("python"):
+        return False  # embedded (uWSGI, ...): no interpreter to start
+    read_fd, write_fd = os.pipe()
+    original = os.dup(2)
+    try:
+        # The code goes in the environment, so that ps shows a short command line.
+        helper = subprocess.Popen([sys.executable, "-I", "-S", "-c", f"import os; exec(os.environ[{_CODE_ENV!r}])"],
+                                  stdin=read_fd, stdout=original, stderr=original, close_fds=True,
+                                  env={**os.environ, _CODE_ENV: _FILTER_SOURCE + "\nforward()\n"})
+    except OSError:
+        for fd in (read_fd, write_fd, original):
+            os.close(fd)
+        return False
+    os.close(read_fd)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    pipe = _identity(2)
+    os.environ[_FILTER_ENV] = pipe
+    atexit.register(_restore_stderr, original, pipe, helper)
+    return True
+
+
+def _identity(fd: int) -> str:
+    st = os.fstat(fd)
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def _restore_stderr(original: int, pipe: str, helper) -> None:
+    """At exit: point fd 2 back at the original standard error and let the helper drain
+    the pipe, so the last lines (a traceback) come before the shell's prompt."""
+    try:
+        if _identity(2) != pipe:
+            return  # someone else (pytest's capture) owns fd 2 now
+        os.dup2(original, 2)
+        helper.wait(timeout=2.0)  # ends at EOF, unless forked children still hold the pipe
+    except Exception:
+        pass

@@ -79,7 +79,11 @@ def _tracks_from_spec(classifier, spec, split):
     from .cache.featurize import PrepareOptions, failure_record, featurize_or_reason
     from .datasets import open_dataset
 
-    tracks = [t for t in open_dataset(spec).tracks if split is None or t.split in split]
+    dataset = open_dataset(spec)
+    tracks = [t for t in dataset.tracks if split is None or t.split in split]
+    if not tracks:
+        raise ConfigError(f"no tracks in split {split} of {spec}; splits there: "
+                          f"{sorted({t.split for t in dataset.tracks if t.split})} (or --split all)")
     rows, segments, failures = [], [], []
     for track in tracks:
         record, seg, reason = featurize_or_reason(track, classifier.feature_config, PrepareOptions())

@@ -17,11 +17,34 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genrekit.audio import (BLOCK_SECONDS, audio_info, find_audio_files, is_audio_path, load_audio,
-                            stream_audio)
-from genrekit.errors import (AudioError, AudioMissingError, CorruptAudioError, EmptyAudioError,
-                             NonFiniteAudioError, NotAudioError, SilentAudioError, TooLongError,
-                             TooShortError)
+from genrekit.audio import (
+    BLOCK_BYTES,
+    MAX_CHANNELS,
+    MAX_SAMPLERATE,
+    MIN_DURATION,
+    MIN_SAMPLERATE,
+    CheckedStream,
+    audio_info,
+    block_frames,
+    check_waveform,
+    find_audio_files,
+    is_audio_path,
+    load_audio,
+    stream_audio,
+)
+from genrekit.errors import (
+    AudioError,
+    AudioMissingError,
+    CorruptAudioError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    NotAudioError,
+    OffsetPastEndError,
+    SilentAudioError,
+    TooLongError,
+    TooShortError,
+    UnsupportedAudioError,
+)
 from tests.conftest import tone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,10 +112,11 @@ def test_window_equals_slice_of_full_decode(fma_mp3, sr, offset, duration):
     np.testing.assert_allclose(window, expected, atol=1e-5)
 
 
-def test_window_beyond_the_end_is_empty(fma_mp3):
-    with pytest.raises(EmptyAudioError) as e:
+def test_window_beyond_the_end_says_so(fma_mp3):
+    """Today's reason was "empty file (decoded to 0 samples)"; the header gives the end."""
+    with pytest.raises(OffsetPastEndError) as e:
         load_audio(fma_mp3, offset=40.0, duration=3.0)
-    assert_names(e.value, fma_mp3, "0 samples")
+    assert_names(e.value, fma_mp3, "offset past the end", "offset 40 s, audio 29.98 s")
 
 
 class FrameCounter:
@@ -279,13 +303,12 @@ def test_random_bytes_named_mp3(tmp_path, seed):
 def test_too_short_clip(write_wav):
     path = write_wav("short.wav", tone(0.5))
     with pytest.raises(TooShortError) as e:
-        load_audio(path, min_duration=1.0)
+        load_audio(path)
     assert_names(e.value, path, "0.50 s < 1.00 s")
-    # default minimum is 0.5 s: a 0.5 s clip passes, a 0.4 s one does not
-    assert len(load_audio(path)) == SR // 2
-    shorter = write_wav("shorter.wav", tone(0.4))
-    with pytest.raises(TooShortError):
-        load_audio(shorter)
+    assert len(load_audio(path, min_duration=0.5)) == SR // 2
+    # the default minimum is MIN_DURATION: a clip of exactly 1 s passes
+    assert MIN_DURATION == 1.0
+    assert len(load_audio(write_wav("one.wav", tone(1.0)))) == SR
 
 
 def test_all_zero_clip(write_wav):
@@ -386,7 +409,7 @@ def test_hour_window_is_fast_and_right(hour_wav, monkeypatch):
 
 def test_hour_stream_memory_is_bounded(hour_wav):
     """Streaming the whole hour holds one block at a time: numpy's peak stays at a few
-    blocks (one block is 30 s = 1 MB here), far below the 115 MB of the whole waveform."""
+    blocks (BLOCK_BYTES of float32 each, 4 MiB), far below the 115 MB of the whole waveform."""
     import tracemalloc
 
     tracemalloc.start()
@@ -400,31 +423,396 @@ def test_hour_stream_memory_is_bounded(hour_wav):
         tracemalloc.stop()
     print(f"numpy peak while streaming 1 h: {peak / 1e6:.1f} MB")
     assert total == 3600 * HOUR_SR
-    assert peak_block <= BLOCK_SECONDS * HOUR_SR
+    assert peak_block <= BLOCK_BYTES // 4
     whole = 3600 * HOUR_SR * 4
-    assert peak < 8 * BLOCK_SECONDS * HOUR_SR * 4 < whole / 10, f"peak {peak / 1e6:.1f} MB"
+    assert peak < 4 * BLOCK_BYTES < whole / 5, f"peak {peak / 1e6:.1f} MB"
 
 
-def test_hour_stream_resampled_memory_subprocess(hour_wav):
-    """The same in a fresh process, resampling to 22.05 kHz: ru_maxrss grows by far
-    less than the 317 MB the hour would take at 22.05 kHz float32."""
+MEMORY_BOUND_MB = 8 * BLOCK_BYTES / 2**20  # a few blocks and the resampler, whatever the file
+
+
+def stream_growth_mb(path: Path, sr: int) -> tuple[int, float]:
+    """Samples streamed from ``path`` at ``sr`` in a fresh process, and how much its
+    ru_maxrss grew meanwhile (MB), after a warm-up on a short window of the same file."""
     code = (
         "import resource, sys\n"
         "from genrekit.audio import stream_audio\n"
-        "import numpy as np\n"
-        "list(stream_audio(sys.argv[1], sr=22050, duration=1))\n"  # warm up imports and soxr
+        "sr = int(sys.argv[2])\n"
+        "list(stream_audio(sys.argv[1], sr=sr, duration=0.1))\n"  # warm up imports, decoder and soxr
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "n = sum(len(b) for b in stream_audio(sys.argv[1], sr=22050))\n"
+        "n = sum(len(b) for b in stream_audio(sys.argv[1], sr=sr))\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "print(n, (after - before) / 1024)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(hour_wav)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(sr)], capture_output=True, text=True,
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert out.returncode == 0, out.stderr
     n, grown_mb = out.stdout.split()
-    assert abs(int(n) - 3600 * SR) <= 1
-    print(f"ru_maxrss grew by {float(grown_mb):.1f} MB streaming 1 h at 22.05 kHz")
-    assert float(grown_mb) < 60, f"ru_maxrss grew by {grown_mb} MB"
+    return int(n), float(grown_mb)
+
+
+def test_hour_stream_resampled_memory_subprocess(hour_wav):
+    """Streaming 1 h resampled to 22.05 kHz: ru_maxrss grows by a few blocks, not by
+    the 317 MB the hour takes at 22.05 kHz float32."""
+    n, grown_mb = stream_growth_mb(hour_wav, SR)
+    assert abs(n - 3600 * SR) <= 1
+    print(f"ru_maxrss grew by {grown_mb:.1f} MB streaming 1 h at 22.05 kHz")
+    assert grown_mb < MEMORY_BOUND_MB, f"ru_maxrss grew by {grown_mb} MB"
+
+
+# --- memory whatever the format --------------------------------------------------------
+
+def test_block_frames_are_bounded_in_bytes():
+    assert block_frames(8, 384_000, SR) * 8 * 4 == BLOCK_BYTES
+    assert block_frames(1, SR, SR) * 4 == BLOCK_BYTES
+    assert block_frames(MAX_CHANNELS, MAX_SAMPLERATE, SR) * MAX_CHANNELS * 4 <= BLOCK_BYTES
+    # upsampling 1 kHz to 48 kHz: the resampled block is bounded too
+    assert block_frames(1, MIN_SAMPLERATE, 48000) * 48 * 4 <= BLOCK_BYTES
+
+
+@pytest.fixture(scope="module")
+def hires_flac(tmp_path_factory):
+    """6 s of 384 kHz, 8-channel 16-bit FLAC (4 MB): 74 MB as float32, decoded."""
+    path = tmp_path_factory.mktemp("hires") / "hires.flac"
+    t = np.arange(384_000) / 384_000
+    with sf.SoundFile(str(path), "w", 384_000, 8, subtype="PCM_16") as f:
+        for second in range(6):
+            x = (0.1 * np.sin(2 * np.pi * 440 * (t + second))).astype(np.float32)
+            f.write(np.repeat(x[:, None], 8, axis=1))
+    return path
+
+
+def test_hires_multichannel_memory_subprocess(hires_flac):
+    """Before, a block was 30 s of frames whatever the format, so this file was decoded
+    in one 74 MB piece (ru_maxrss grew by 89 MB); now a block is BLOCK_BYTES (0.34 s)."""
+    n, grown_mb = stream_growth_mb(hires_flac, SR)
+    assert n == 6 * SR
+    print(f"ru_maxrss grew by {grown_mb:.1f} MB streaming 6 s of 384 kHz x 8 channels")
+    assert grown_mb < MEMORY_BOUND_MB, f"ru_maxrss grew by {grown_mb} MB"
+
+
+def test_hires_multichannel_is_decoded_right(hires_flac):
+    y = load_audio(hires_flac, sr=SR, offset=2.0, duration=1.0)
+    assert len(y) == SR
+    t = np.arange(SR) / SR + 2.0
+    np.testing.assert_allclose(y, 0.1 * np.sin(2 * np.pi * 440 * t), atol=1e-3)
+
+
+@pytest.mark.parametrize("channels, rate, words", [
+    (MAX_CHANNELS + 8, 22050, f"{MAX_CHANNELS + 8} channels"),
+    (1, MAX_SAMPLERATE + 32_000, f"sample rate {MAX_SAMPLERATE + 32_000} hz"),
+    (2, 1_000_000, "sample rate 1000000 hz"),
+    (1, MIN_SAMPLERATE // 2, f"sample rate {MIN_SAMPLERATE // 2} hz"),
+])
+def test_absurd_headers_are_refused_before_decoding(tmp_path, monkeypatch, channels, rate, words):
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.full((rate // 20, channels), 0.1, np.float32), rate, subtype="PCM_16")
+    counter = FrameCounter(monkeypatch)
+    for call in (audio_info, load_audio, lambda p: list(stream_audio(p))):
+        with pytest.raises(UnsupportedAudioError) as e:
+            call(path)
+        assert_names(e.value, path, "unsupported audio format", words)
+    assert counter.frames == 0
+    ok = tmp_path / "ok.wav"
+    sf.write(ok, np.full((MAX_SAMPLERATE // 10, 2), 0.1, np.float32), MAX_SAMPLERATE, subtype="PCM_16")
+    assert audio_info(ok).samplerate == MAX_SAMPLERATE
+
+
+def test_target_rate_out_of_range(write_wav):
+    path = write_wav("a.wav", tone(1.0))
+    with pytest.raises(ValueError):
+        load_audio(path, sr=MAX_SAMPLERATE * 2)
+
+
+# --- truncated files -------------------------------------------------------------------
+
+def noisy_tone(seconds: float, sr: int) -> np.ndarray:
+    """A tone with noise, so that lossy encoders spread bytes evenly over time."""
+    noise = 0.05 * np.random.default_rng(0).standard_normal(int(seconds * sr))
+    return (tone(seconds, sr) + noise).astype(np.float32)
+
+
+def cut(path: Path, keep: float) -> Path:
+    """A copy of ``path`` with only the first ``keep`` fraction of its bytes."""
+    data = path.read_bytes()
+    out = path.with_name("cut_" + path.name)
+    out.write_bytes(data[: int(len(data) * keep)])
+    return out
+
+
+@pytest.mark.parametrize("fmt, subtype, ext", [("WAV", "PCM_16", "wav"), ("WAV", "FLOAT", "wav"),
+                                               ("AIFF", "PCM_16", "aiff"), ("AU", "PCM_16", "au")])
+def test_truncated_pcm_is_corrupt(tmp_path, fmt, subtype, ext):
+    """libsndfile reports what a cut WAV/AIFF/AU holds; the header gives what it should."""
+    full = tmp_path / f"full.{ext}"
+    sf.write(full, noisy_tone(4.0, SR), SR, format=fmt, subtype=subtype)
+    path = cut(full, 0.5)
+    assert sf.info(str(path)).duration < 2.1  # libsndfile alone would call it a 2 s clip
+    with pytest.raises(CorruptAudioError) as e:
+        load_audio(path)
+    assert_names(e.value, path, "truncated: decoded 2.0", "of the 4.00 s the header gives")
+    assert audio_info(path).duration == pytest.approx(4.0)
+    assert len(load_audio(path, offset=0.5, duration=1.0)) == SR  # before the cut: fine
+    with pytest.raises(CorruptAudioError, match="truncated"):
+        load_audio(path, offset=3.0, duration=0.9)  # after it
+    assert len(load_audio(full)) == 4 * SR
+
+
+def test_wav_short_by_a_tenth_of_a_second_is_truncated(write_wav):
+    full = write_wav("full.wav", noisy_tone(4.0, SR))
+    path = full.with_name("short.wav")
+    path.write_bytes(full.read_bytes()[: -int(0.1 * SR) * 2])
+    with pytest.raises(CorruptAudioError, match=r"decoded 3\.90 s of the 4\.00 s"):
+        load_audio(path)
+
+
+def test_wav_with_streamed_header_is_not_truncated(write_wav):
+    """A WAV written to a pipe has 0xFFFFFFFF as its data size: no length to compare with."""
+    path = write_wav("piped.wav", noisy_tone(3.0, SR))
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at: at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    assert len(load_audio(path)) == 3 * SR
+
+
+@pytest.mark.parametrize("subtype, sr", [("VORBIS", SR), ("OPUS", 48000)])
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_truncated_ogg_is_corrupt(tmp_path, subtype, sr, keep):
+    """An Ogg stream ends with a page flagged end-of-stream; a cut one does not."""
+    full = tmp_path / "full.ogg"
+    sf.write(full, noisy_tone(6.0, sr), sr, format="OGG", subtype=subtype)
+    assert abs(len(load_audio(full, sr=sr)) - 6 * sr) <= 0.01 * sr
+    path = cut(full, keep)
+    with pytest.raises(CorruptAudioError) as e:
+        load_audio(path, sr=sr)
+    assert_names(e.value, path, "truncated: decoded", "the ogg stream ends without its last page")
+    assert len(load_audio(path, sr=sr, offset=0.5, duration=1.0)) == sr  # before the cut: fine
+
+
+def test_offset_past_a_cut_ogg_says_truncated(tmp_path):
+    full = tmp_path / "full.ogg"
+    sf.write(full, noisy_tone(6.0, SR), SR, format="OGG", subtype="VORBIS")
+    path = cut(full, 0.5)
+    with pytest.raises(CorruptAudioError, match="truncated.*offset 5.5 s is past"):
+        load_audio(path, offset=5.5, duration=0.4, min_duration=0.1)
+
+
+# --- one policy for short and silent audio ---------------------------------------------
+
+def test_checked_stream_passes_blocks_through(write_wav):
+    path = write_wav("a.wav", tone(2.5))
+    stream = CheckedStream(stream_audio(path, sr=16000), 16000, path)
+    blocks = list(stream)
+    np.testing.assert_array_equal(np.concatenate(blocks), load_audio(path, sr=16000))
+    assert stream.samples == 40000 and stream.seconds == 2.5
+    assert stream.peak == pytest.approx(0.3, abs=1e-3)
+
+
+@pytest.mark.parametrize("blocks, error, words", [
+    ([tone(0.3, 16000)], TooShortError, "0.30 s < 1.00 s"),
+    ([tone(0.6, 16000), tone(0.3, 16000)], TooShortError, "0.90 s < 1.00 s"),
+    ([np.zeros(32000, np.float32)], SilentAudioError, "silent"),
+    ([np.full(32000, 1e-7, np.float32)], SilentAudioError, "silent"),
+    ([], EmptyAudioError, "0 samples"),
+    ([np.zeros(0, np.float32)], EmptyAudioError, "0 samples"),
+    ([np.array([0.1, np.nan] * 16000, np.float32)], NonFiniteAudioError, "nan"),
+])
+def test_checked_stream_refuses_unusable_audio(blocks, error, words):
+    with pytest.raises(error) as e:
+        list(CheckedStream(blocks, 16000, "<waveform>"))
+    assert_names(e.value, "<waveform>", words)
+    y = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    with pytest.raises(error):
+        check_waveform(y, 16000, "<waveform>")
+
+
+def test_checked_stream_options():
+    assert len(list(CheckedStream([tone(0.3, 16000)], 16000, "x", min_duration=0.25))) == 1
+    assert len(list(CheckedStream([np.zeros(32000, np.float32)], 16000, "x", allow_silent=True))) == 1
+    check_waveform(tone(1.0, 16000), 16000, "x")  # exactly MIN_DURATION passes
+
+
+def test_short_and_silent_files_are_refused_by_default(write_wav):
+    for name, y, error in [("short.wav", tone(0.3), TooShortError),
+                           ("silent.wav", np.zeros(3 * SR, np.float32), SilentAudioError)]:
+        path = write_wav(name, y)
+        with pytest.raises(error):
+            load_audio(path)
+        with pytest.raises(error):
+            list(CheckedStream(stream_audio(path, sr=16000), 16000, path))
+
+
+# --- what a bad path is ----------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_is_not_a_regular_file(tmp_path):
+    """Before, a FIFO was reported as an empty file (stat says 0 bytes); opening it would block."""
+    path = tmp_path / "pipe.wav"
+    os.mkfifo(path)
+    for call in (load_audio, audio_info):
+        with pytest.raises(NotAudioError) as e:
+            call(path)
+        assert_names(e.value, path, "not a regular file: a named pipe (fifo)")
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_dev_zero_is_not_a_regular_file():
+    with pytest.raises(NotAudioError) as e:
+        load_audio("/dev/zero")
+    assert_names(e.value, "/dev/zero", "not a regular file: a character device")
+
+
+def test_symlink_loop_says_so(tmp_path):
+    a, b = tmp_path / "a.mp3", tmp_path / "b.mp3"
+    os.symlink(b, a)
+    os.symlink(a, b)
+    with pytest.raises(AudioMissingError) as e:
+        load_audio(a)
+    assert_names(e.value, a, "symlink loop")
+
+
+def test_broken_symlink_says_where_it_points(tmp_path):
+    link = tmp_path / "song.mp3"
+    os.symlink(tmp_path / "gone.mp3", link)
+    with pytest.raises(AudioMissingError) as e:
+        load_audio(link)
+    assert_names(e.value, link, "broken symlink to", "gone.mp3")
+
+
+def test_offset_past_the_end(write_wav):
+    path = write_wav("a.wav", tone(3.0))
+    for offset in (3.0, 40.0):
+        with pytest.raises(OffsetPastEndError) as e:
+            load_audio(path, offset=offset, duration=3.0)
+        assert_names(e.value, path, "offset past the end", f"offset {offset:g} s, audio 3.00 s")
+    with pytest.raises(OffsetPastEndError):
+        list(stream_audio(path, sr=16000, offset=40.0))  # resampled window: the same
+    assert len(load_audio(path, offset=2.0, duration=3.0)) == SR  # partly past the end: what is there
+
+
+def test_offset_past_the_end_without_a_length_in_the_header(tmp_path):
+    """ADTS AAC gives no length: the error comes after nothing decoded."""
+    av = pytest.importorskip("av")
+    if "aac" not in av.codecs_available:
+        pytest.skip("FFmpeg in PyAV has no AAC encoder")
+    path = tmp_path / "clip.aac"
+    with av.open(str(path), "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=SR, layout="mono")
+        y = noisy_tone(3.0, SR)
+        for i in range(0, len(y), 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(y[None, i: i + 1024]), format="flt",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = SR, i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    with pytest.raises(OffsetPastEndError, match="offset 40 s"):
+        load_audio(path, offset=40.0, duration=3.0)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_cli_reports_bad_paths_in_one_line(tmp_path, write_wav, capsys):
+    """`genrekit show` on a FIFO, a symlink loop and past the end: one line each, no traceback."""
+    pytest.importorskip("matplotlib")
+    from genrekit.cli import main
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.wav"
+    os.symlink(loop, loop)
+    wav = write_wav("a.wav", tone(3.0))
+    cases = [([str(fifo)], "not a regular file"), ([str(loop)], "symlink loop"),
+             ([str(wav), "--offset", "40"], "offset 40 s, audio 3.00 s")]
+    for args, words in cases:
+        assert main(["show", *args, "--out", str(tmp_path / "x.png")]) != 0
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+# --- libmpg123's notes on standard error -----------------------------------------------
+
+def mp3_with_junk(path: Path) -> Path:
+    """An MP3 (LAME through libsndfile) with 700 random bytes in the middle of its frames:
+    libmpg123 resyncs past them and prints notes about it."""
+    clean = path.with_name("clean.mp3")
+    sf.write(clean, noisy_tone(4.0, 44100), 44100, format="MP3", subtype="MPEG_LAYER_III")
+    data = clean.read_bytes()
+    half = len(data) // 2
+    path.write_bytes(data[:half] + np.random.default_rng(0).bytes(700) + data[half:])
+    return path
+
+
+DECODE_IN_THREADS = """
+import os, sys, threading
+from genrekit.audio import load_audio
+results = []
+def work():
+    for _ in range(3):
+        results.append(len(load_audio(sys.argv[1])))
+threads = [threading.Thread(target=work) for _ in range(4)]
+print("python line before", file=sys.stderr, flush=True)
+os.write(2, b"C-level line\\n")
+for t in threads: t.start()
+os.write(2, b"progress 50%\\r")
+for t in threads: t.join()
+os.write(2, b"C-level line after\\n")
+print("python line after", file=sys.stderr, flush=True)
+print(len(results), len(set(results)), results[0])
+raise RuntimeError("uncaught at the end")
+"""
+
+
+def run_decoder(path: Path, **env) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-c", DECODE_IN_THREADS, str(path)], capture_output=True,
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env}, timeout=120)
+    return subprocess.CompletedProcess(out.args, out.returncode, out.stdout.decode(), out.stderr.decode())
+
+
+def test_mpg123_notes_do_not_leak_and_nothing_else_is_lost(tmp_path):
+    path = mp3_with_junk(tmp_path / "junk.mp3")
+    shown = run_decoder(path, GENREKIT_DECODER_MESSAGES="show")
+    assert "Note: Illegal Audio-MPEG-Header" in shown.stderr  # the file does make libmpg123 talk
+    out = run_decoder(path)
+    assert out.returncode == 1
+    assert "Illegal Audio-MPEG-Header" not in out.stderr and "Note:" not in out.stderr, out.stderr
+    for line in ("python line before", "C-level line\n", "progress 50%\r", "C-level line after\n", "python line after",
+                 "RuntimeError: uncaught at the end"):
+        assert line in out.stderr, out.stderr
+    assert out.stderr.index("Traceback") > out.stderr.index("python line after")
+    n, distinct, samples = map(int, out.stdout.split())
+    assert (n, distinct) == (12, 1) and abs(samples - 4 * SR) < 0.05 * SR
+    assert out.stdout == shown.stdout
+
+
+@pytest.mark.parametrize("ending, words", [
+    ("os.write(2, b'last words\\n'); os._exit(3)", "last words"),  # no atexit
+    ("import ctypes, faulthandler; faulthandler.enable(); ctypes.string_at(0)", "Segmentation fault"),
+])
+def test_filtered_stderr_survives_a_hard_exit(tmp_path, ending, words):
+    """The filter is a helper process: what this process wrote last still comes out."""
+    path = mp3_with_junk(tmp_path / "junk.mp3")
+    code = f"import os, sys\nfrom genrekit.audio import load_audio\nload_audio(sys.argv[1])\n{ending}\n"
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    err = out.stderr.decode()
+    assert out.returncode != 0 and words in err and "Note:" not in err, err
+
+
+def test_decoder_chatter_filter():
+    from genrekit.audio import _without_chatter
+
+    data = (b"keep me\nNote: Illegal Audio-MPEG-Header 0x00000000 at offset 1.\nNote: Trying to resync...\n"
+            b"[src/libmpg123/layer3.c:INT123_do_layer3():1801] error: dequantization failed!\n"
+            b"Warning: Xing stream size off by more than 1%, fuzzy seeking may be even more fuzzy than by design!\n"
+            b"Note: this is someone else's note\nWarning: disk almost full\n12%|##  |\r")
+    out, held = _without_chatter(data)
+    assert out == b"keep me\nNote: this is someone else's note\nWarning: disk almost full\n12%|##  |\r"
+    assert held == b""
+    assert _without_chatter(b"a\nNote: Ill") == (b"a\n", b"Note: Ill")  # may still become a note
+    assert _without_chatter(b"No") == (b"", b"No")
+    assert _without_chatter(b"Nope") == (b"Nope", b"")
 
 
 # --- file discovery --------------------------------------------------------------------

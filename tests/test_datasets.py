@@ -9,10 +9,26 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genrekit.datasets import (Dataset, Track, assign_splits, check_disjoint, fma_audio_path, load_fma_metadata,
-                               normalise_split, open_dataset, read_fma, read_folder, read_gtzan, read_manifest)
+from genrekit.datasets import (
+    Dataset,
+    Track,
+    assign_splits,
+    check_disjoint,
+    fma_audio_path,
+    group_credits,
+    id3_artist,
+    load_fma_metadata,
+    normalise_split,
+    open_dataset,
+    read_fma,
+    read_folder,
+    read_gtzan,
+    read_manifest,
+)
+from genrekit.datasets.base import check_split, credit_names, name_key
 from genrekit.errors import DatasetError, LeakageError
 
+REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TRACKS_CSV = FIXTURES / "fma_tracks_small.csv"
 
@@ -30,30 +46,46 @@ def read_label_csv(shared_data) -> dict[str, dict]:
         return {row["track_id"]: row for row in csv.DictReader(f)}
 
 
+def gtzan_files(root: Path) -> dict[str, Path]:
+    """track_id -> file of every GTZAN-named audio file (.wav or .au) in its genre folder under root."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        genre, _, rest = path.name.partition(".")
+        if path.suffix in (".wav", ".au") and path.parent.name == genre and rest[:5].isdigit():
+            found.setdefault(path.stem, path)
+    return found
+
+
 def test_gtzan_with_split_csv(shared_data):
+    """Every track of the label CSV is found at its path with its genre and split, and
+    nothing else: checked against the CSV and the files, not a count that changes."""
     labels = read_label_csv(shared_data)
     ds = open_dataset(f"gtzan:{shared_data}", splits=shared_data / "gtzan_labels.csv")
-    assert len(ds.tracks) == len(labels) == 75
+    assert {t.track_id for t in ds.tracks} == set(labels) == set(gtzan_files(shared_data))
+    assert len(ds.tracks) == len(labels)  # each once
     assert not ds.notes  # every track has a split, none was assigned
     for t in ds.tracks:
         row = labels[t.track_id]
         assert t.label == row["genre"] == t.track_id.split(".")[0]
         assert t.split == normalise_split(row["filtered_split"])
-        assert Path(t.path) == shared_data / row["path"]
+        assert Path(t.path) == shared_data / row["path"] == gtzan_files(shared_data)[t.track_id]
         assert t.artist is None
     expected = Counter(normalise_split(r["filtered_split"]) for r in labels.values())
     assert Counter(t.split for t in ds.tracks) == expected
-    assert set(expected) == {"train", "excluded"}  # DEV data: held-out splits live elsewhere
+    assert set(expected) <= {"train", "valid", "test", "excluded"}
     assert ds.labels == sorted({r["genre"] for r in labels.values()})
     assert ds.describe()["splits"] == dict(sorted(expected.items()))
 
 
 def test_gtzan_without_splits_gets_split_by_track(shared_data):
-    ds = open_dataset(f"gtzan:{shared_data / 'gtzan'}", seed=3)
-    assert len(ds.tracks) == len(list((shared_data / "gtzan").rglob("*.wav")))
+    root = shared_data / "gtzan"
+    ds = open_dataset(f"gtzan:{root}", seed=3)
+    files = gtzan_files(root)
+    assert {t.track_id: Path(t.path) for t in ds.tracks} == files and len(ds.tracks) == len(files)
+    assert any(p.suffix == ".au" for p in files.values())  # the .au files are read too
     assert {t.split for t in ds.tracks} == {"train", "valid", "test"}
     assert "seed 3" in ds.notes[-1]
-    again = open_dataset(f"gtzan:{shared_data / 'gtzan'}", seed=3)
+    again = open_dataset(f"gtzan:{root}", seed=3)
     assert [t.split for t in again.tracks] == [t.split for t in ds.tracks]
 
 
@@ -98,7 +130,8 @@ def test_fma_with_label_csv(shared_data):
         assert Path(t.path) == fma_audio_path(shared_data / "fma_small", int(t.track_id))
         assert Path(t.path).is_file()
     assert Counter(t.label for t in ds.tracks) == Counter(labels["genre_top"])
-    assert not ds.notes
+    n = len(ds.tracks)
+    assert ds.notes == [f"artist read from the ID3 tag for {n} of {n} tracks without artist_id"]
 
 
 def test_fma_audio_path_rule():
@@ -282,10 +315,87 @@ def test_manifest_bad_inputs(tmp_path):
         read_manifest(write("file,genre\na.wav,jazz\n"))
     with pytest.raises(DatasetError, match=r"m\.csv:3: empty path or label"):
         read_manifest(write("path,label\na.wav,jazz\nb.wav,\n"))
-    with pytest.raises(DatasetError, match=r"m\.csv:3: a\.wav listed twice"):
+    with pytest.raises(DatasetError, match=r"m\.csv:3: a\.wav is the same file as a\.wav on line 2"):
         read_manifest(write("path,label\na.wav,jazz\na.wav,rock\n"))
+    with pytest.raises(DatasetError, match=r"m\.csv:3: x listed twice \(first on line 2\)"):
+        read_manifest(write("path,label,track_id\na.wav,jazz,x\nb.wav,jazz,x\n"))
     with pytest.raises(DatasetError, match="no tracks found"):
         read_manifest(write("path,label\n"))
+
+
+def write_manifest(tmp_path: Path, text: str, name: str = "m.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return path
+
+
+def test_manifest_same_file_under_two_spellings(tmp_path):
+    touch(tmp_path / "audio" / "a.wav")
+    os.symlink(tmp_path / "audio" / "a.wav", tmp_path / "link.wav")
+    for other in ("./audio/../audio/a.wav", str(tmp_path / "audio" / "a.wav"), "link.wav"):
+        path = write_manifest(tmp_path, f"path,label\naudio/a.wav,rock\nb.wav,rock\n{other},jazz\n")
+        with pytest.raises(DatasetError) as e:
+            read_manifest(path)
+        assert str(e.value) == (f"{path}:4: {other} is the same file as audio/a.wav on line 2 with another label "
+                                "('rock' there, 'jazz' here); list each file once")
+
+
+def test_manifest_split_typo_is_refused(tmp_path):
+    path = write_manifest(tmp_path, "path,label,split\na.wav,rock,train\nb.wav,rock,tset\n")
+    with pytest.raises(DatasetError) as e:
+        read_manifest(path)
+    assert str(e.value).startswith(f"{path}:3: unknown split 'tset'; use train, valid, test or excluded")
+    ok = write_manifest(tmp_path, "path,label,split\na.wav,rock,Training\nb.wav,rock,excluded\nc.wav,rock,\n")
+    assert [t.split for t in read_manifest(ok).tracks] == ["train", "excluded", None]
+
+
+def test_manifest_labels_differing_only_in_case_are_refused(tmp_path):
+    path = write_manifest(tmp_path, "path,label\na.wav,Rock\nb.wav,jazz\nc.wav,rock\n")
+    with pytest.raises(DatasetError) as e:
+        read_manifest(path)
+    assert str(e.value) == f"{path}:4: label 'rock' differs from 'Rock' (line 2) only in case; write one spelling"
+
+
+def test_manifest_with_excel_bom_and_spaces(tmp_path):
+    path = write_manifest(tmp_path, "\ufeffpath, label ,split\r\na.wav, rock ,train\r\nb.wav,jazz,\r\n")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    ds = read_manifest(path)
+    assert [(t.track_id, t.label, t.split) for t in ds.tracks] == [("a.wav", "rock", "train"), ("b.wav", "jazz", None)]
+
+
+def test_manifest_not_utf8(tmp_path):
+    data = b"path,label\na.wav,rock\nb.wav,rock\n" + "caf\u00e9.wav,jazz\n".encode("latin-1")
+    path = write_manifest(tmp_path, data)
+    with pytest.raises(DatasetError) as e:
+        read_manifest(path)
+    offset = data.index(b"\xe9")
+    assert str(e.value) == (f"{path}:4: not UTF-8 text (byte 0xe9 at offset {offset}); save the file as UTF-8")
+
+
+def test_manifest_track_ids_derive_from_the_path(tmp_path):
+    """Without track_id a track's id is its normalised path as written: the same ids
+    wherever the manifest and its audio are moved."""
+    text = "path,label\n./audio/../a.wav,rock\naudio/b.wav,jazz\n../c.wav,jazz\n"
+    ids = []
+    for folder in ("one", "two/deeper"):
+        (tmp_path / folder).mkdir(parents=True)
+        ids.append([t.track_id for t in read_manifest(write_manifest(tmp_path / folder, text)).tracks])
+    assert ids[0] == ids[1] == ["a.wav", "audio/b.wav", "../c.wav"]
+    given = write_manifest(tmp_path, "path,label,track_id\na.wav,rock,song-1\nb.wav,rock,\n")
+    assert [t.track_id for t in read_manifest(given).tracks] == ["song-1", "b.wav"]
+
+
+def test_manifest_artist_credits_are_grouped_and_groups_kept(tmp_path):
+    path = write_manifest(tmp_path, "path,label,artist,group\n"
+                                    "a.wav,rock,Morphine,\n"
+                                    "b.wav,rock,George S. Clinton & Morphine,\n"
+                                    "c.wav,rock,George S. Clinton,\n"
+                                    "d.wav,jazz,Someone & Else,band x\n"
+                                    "e.wav,jazz,,\n")
+    ds = read_manifest(path)
+    # both names are in two credits: the key is the first name in sorted order ("clinton george s")
+    assert [t.artist for t in ds.tracks] == ["George S. Clinton"] * 3 + ["band x", None]
+    assert len({t.group for t in ds.tracks[:3]}) == 1
 
 
 @pytest.mark.parametrize("spec", ["gtzan", "gtzan:", "mp3:/x", "/some/folder", ":x"])
@@ -293,6 +403,137 @@ def test_bad_specs(spec):
     with pytest.raises(DatasetError) as e:
         open_dataset(spec)
     assert "KIND:PATH" in str(e.value) and repr(spec) in str(e.value)
+
+
+# --- artists ---------------------------------------------------------------------------
+
+def test_credit_names_and_name_keys():
+    assert credit_names("George S. Clinton & Morphine") == ["George S. Clinton", "Morphine"]
+    assert credit_names("A, B feat. C Featuring D ft. E") == ["A", "B", "C", "D", "E"]
+    assert credit_names("KC and the Sunshine Band") == ["KC and the Sunshine Band"]
+    assert name_key("Maurice André") == name_key("maurice andre")
+    assert name_key("Alec K. Redfearn and the Eyesores") == name_key("Alec K Redfearn And The Eyesores")
+    assert name_key("Ed Askew") == name_key("Askew Ed") != name_key("Ed Askey")
+    assert name_key("The The") == "the"
+
+
+def test_group_credits_is_a_union_of_names_and_order_free():
+    credits = ["A & B", "B feat. C", "C", "D", "The D", "E, F"]
+    groups = group_credits(credits)
+    assert groups["A & B"] == groups["B feat. C"] == groups["C"]
+    assert groups["D"] == groups["The D"] != groups["C"]
+    assert groups["E, F"] not in (groups["C"], groups["D"])
+    assert group_credits(list(reversed(credits))) == groups
+    assert groups["C"] in ("A", "B", "C") and groups["A & B"] == "B"  # B is in most credits
+
+
+def gtzan_tree(root: Path, ids) -> Path:
+    for track_id in ids:
+        touch(root / track_id.split(".")[0] / f"{track_id}.wav")
+    return root
+
+
+def test_gtzan_with_artist_list(tmp_path):
+    root = gtzan_tree(tmp_path / "g", [f"rock.0000{i}" for i in range(6)] + ["jazz.00001", "jazz.00002"])
+    artists = tmp_path / "artists.csv"
+    artists.write_text("track_id,artist,title\n"
+                       "rock.00000,Morphine,x\nrock.00001,George S. Clinton & Morphine,y\n"
+                       "rock.00002,The Prodigy,z\nrock.00003,Prodigy feat. Someone,\nrock.00004,,\n"
+                       "jazz.00001,Joe Lovano,\nblues.00099,Nobody Here,\n", encoding="utf-8")
+    ds = open_dataset(f"gtzan:{root}", artists=artists, seed=1)
+    by_id = {t.track_id: t for t in ds.tracks}
+    assert by_id["rock.00000"].group == by_id["rock.00001"].group == "artist:Morphine"
+    assert by_id["rock.00002"].artist == by_id["rock.00003"].artist != by_id["rock.00000"].artist
+    assert by_id["rock.00004"].artist is None and by_id["rock.00005"].artist is None  # empty / not listed
+    assert by_id["jazz.00001"].artist == "Joe Lovano"
+    assert by_id["rock.00000"].split == by_id["rock.00001"].split
+    assert f"1 rows of the artist list {artists} match no track" in ds.notes
+    direct = read_gtzan(root, artists=artists)
+    assert [t.artist for t in direct.tracks] == [t.artist for t in ds.tracks]
+
+
+def test_artist_list_for_any_kind_and_bad_lists(tmp_path):
+    touch(tmp_path / "music" / "jazz" / "a.mp3")
+    touch(tmp_path / "music" / "jazz" / "b.mp3")
+    artists = tmp_path / "artists.csv"
+    artists.write_text("track_id,artist\njazz/a.mp3,Miles Davis\njazz/b.mp3,Miles Davis & John Coltrane\n")
+    ds = open_dataset(f"folder:{tmp_path / 'music'}", artists=artists)
+    assert [t.artist for t in ds.tracks] == ["Miles Davis", "Miles Davis"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,name\njazz/a.mp3,x\n")
+    with pytest.raises(DatasetError, match="an artist list needs columns track_id,artist"):
+        open_dataset(f"folder:{tmp_path / 'music'}", artists=bad)
+    with pytest.raises(DatasetError, match="artist list not found"):
+        open_dataset(f"folder:{tmp_path / 'music'}", artists=tmp_path / "none.csv")
+
+
+def test_cli_artists_argument(tmp_path):
+    import argparse
+
+    from genrekit.cli._common import add_dataset_arguments, dataset_from_args
+
+    root = gtzan_tree(tmp_path / "g", ["rock.00000", "rock.00001"])
+    artists = tmp_path / "a.csv"
+    artists.write_text("track_id,artist\nrock.00000,Morphine\nrock.00001,George S. Clinton & Morphine\n")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data")
+    add_dataset_arguments(parser)
+    ds = dataset_from_args(parser.parse_args([f"gtzan:{root}", "--artists", str(artists)]))
+    assert {t.artist for t in ds.tracks} == {"Morphine"}
+    assert {t.artist for t in dataset_from_args(parser.parse_args([f"gtzan:{root}"])).tracks} == {None}
+
+
+def test_gtzan_dev_artist_list_groups_shared_names(shared_data):
+    """On the real list: any two tracks whose credits share a name are in one group."""
+    listed = REPO / "bench" / "data" / "gtzan_dev_artists.csv"
+    with open(listed, newline="", encoding="utf-8") as f:
+        credits = {r["track_id"]: r["artist"] for r in csv.DictReader(f)}
+    ds = open_dataset(f"gtzan:{shared_data}", splits=shared_data / "gtzan_labels.csv", artists=listed)
+    artist = {t.track_id: t.artist for t in ds.tracks}
+    names = {tid: {name_key(n) for n in credit_names(c)} for tid, c in credits.items() if c}
+    assert set(names) <= set(artist)
+    pairs = [(a, b) for a in names for b in names if a < b and names[a] & names[b]]
+    assert pairs and all(artist[a] == artist[b] for a, b in pairs)
+    assert artist["rock.00000"] == artist[next(t for t, c in credits.items() if "George S. Clinton" in c)]
+    assert all(artist[t] is None for t, c in credits.items() if not c)
+    assert len(set(artist.values())) < len({c for c in credits.values() if c})  # some credits merged
+
+
+def write_id3(path: Path, artist: str | None) -> Path:
+    from mutagen.id3 import ID3, TPE1
+
+    touch(path, b"\xff\xfb\x90\x00" + bytes(400))
+    if artist is not None:
+        tags = ID3()
+        tags.add(TPE1(encoding=3, text=artist))
+        tags.save(str(path))
+    return path
+
+
+def test_fma_artist_from_id3_when_metadata_has_none(tmp_path):
+    audio = tmp_path / "fma"
+    for track_id, artist in [(2, "AWOL"), (5, "AWOL"), (10, "Ed Askew"), (20, "Askew Ed"), (30, None),
+                             (40, "Kurt Vile feat. AWOL")]:
+        write_id3(fma_audio_path(audio, track_id), artist)
+    write_id3(fma_audio_path(audio, 50), "Ignored")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,genre_top,split,artist_id\n2,Rock,training,\n5,Rock,training,\n10,Folk,training,\n"
+                      "20,Folk,training,\n30,Folk,training,\n40,Rock,training,\n50,Rock,training,7\n")
+    ds = read_fma(audio, labels)
+    artist = {t.track_id: t.artist for t in ds.tracks}
+    assert artist["2"] == artist["5"] == artist["40"] == "AWOL"
+    assert artist["10"] == artist["20"] != artist["2"]
+    assert artist["30"] is None and artist["50"] == "7"  # no tag; artist_id wins over the tag
+    assert "artist read from the ID3 tag for 5 of 6 tracks without artist_id" in ds.notes
+    assert id3_artist(fma_audio_path(audio, 30)) is None and id3_artist(tmp_path / "missing.mp3") is None
+
+
+def test_check_split():
+    assert [check_split(v, "x") for v in ("train", "Validation", "val", " test ", "testing", "excluded", "")] == \
+        ["train", "valid", "valid", "test", "test", "excluded", None]
+    for typo in ("tset", "trian", "dev"):
+        with pytest.raises(DatasetError, match=f"x: unknown split '{typo}'"):
+            check_split(typo, "x")
 
 
 # --- splits ----------------------------------------------------------------------------

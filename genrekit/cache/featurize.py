@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio import MIN_DURATION
 from ..config import FeatureConfig
 from ..datasets.base import Track
 from ..errors import AudioError, TooLongError
@@ -31,7 +32,7 @@ class PrepareOptions:
 
     excerpt: float | None = None
     max_duration: float | None = 1200.0
-    min_duration: float = 1.0
+    min_duration: float = MIN_DURATION
 
 
 def file_sha256(path) -> str:

@@ -23,6 +23,9 @@ def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subset", default="small", choices=["small", "medium", "large"], help="FMA subset (default small)")
     p.add_argument("--splits", help="GTZAN split CSV: track_id and split (or filtered_split) columns")
     p.add_argument("--split-column", help="column of --splits holding the split")
+    p.add_argument("--artists", metavar="CSV",
+                   help="artist list (track_id,artist columns), e.g. for GTZAN: tracks whose credits share "
+                        "a name stay in one split")
     p.add_argument("--seed", type=int, default=0, help="seed for splitting tracks that have no split (default 0)")
 
 
@@ -30,13 +33,14 @@ def dataset_from_args(args):
     from ..datasets import open_dataset
 
     return open_dataset(args.data, metadata=args.metadata, subset=args.subset, splits=args.splits,
-                        split_column=args.split_column, seed=args.seed)
+                        split_column=args.split_column, seed=args.seed, artists=getattr(args, "artists", None))
 
 
 def add_feature_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("features (defaults: the seed's log-mel, 22.05 kHz, 128 bands, 10 x 3 s)")
-    g.add_argument("--features", choices=["logmel", "musicnn"], default="logmel",
-                   help="preset: logmel (default) or musicnn (16 kHz, 96 bands, musicnn's log)")
+    g = p.add_argument_group("features (defaults: log-mel, 22.05 kHz, 128 bands, 10 x 3 s)")
+    g.add_argument("--features", choices=["logmel", "musicnn", "seed"], default="logmel",
+                   help="preset: logmel (default), musicnn (16 kHz, 96 bands, musicnn's log) or seed "
+                        "(44.1 kHz linear STFT in dB re each 30 s clip's max, 10 equal parts of 1025 x 258)")
     g.add_argument("--sr", type=positive_int)
     g.add_argument("--n-fft", type=positive_int)
     g.add_argument("--hop-length", type=positive_int)
@@ -46,14 +50,25 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-db", type=float)
     g.add_argument("--segment-seconds", type=positive_float)
     g.add_argument("--segment-hop", type=positive_float, dest="segment_hop_seconds")
+    g.add_argument("--segment-count", type=positive_int,
+                   help="cut each clip into this many equal parts instead of fixed-length segments")
+    g.add_argument("--clip-seconds", type=positive_float,
+                   help="with --segment-count: clip length a file is processed in (default 30)")
+    g.add_argument("--image-size", type=positive_int, nargs=2, metavar=("H", "W"),
+                   help="resize each segment to H x W (bilinear), e.g. 224 224 for ImageNet backbones")
 
 
 def feature_config_from_args(args):
+    """The :class:`~genrekit.config.FeatureConfig` of a preset and the options given.
+
+    Raises :class:`~genrekit.errors.ConfigError` for settings that do not fit together.
+    """
     import dataclasses
 
-    from ..config import MUSICNN_FEATURES, FeatureConfig
+    from ..config import MUSICNN_FEATURES, SEED_FEATURES, FeatureConfig
 
-    base = MUSICNN_FEATURES if args.features == "musicnn" else FeatureConfig()
-    names = ["sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "segment_seconds", "segment_hop_seconds"]
+    base = {"musicnn": MUSICNN_FEATURES, "seed": SEED_FEATURES}.get(args.features, FeatureConfig())
+    names = ["sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "segment_seconds", "segment_hop_seconds",
+             "segment_count", "clip_seconds", "image_size"]
     changes = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     return dataclasses.replace(base, **changes)

@@ -5,13 +5,17 @@ the columns used are ``('track', 'genre_top')``, ``('set', 'split')``,
 ``('set', 'subset')`` and ``('artist', 'id')``. A plain CSV with
 ``track_id,genre_top[,split][,artist_id]`` is accepted too. Audio lives at
 ``<audio_dir>/123/123456.mp3``.
+
+Tracks keep their artists together in one split: by ``artist_id`` where the metadata
+has one, else by the artist in the MP3's ID3 tag (``TPE1``, read with mutagen), credits
+that share a name being one group (see :func:`~genrekit.datasets.base.group_credits`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import DatasetError
-from .base import Dataset, Track, normalise_split, require_tracks
+from .base import Dataset, Track, credit_artists, normalise_split, require_tracks
 
 SUBSETS = ("small", "medium", "large")
 
@@ -90,4 +94,27 @@ def read_fma(audio_dir, metadata, subset: str = "small") -> Dataset:
         artist = None if artist is None or artist != artist else str(int(artist))
         tracks.append(Track(str(track_id), str(path), str(row["genre_top"]), normalise_split(row["split"]), artist))
     notes = [f"{absent} tracks in the metadata have no audio file under {audio_dir}"] if absent else []
+    credits = {t.track_id: id3_artist(t.path) for t in tracks if t.artist is None}
+    if credits:
+        tracks = credit_artists(tracks, credits)
+        found = sum(1 for c in credits.values() if c)
+        notes.append(f"artist read from the ID3 tag for {found} of {len(credits)} tracks without artist_id")
     return require_tracks(Dataset(f"fma_{subset}", str(audio_dir), tracks, notes))
+
+
+def id3_artist(path) -> str | None:
+    """The artist (``TPE1``) of a file's ID3 tag, or None without one.
+
+    Examples
+    --------
+    >>> id3_artist("fma_small/000/000002.mp3")  # doctest: +SKIP
+    'AWOL'
+    """
+    from mutagen.id3 import ID3
+
+    try:
+        frame = ID3(str(path)).get("TPE1")
+    except Exception:  # no tag, or not a file mutagen can read: the artist is unknown
+        return None
+    text = str(frame).strip() if frame is not None else ""
+    return text or None
