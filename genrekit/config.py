@@ -4,17 +4,26 @@ A :class:`FeatureConfig` fixes everything between the audio file and the tensor 
 model sees: sample rate, STFT and mel settings, the log scaling, and how a clip is
 cut into segments. It is frozen and hashable so a cache or a checkpoint can refuse
 features made with other settings.
+
+Presets: the default ``FeatureConfig()`` (log-mel in dB, 10 x 3 s per 30 s clip),
+:data:`MUSICNN_FEATURES` (musicnn's input) and :data:`SEED_FEATURES` (the linear STFT
+in dB relative to the clip's maximum, cut into 10 equal parts, as the seed notebook).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import operator
 from dataclasses import dataclass
 
 from .errors import ConfigError
 
-FRONTENDS = ("logmel_db", "musicnn")
+FRONTENDS = ("logmel_db", "musicnn", "stft_db")
+
+# Fields added after caches and checkpoints were first written: left at these values they
+# do not enter the fingerprint, so the fingerprints of older settings stay the same.
+_LATER_FIELDS = {"segment_count": None, "clip_seconds": 30.0, "image_size": None}
 
 
 @dataclass(frozen=True)
@@ -32,16 +41,48 @@ class FeatureConfig:
     fmin, fmax : float
         Mel filterbank range in Hz; ``fmax=None`` means ``sr / 2``.
     top_db : float or None
-        ``logmel_db`` only: clip to ``max - top_db`` per clip, as ``librosa.power_to_db``.
+        Floor at ``max - top_db`` as ``librosa.power_to_db``: per segment for ``logmel_db``,
+        per clip for ``stft_db``; ``musicnn`` has no floor.
     pad_mode : {"constant", "reflect"}
         How the signal is padded by ``n_fft // 2`` at both ends for centred frames
         (librosa >= 0.10 pads with zeros; musicnn's librosa 0.7 reflected).
-    frontend : {"logmel_db", "musicnn"}
-        ``logmel_db``: ``10 log10(max(S, 1e-10))`` with ``top_db`` (the seed's log-scaled
-        mel spectrogram). ``musicnn``: ``log10(10000 S + 1)``, as musicnn computes it.
+    frontend : {"logmel_db", "musicnn", "stft_db"}
+        ``logmel_db``: ``10 log10(max(S, 1e-10))`` of the mel power with ``top_db`` per
+        segment. ``musicnn``: ``log10(10000 S + 1)``, as musicnn computes it.
+        ``stft_db``: the seed's image, the linear STFT power (``1 + n_fft // 2`` bins, no
+        mel filters) as ``librosa.amplitude_to_db(abs(S), ref=np.max, top_db=top_db)``
+        over each clip, i.e. dB relative to the clip's loudest bin, floored at
+        ``-top_db``. Needs ``segment_count``; ``n_mels``, ``fmin`` and ``fmax`` do not
+        apply and stay at their defaults.
     segment_seconds, segment_hop_seconds : float
         Length of the segments a clip is cut into and the hop between their starts.
-        The default cuts a 30 s clip into 10 segments of 3 s, as the seed did.
+        The default cuts a 30 s clip into 10 segments of 3 s, as the seed did. Not used
+        with ``segment_count`` (leave them at 3.0).
+    segment_count : int or None
+        Equal-parts mode: cut each clip of ``clip_seconds`` into exactly this many
+        adjacent parts of ``segment_frames = clip_frames // segment_count`` frames (the
+        last ``clip_frames % segment_count`` frames are dropped). A last clip shorter
+        than ``clip_seconds`` gives the whole parts it holds; a file shorter than one
+        part is padded with silence to one part. ``None``: fixed-length segments.
+    clip_seconds : float
+        With ``segment_count``: a file is processed in clips of this length, each its
+        own STFT (centred and padded at both ends, as a separate file would be) and,
+        for ``stft_db``, its own ``ref=max``. This bounds memory for long files.
+    image_size : (int, int) or None
+        Resize each segment to ``(height, width)`` (bilinear with antialiasing, as PIL
+        and ``torch.nn.functional.interpolate(..., antialias=True)``), e.g. ``(224, 224)``
+        for ImageNet backbones. Row 0 stays the lowest frequency.
+
+    Notes
+    -----
+    Memory of :data:`SEED_FEATURES`: a frame has ``1 + 2048 // 2 = 1025`` bins; a 30 s
+    clip at 44.1 kHz is ``1 + 1323000 // 512 = 2584`` frames, so 10 parts of 258 frames
+    (4 frames dropped). In a float16 cache that is ``10 * 1025 * 258 * 2`` bytes = 5.29 MB
+    per clip, 42.3 GB for FMA small (8,000 clips). With ``image_size=(224, 224)`` it is
+    ``10 * 224 * 224 * 2`` bytes = 1.00 MB per clip, 8.0 GB for FMA small. Computing a
+    clip holds its float32 spectrogram (``1025 * 2584 * 4`` bytes = 10.6 MB) and the
+    power and parts beside it: about 32 MB at the peak (measured with tracemalloc),
+    whatever the length of the file when it is streamed.
 
     Examples
     --------
@@ -63,8 +104,13 @@ class FeatureConfig:
     pad_mode: str = "constant"
     segment_seconds: float = 3.0
     segment_hop_seconds: float = 3.0
+    segment_count: int | None = None
+    clip_seconds: float = 30.0
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self):
+        if self.image_size is not None:  # JSON gives a list; keep the config hashable
+            object.__setattr__(self, "image_size", _image_size(self.image_size))
         if self.sr <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
             raise ConfigError("sr, n_fft, hop_length and n_mels must be positive")
         if self.frontend not in FRONTENDS:
@@ -76,28 +122,79 @@ class FeatureConfig:
             raise ConfigError(f"need 0 <= fmin < fmax <= sr/2 ({nyquist} Hz)")
         if self.segment_seconds <= 0 or self.segment_hop_seconds <= 0:
             raise ConfigError("segment_seconds and segment_hop_seconds must be positive")
+        if self.frontend == "stft_db":
+            self._check_stft_db()
+        if self.segment_count is None:
+            self._check_fixed_segments()
+        else:
+            self._check_equal_parts()
+
+    def _check_stft_db(self):
+        if self.segment_count is None:
+            raise ConfigError("frontend 'stft_db' needs segment_count (its dB reference is each clip's maximum)")
+        if (self.n_mels, self.fmin, self.fmax) != (128, 0.0, None):
+            raise ConfigError("frontend 'stft_db' has no mel filterbank: leave n_mels, fmin and fmax at their defaults")
+
+    def _check_fixed_segments(self):
+        if self.clip_seconds != 30.0:
+            raise ConfigError("clip_seconds applies only with segment_count")
         if self.segment_frames < 1:
             raise ConfigError("segment_seconds is shorter than one STFT hop")
 
+    def _check_equal_parts(self):
+        count = self.segment_count
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"segment_count must be a positive integer, not {count!r}")
+        if (self.segment_seconds, self.segment_hop_seconds) != (3.0, 3.0):
+            raise ConfigError("segment_seconds and segment_hop_seconds do not apply with segment_count "
+                              "(parts are clip_seconds / segment_count long)")
+        if not self.clip_seconds > 0:
+            raise ConfigError(f"clip_seconds must be positive, not {self.clip_seconds}")
+        if self.segment_frames < 1:
+            raise ConfigError(f"clip_seconds={self.clip_seconds} gives {self.clip_frames} STFT frames, "
+                              f"fewer than segment_count={count}")
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples per clip in equal-parts mode: ``round(clip_seconds * sr)``."""
+        return int(round(self.clip_seconds * self.sr))
+
+    @property
+    def clip_frames(self) -> int:
+        """Centred STFT frames of a whole clip: ``1 + clip_samples // hop_length``."""
+        return 1 + self.clip_samples // self.hop_length
+
     @property
     def segment_frames(self) -> int:
-        """Frames per segment: ``floor(segment_seconds * sr / hop_length)``."""
+        """Frames per segment: ``floor(segment_seconds * sr / hop_length)``, or
+        ``clip_frames // segment_count`` in equal-parts mode."""
+        if self.segment_count is not None:
+            return self.clip_frames // self.segment_count
         return int(self.segment_seconds * self.sr // self.hop_length)
 
     @property
     def segment_hop_frames(self) -> int:
+        """Frames between segment starts (within a clip, in equal-parts mode)."""
+        if self.segment_count is not None:
+            return self.segment_frames
         return max(1, int(self.segment_hop_seconds * self.sr // self.hop_length))
 
     @property
+    def n_bins(self) -> int:
+        """Frequency rows before any resize: ``n_mels``, or ``1 + n_fft // 2`` for ``stft_db``."""
+        return 1 + self.n_fft // 2 if self.frontend == "stft_db" else self.n_mels
+
+    @property
     def segment_shape(self) -> tuple[int, int]:
-        """``(n_mels, segment_frames)``: the shape of one model input without channel."""
-        return (self.n_mels, self.segment_frames)
+        """The shape of one model input without channel: ``image_size`` if set, else
+        ``(n_bins, segment_frames)``."""
+        return self.image_size or (self.n_bins, self.segment_frames)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FeatureConfig":
+    def from_dict(cls, data: dict) -> FeatureConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -106,13 +203,29 @@ class FeatureConfig:
 
     @property
     def value_unit(self) -> str:
-        """What a feature value is: ``"dB"`` for the log-mel front end, musicnn's log compression otherwise."""
-        return "dB" if self.frontend == "logmel_db" else "log10(1 + 10^4 mel)"
+        """What a feature value is: ``"dB"`` (log-mel), ``"dB re clip max"`` (``stft_db``)
+        or musicnn's log compression."""
+        return {"logmel_db": "dB", "stft_db": "dB re clip max"}.get(self.frontend, "log10(1 + 10^4 mel)")
 
     def fingerprint(self) -> str:
-        """A short stable hash of the settings (the same on every machine)."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        """A short stable hash of the settings (the same on every machine).
+
+        Fields added later count only when they differ from their defaults, so the
+        fingerprint of settings that existed before them has not changed.
+        """
+        data = {k: v for k, v in self.to_dict().items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _image_size(value) -> tuple[int, int]:
+    try:
+        height, width = (operator.index(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"image_size must be (height, width) in whole pixels, not {value!r}") from None
+    if height < 1 or width < 1 or any(isinstance(v, bool) for v in value):
+        raise ConfigError(f"image_size must be two positive integers, not {value!r}")
+    return (height, width)
 
 
 MUSICNN_FEATURES = FeatureConfig(
@@ -120,3 +233,13 @@ MUSICNN_FEATURES = FeatureConfig(
     frontend="musicnn", pad_mode="reflect", segment_seconds=3.0, segment_hop_seconds=3.0,
 )
 """musicnn's own input: 16 kHz, 96 mel bands, n_fft 512, hop 256, 3 s patches (187 frames)."""
+
+SEED_FEATURES = FeatureConfig(
+    sr=44100, n_fft=2048, hop_length=512, top_db=80.0, frontend="stft_db", pad_mode="constant",
+    segment_count=10, clip_seconds=30.0,
+)
+"""The seed's features: 44.1 kHz, ``librosa.stft`` (n_fft 2048, hop 512) in dB re the
+clip's maximum (``amplitude_to_db(abs(S), ref=np.max)``, top_db 80), each 30 s clip cut
+into 10 equal parts of 258 frames x 1025 bins. ``dataclasses.replace(SEED_FEATURES,
+image_size=(224, 224))`` resizes the parts for ImageNet backbones (see the memory notes
+of :class:`FeatureConfig`)."""

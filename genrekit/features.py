@@ -1,23 +1,39 @@
-"""Log-mel spectrograms in PyTorch, cut into fixed-length segments.
+"""Spectrogram features in numpy, cut into segments; no torch, no scipy.
 
-The transform matches librosa (``melspectrogram`` with a periodic Hann window, centred
-frames, Slaney mel filters; ``power_to_db``), batched and on any torch device.
+The transform matches librosa: a periodic Hann window, centred frames (the signal padded
+by ``n_fft // 2`` at both ends as ``pad_mode``), power spectrum, then per front end:
 
-A segment is ``segment_frames`` consecutive STFT frames of the whole signal, so the
-features of a segment are the same whether the clip is processed at once or streamed
-in blocks (:func:`iter_segments`). ``top_db`` is applied per segment, which makes a
-segment's values independent of the rest of the file.
+- ``logmel_db``: Slaney mel filters, ``power_to_db(ref=1, amin=1e-10)``, and each
+  segment floored at its own maximum minus ``top_db``;
+- ``musicnn``: Slaney mel filters, ``log10(1 + 10000 mel)``;
+- ``stft_db``: the 1025-bin linear spectrum as ``amplitude_to_db(abs(S), ref=np.max)``
+  over each clip (see :class:`~genrekit.config.FeatureConfig`).
+
+Two ways of cutting a signal into segments, both streamed (:func:`iter_segments`) and
+both independent of how the signal is cut into blocks:
+
+- fixed-length segments (default): ``segment_frames`` consecutive STFT frames of the
+  whole signal every ``segment_hop_frames``;
+- equal parts (``segment_count``): each clip of ``clip_seconds`` is transformed on its
+  own, as a separate file would be, and cut into ``segment_count`` adjacent parts.
+
+:class:`FeatureExtractor` holds the window and filters; :mod:`genrekit.features_torch`
+has the same transform in torch for GPUs.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from typing import Iterable, Iterator
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .config import FeatureConfig
+from .errors import ConfigError
 
 AMIN = 1e-10
+FFT_CHUNK_SAMPLES = 1 << 15  # frames are transformed this many samples at a time (stays in cache)
+MATMUL_FRAMES = 4096  # frames per product with the mel filters (bounds the power buffer: 17 MB at n_fft 2048)
 
 
 def hz_to_mel(freqs):
@@ -31,6 +47,7 @@ def hz_to_mel(freqs):
 
 
 def mel_to_hz(mels):
+    """Inverse of :func:`hz_to_mel`."""
     mels = np.asanyarray(mels, dtype=np.float64)
     f_sp, min_log_hz = 200.0 / 3, 1000.0
     min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
@@ -42,6 +59,7 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | 
     """Triangular mel filters with Slaney area normalisation, shape ``(n_mels, 1 + n_fft // 2)``.
 
     Same as ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``.
+    The result is cached and read-only.
     """
     fmax = sr / 2 if fmax is None else fmax
     fft_freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
@@ -52,98 +70,281 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | 
     upper = ramps[2:] / fdiff[1:, None]
     weights = np.maximum(0, np.minimum(lower, upper))
     weights *= (2.0 / (mel_freqs[2: n_mels + 2] - mel_freqs[:n_mels]))[:, None]
-    return weights.astype(np.float32)
+    weights = weights.astype(np.float32)
+    weights.flags.writeable = False
+    return weights
 
 
-def _torch():
-    import torch
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window (``scipy.signal.get_window("hann", n_fft)``, ``torch.hann_window``), float32."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
-    return torch
+
+@lru_cache(maxsize=16)
+def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Bilinear resampling of one axis as a ``(n_out, n_in)`` float32 matrix.
+
+    Half-pixel centres; when shrinking, the triangle filter widens by the scale
+    (antialiasing), as PIL's ``BILINEAR`` and ``torch.nn.functional.interpolate(mode=
+    "bilinear", align_corners=False, antialias=True)``. Each row sums to 1.
+    """
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    centres = scale * (np.arange(n_out) + 0.5)
+    # input pixel j's centre is j + 0.5; the filter reaches +- support around a centre
+    first = np.maximum((centres - support + 0.5).astype(int), 0)
+    last = np.minimum((centres + support + 0.5).astype(int), n_in)
+    j = np.arange(n_in)
+    weights = np.maximum(0.0, 1.0 - np.abs(j[None, :] + 0.5 - centres[:, None]) / support)
+    weights[(j[None, :] < first[:, None]) | (j[None, :] >= last[:, None])] = 0.0
+    weights /= weights.sum(axis=1, keepdims=True)
+    weights = weights.astype(np.float32)
+    weights.flags.writeable = False
+    return weights
 
 
-class LogMel:
-    """Frames → log-mel, as a callable holding its window and filters per device.
+def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of ``(B, H, W)`` float32 images to ``(B, *size)`` (see :func:`resize_matrix`).
 
     Examples
     --------
-    >>> import torch
-    >>> logmel = LogMel(FeatureConfig())
-    >>> logmel.frames_to_logmel(torch.zeros(2, 22050 + 1536)).shape
-    torch.Size([2, 128, 43])
+    >>> resize_images(np.ones((2, 1025, 258), np.float32), (224, 224)).shape
+    (2, 224, 224)
     """
-
-    def __init__(self, config: FeatureConfig, device="cpu"):
-        torch = _torch()
-        self.config = config
-        self.device = torch.device(device)
-        self.window = torch.hann_window(config.n_fft, periodic=True, device=self.device)
-        fb = mel_filterbank(config.sr, config.n_fft, config.n_mels, config.fmin, config.fmax)
-        self.filters = torch.from_numpy(fb).to(self.device)
-
-    def frames_to_logmel(self, padded):
-        """Uncentred STFT of already padded signals ``(B, n)`` → ``(B, n_mels, frames)``.
-
-        Frame ``k`` covers samples ``[k * hop, k * hop + n_fft)`` of ``padded``; the log
-        scaling is the frontend's, without the ``top_db`` floor (see :func:`apply_top_db`).
-        """
-        torch = _torch()
-        cfg = self.config
-        spec = torch.stft(padded.to(self.device, torch.float32), cfg.n_fft, cfg.hop_length,
-                          window=self.window, center=False, return_complex=True)
-        power = spec.real.square() + spec.imag.square()
-        mel = torch.matmul(self.filters, power)
-        if cfg.frontend == "musicnn":
-            return torch.log10(10000.0 * mel + 1.0)
-        return 10.0 * torch.log10(torch.clamp(mel, min=AMIN))
+    rows = resize_matrix(images.shape[-2], size[0])
+    cols = resize_matrix(images.shape[-1], size[1])
+    return np.matmul(np.matmul(rows, images), cols.T)
 
 
-def apply_top_db(segments, config: FeatureConfig):
-    """Floor each segment at its own maximum minus ``top_db`` (``logmel_db`` only)."""
+def apply_top_db(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Floor each segment ``(n, bins, frames)`` at its own maximum minus ``top_db``.
+
+    Only for ``logmel_db``; other front ends (and ``top_db=None``) return ``segments``
+    itself. ``stft_db`` is floored per clip instead (:meth:`FeatureExtractor.clip_parts`).
+    """
     if config.frontend != "logmel_db" or config.top_db is None:
         return segments
-    peak = segments.amax(dim=(-2, -1), keepdim=True)
-    return segments.maximum(peak - config.top_db)
+    return _floor_segments(np.array(segments, np.float32), config.top_db)
+
+
+def _floor_segments(segments: np.ndarray, top_db: float) -> np.ndarray:
+    """In place: ``max(x, max(segment) - top_db)`` per segment."""
+    peaks = segments.max(axis=(-2, -1), keepdims=True)
+    return np.maximum(segments, peaks - np.float32(top_db), out=segments)
+
+
+class FeatureExtractor:
+    """Padded signals → features, holding the window, filters and resize matrices.
+
+    The numpy counterpart of :class:`genrekit.features_torch.TorchFeatureExtractor`;
+    :func:`iter_segments` takes either.
+
+    Parameters
+    ----------
+    config : FeatureConfig
+
+    Examples
+    --------
+    >>> extractor = FeatureExtractor(FeatureConfig())
+    >>> extractor.frames_to_features(np.zeros((2, 22050 + 1536), np.float32)).shape
+    (2, 128, 43)
+    """
+
+    def __init__(self, config: FeatureConfig):
+        self.config = config
+        self.window = hann_window(config.n_fft)
+        if config.frontend == "stft_db":
+            self.filters_t = None
+        else:
+            fb = mel_filterbank(config.sr, config.n_fft, config.n_mels, config.fmin, config.fmax)
+            self.filters_t = np.ascontiguousarray(fb.T)  # (bins, n_mels): power @ filters_t is fastest
+        self.chunk_frames = max(1, FFT_CHUNK_SAMPLES // config.n_fft)
+
+    def frames_to_features(self, padded) -> np.ndarray:
+        """Uncentred STFT of already padded signals ``(B, n)`` → ``(B, n_bins, frames)`` float32.
+
+        Frame ``k`` covers samples ``[k * hop, k * hop + n_fft)`` of ``padded``. The values
+        are the front end's log scale without any floor or reference (``10 log10(max(x,
+        1e-10))`` of the mel or linear power, or musicnn's ``log10(1 + 10000 mel)``).
+        """
+        cfg = self.config
+        padded = np.asarray(padded, dtype=np.float32)
+        if padded.ndim != 2 or padded.shape[1] < cfg.n_fft:
+            raise ValueError(f"need (batch, samples >= n_fft={cfg.n_fft}) padded signals, got {padded.shape}")
+        frames = sliding_window_view(padded, cfg.n_fft, axis=-1)[:, :: cfg.hop_length]  # a view, no copy
+        count, n_frames = frames.shape[:2]
+        out = np.empty((count, cfg.n_bins, n_frames), np.float32)
+        group = max(1, MATMUL_FRAMES // n_frames)  # signals whose frames go through one matmul
+        for first in range(0, count, group):
+            power = self._power(frames[first: first + group])
+            if self.filters_t is not None:
+                # one large product: small ones are slow with BLAS threads on a busy machine
+                flat = np.matmul(power.reshape(-1, power.shape[-1]), self.filters_t)
+                power = flat.reshape(*power.shape[:2], -1)
+            out[first: first + group] = power.transpose(0, 2, 1)
+        return self._log_scale(out)
+
+    def _power(self, frames: np.ndarray) -> np.ndarray:
+        """``|rfft(window * frame)|^2`` of ``(B, T, n_fft)`` frames → ``(B, T, bins)``, in cache-sized chunks."""
+        power = np.empty((*frames.shape[:2], self.config.n_fft // 2 + 1), np.float32)
+        for signal, out in zip(frames, power):
+            for start in range(0, len(signal), self.chunk_frames):
+                stop = start + self.chunk_frames
+                spectrum = np.fft.rfft(signal[start:stop] * self.window, axis=-1)  # complex64 with numpy >= 2
+                np.square(spectrum.real, out=out[start:stop], casting="same_kind")
+                out[start:stop] += np.square(spectrum.imag)
+        return power
+
+    def _log_scale(self, x: np.ndarray) -> np.ndarray:
+        if self.config.frontend == "musicnn":
+            x *= np.float32(10000.0)
+            x += np.float32(1.0)
+            return np.log10(x, out=x)
+        np.maximum(x, np.float32(AMIN), out=x)
+        np.log10(x, out=x)
+        x *= np.float32(10.0)
+        return x
+
+    def segment_features(self, padded) -> np.ndarray:
+        """Fixed-length segments: padded spans ``(B, (segment_frames - 1) * hop + n_fft)``
+        → ``(B, *segment_shape)``, each floored at its own ``max - top_db`` (``logmel_db``)
+        and resized to ``image_size`` if set."""
+        cfg = self.config
+        segments = self.frames_to_features(padded)[..., : cfg.segment_frames]
+        return self._finish(segments)
+
+    def clip_parts(self, padded_clip, count: int) -> np.ndarray:
+        """Equal parts: one padded clip ``(n,)`` → its first ``count`` parts ``(count, *segment_shape)``.
+
+        ``stft_db`` takes the clip's loudest bin as 0 dB and floors at ``-top_db``
+        (``amplitude_to_db(abs(S), ref=np.max, top_db=top_db)`` over the clip's frames).
+        """
+        cfg = self.config
+        spec = self.frames_to_features(np.asarray(padded_clip, np.float32)[None])[0]  # (bins, frames)
+        if cfg.frontend == "stft_db":
+            spec -= spec.max()
+            if cfg.top_db is not None:
+                np.maximum(spec, np.float32(-cfg.top_db), out=spec)
+        length = cfg.segment_frames
+        parts = spec[:, : count * length].reshape(spec.shape[0], count, length).transpose(1, 0, 2)
+        return self._finish(np.ascontiguousarray(parts))
+
+    def _finish(self, segments: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        if cfg.frontend == "logmel_db" and cfg.top_db is not None:
+            _floor_segments(segments, cfg.top_db)
+        if cfg.image_size is not None:
+            segments = resize_images(segments, cfg.image_size)
+        return segments
+
+    @staticmethod
+    def concatenate(parts: list) -> np.ndarray:
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def empty(self) -> np.ndarray:
+        """No segments: ``(0, *segment_shape)``."""
+        return np.zeros((0, *self.config.segment_shape), np.float32)
 
 
 def n_segments(n_samples: int, config: FeatureConfig) -> int:
     """How many segments a signal of ``n_samples`` gives.
 
-    With centred frames a signal has ``T = 1 + n_samples // hop`` frames; segments of
-    ``L`` frames start every ``H`` frames while they fit, so a 30 s clip gives 10 of 3 s
-    and the tail shorter than a segment is dropped. A signal shorter than one segment
-    is padded with silence to one segment.
+    Fixed-length segments: with centred frames a signal has ``T = 1 + n_samples // hop``
+    frames; segments of ``L`` frames start every ``H`` frames while they fit, so a 30 s
+    clip gives 10 of 3 s and the tail shorter than a segment is dropped.
+
+    Equal parts: ``segment_count`` per whole clip of ``clip_seconds``, plus the whole
+    parts (of the same ``segment_frames``) that the shorter last clip holds.
+
+    Either way a signal shorter than one segment is padded with silence to one segment.
+
+    Examples
+    --------
+    >>> from genrekit.config import SEED_FEATURES
+    >>> n_segments(30 * 44100, SEED_FEATURES), n_segments(65 * 44100, SEED_FEATURES)
+    (10, 21)
     """
+    length = config.segment_frames
+    if config.segment_count is not None:
+        full, rest = divmod(n_samples, config.clip_samples)
+        tail = min(config.segment_count, (1 + rest // config.hop_length) // length) if rest else 0
+        return max(1, full * config.segment_count + tail)
     total = 1 + n_samples // config.hop_length
-    length, hop = config.segment_frames, config.segment_hop_frames
-    return 1 if total < length else 1 + (total - length) // hop
+    return 1 if total < length else 1 + (total - length) // config.segment_hop_frames
 
 
 def segment_starts(n_samples: int, config: FeatureConfig) -> np.ndarray:
     """Start time in seconds of each segment."""
-    starts = np.arange(n_segments(n_samples, config)) * config.segment_hop_frames
-    return starts * config.hop_length / config.sr
+    index = np.arange(n_segments(n_samples, config))
+    if config.segment_count is not None:
+        clip, part = np.divmod(index, config.segment_count)
+        return (clip * config.clip_samples + part * config.segment_frames * config.hop_length) / config.sr
+    return index * config.segment_hop_frames * config.hop_length / config.sr
 
 
 def iter_segments(blocks: Iterable[np.ndarray], config: FeatureConfig, batch_segments: int = 20,
-                  device="cpu", logmel: LogMel | None = None) -> Iterator:
+                  extractor=None) -> Iterator[np.ndarray]:
     """Turn a stream of mono waveform blocks into batches of segment features.
 
-    Memory is bounded by ``batch_segments`` segments plus one block, whatever the
-    length of the stream. The result is the same as for the whole signal at once,
-    however the signal is cut into blocks.
+    Memory is bounded by ``batch_segments`` segments plus one block (plus one clip in
+    equal-parts mode), whatever the length of the stream. The result is the same as for
+    the whole signal at once, however the signal is cut into blocks.
+
+    Parameters
+    ----------
+    blocks : iterable of 1-D float arrays
+    config : FeatureConfig
+    batch_segments : int
+        Segments per batch; the last batch may be shorter.
+    extractor : FeatureExtractor or TorchFeatureExtractor, optional
+        Reused across calls to save building the filters; its config must be ``config``.
 
     Yields
     ------
-    torch.Tensor, shape (n, n_mels, segment_frames), float32
+    numpy.ndarray, shape (n, *config.segment_shape), float32
+        (a torch tensor on the extractor's device for a ``TorchFeatureExtractor``)
+
+    Examples
+    --------
+    >>> y = np.zeros(30 * 22050, np.float32)
+    >>> [len(b) for b in iter_segments([y[:1000], y[1000:]], FeatureConfig(), batch_segments=4)]
+    [4, 4, 2]
     """
-    segmenter = _Segmenter(config, logmel or LogMel(config, device), batch_segments)
+    if batch_segments < 1:
+        raise ValueError(f"batch_segments must be positive, not {batch_segments}")
+    extractor = extractor or FeatureExtractor(config)
+    if extractor.config != config:
+        raise ConfigError("the extractor was built for other feature settings than config")
+    kind = _Segmenter if config.segment_count is None else _ClipSegmenter
+    segmenter = kind(config, extractor, batch_segments)
     for block in blocks:
         yield from segmenter.feed(block)
     yield from segmenter.finish()
 
 
+def waveform_segments(y: np.ndarray, config: FeatureConfig, extractor=None) -> np.ndarray:
+    """All segments of one waveform: ``(n_segments, *segment_shape)`` float32 array.
+
+    Examples
+    --------
+    >>> y = np.random.default_rng(0).standard_normal(30 * 22050).astype("float32")
+    >>> waveform_segments(y, FeatureConfig()).shape
+    (10, 128, 129)
+    """
+    extractor = extractor or FeatureExtractor(config)
+    parts = list(iter_segments([y], config, batch_segments=10**9, extractor=extractor))
+    return extractor.concatenate(parts) if parts else extractor.empty()
+
+
+def _mono(block) -> np.ndarray:
+    block = np.asarray(block, np.float32)
+    if block.ndim != 1:
+        raise ValueError(f"waveform blocks must be mono 1-D arrays, got shape {block.shape}")
+    return block
+
+
 class _Segmenter:
-    """Cuts the centred (padded) signal into segments as its blocks arrive.
+    """Fixed-length segments: cuts the centred (padded) signal as its blocks arrive.
 
     The padded signal is the real one with ``n_fft // 2`` samples before and after
     (zeros, or its reflection as ``numpy.pad(mode="reflect")``). ``buffer`` holds it from
@@ -151,8 +352,8 @@ class _Segmenter:
     gaps, which are dropped from the blocks as they arrive (``skip``).
     """
 
-    def __init__(self, config: FeatureConfig, logmel: LogMel, batch_segments: int):
-        self.config, self.logmel, self.batch = config, logmel, batch_segments
+    def __init__(self, config: FeatureConfig, extractor, batch_segments: int):
+        self.config, self.extractor, self.batch = config, extractor, batch_segments
         self.half = config.n_fft // 2
         self.reflect = config.pad_mode == "reflect"
         self.span = (config.segment_frames - 1) * config.hop_length + config.n_fft  # padded samples per segment
@@ -163,7 +364,7 @@ class _Segmenter:
         self.consumed = self.emitted = self.skip = 0
 
     def feed(self, block) -> Iterator:
-        block = np.asarray(block, np.float32)
+        block = _mono(block)
         self.consumed += len(block)
         if self.reflect:
             self.recent = np.concatenate([self.recent, block[-(self.half + 1):]])[-(self.half + 1):]
@@ -209,22 +410,68 @@ class _Segmenter:
             ready -= self.batch
 
     def _cut(self, buf: np.ndarray, count: int):
-        torch = _torch()
-        idx = np.arange(count)[:, None] * self.stride + np.arange(self.span)[None, :]
-        frames = self.logmel.frames_to_logmel(torch.from_numpy(buf[idx]))
-        return apply_top_db(frames[..., : self.config.segment_frames], self.config)
+        spans = sliding_window_view(buf[: (count - 1) * self.stride + self.span], self.span)[:: self.stride]
+        return self.extractor.segment_features(spans)
 
 
-def waveform_segments(y: np.ndarray, config: FeatureConfig, device="cpu", logmel: LogMel | None = None):
-    """All segments of one waveform: ``(n_segments, n_mels, segment_frames)`` float32 tensor.
+class _ClipSegmenter:
+    """Equal parts: collects each clip of ``clip_samples``, transforms it on its own and
+    cuts it into ``segment_count`` parts; batches may span clips."""
 
-    Examples
-    --------
-    >>> y = np.random.default_rng(0).standard_normal(30 * 22050).astype("float32")
-    >>> waveform_segments(y, FeatureConfig()).shape
-    torch.Size([10, 128, 129])
-    """
-    torch = _torch()
-    parts = list(iter_segments([np.asarray(y, np.float32)], config, batch_segments=10**9,
-                               device=device, logmel=logmel))
-    return torch.cat(parts) if parts else torch.zeros(0, *config.segment_shape)
+    def __init__(self, config: FeatureConfig, extractor, batch_segments: int):
+        self.config, self.extractor, self.batch = config, extractor, batch_segments
+        self.blocks: list[np.ndarray] = []  # samples of the clip being collected
+        self.held = 0
+        self.parts: list = []  # segments not yet yielded
+        self.pending = self.emitted = 0
+
+    def feed(self, block) -> Iterator:
+        block = _mono(block)
+        if len(block):
+            self.blocks.append(block)
+            self.held += len(block)
+        clip_samples = self.config.clip_samples
+        while self.held >= clip_samples:
+            samples = self.blocks[0] if len(self.blocks) == 1 else np.concatenate(self.blocks)
+            rest = samples[clip_samples:]
+            self.blocks, self.held = ([rest] if len(rest) else []), len(rest)
+            self._add(self._parts(samples[:clip_samples], self.config.segment_count))
+            yield from self._full_batches()
+
+    def finish(self) -> Iterator:
+        """The last, shorter clip's whole parts (silence up to one part if there is nothing else)."""
+        if self.held:
+            tail = np.concatenate(self.blocks)
+            frames = 1 + len(tail) // self.config.hop_length
+            count = min(self.config.segment_count, frames // self.config.segment_frames)
+            if count == 0 and self.emitted + self.pending == 0:
+                count = 1
+            if count:
+                self._add(self._parts(tail, count))
+        yield from self._full_batches()
+        if self.pending:
+            yield self._take(self.pending)
+
+    def _parts(self, clip: np.ndarray, count: int):
+        cfg = self.config
+        padded = np.pad(clip, cfg.n_fft // 2, mode="reflect" if cfg.pad_mode == "reflect" else "constant")
+        need = (cfg.segment_frames - 1) * cfg.hop_length + cfg.n_fft  # one part: silence after a short file
+        if len(padded) < need:
+            padded = np.concatenate([padded, np.zeros(need - len(padded), np.float32)])
+        return self.extractor.clip_parts(padded, count)
+
+    def _add(self, parts) -> None:
+        self.parts.append(parts)
+        self.pending += len(parts)
+
+    def _full_batches(self) -> Iterator:
+        while self.pending >= self.batch:
+            yield self._take(self.batch)
+
+    def _take(self, count: int):
+        joined = self.extractor.concatenate(self.parts)
+        batch, rest = joined[:count], joined[count:]
+        self.parts = [rest] if len(rest) else []
+        self.pending -= count
+        self.emitted += count
+        return batch

@@ -269,15 +269,19 @@ class GenreClassifier:
         elif float(track[order[0]]) < self.min_confidence:
             abstain = "uncertain"
         return Prediction(path, None if abstain else self.labels[int(order[0])], probabilities,
-                          self._segments(segment_probs), duration, seconds, abstain=abstain, music_probability=music)
+                          self._segments(segment_probs, duration), duration, seconds, abstain=abstain, music_probability=music)
 
-    def _segments(self, segment_probs: np.ndarray) -> list[dict]:
+    def _segments(self, segment_probs: np.ndarray, duration: float) -> list[dict]:
+        from .features import segment_starts
+
         cfg = self.feature_config
         seg_len = cfg.segment_frames * cfg.hop_length / cfg.sr
-        seg_hop = cfg.segment_hop_frames * cfg.hop_length / cfg.sr
-        return [{"start": round(i * seg_hop, 3), "end": round(i * seg_hop + seg_len, 3),
+        starts = segment_starts(int(round(duration * cfg.sr)), cfg)
+        if len(starts) != len(segment_probs):  # scored from a cache, without the audio's length
+            starts = np.arange(len(segment_probs)) * cfg.segment_hop_frames * cfg.hop_length / cfg.sr
+        return [{"start": round(float(s), 3), "end": round(float(s) + seg_len, 3),
                  "genre": self.labels[int(p.argmax())], "confidence": round(float(p.max()), 4)}
-                for i, p in enumerate(segment_probs)]
+                for s, p in zip(starts, segment_probs)]
 
     def predict_files(self, paths: Iterable, max_duration: float | None = None, workers: int = 2) -> Iterator:
         """Classify many files, decoding ahead in threads; yields :class:`Prediction` or :class:`Failure`.
