@@ -1,15 +1,15 @@
 """Load test of ``genrekit serve``: many uploads of real audio, a few at a time.
 
-Usage: python bench/serve_load.py [--requests 50] [--concurrency 8] [--workers-threads 2]
+Usage: python bench/serve_load.py [--requests 50] [--concurrency 8] [--workers-threads 2] [--model M]
 
 Starts ``python -m genrekit serve`` as a subprocess on a free loopback port, sends
 ``--requests`` uploads of real audio from ../shared/data (rotating over a few FMA MP3s
-and a GTZAN WAV), ``--concurrency`` at a time, and prints the median and p95 latency,
-requests per second and the server's peak resident memory (VmHWM from /proc). Appends
-one row to bench/results/serve_load.csv.
+and a GTZAN WAV), ``--concurrency`` at a time, and prints requests per second beside
+the server's peak resident memory (VmHWM from /proc), with the median and p95 latency.
+Appends one row to bench/results/serve_load.csv.
 
-tests/test_service.py runs the same load test (it imports this file) and checks every
-answer against the library's prediction for the file that was sent.
+tests/test_service.py starts its real servers with :class:`ServerProcess` and runs a
+smaller load test with :func:`run_load` (it imports this file).
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GENREKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -86,12 +85,32 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    def _status(self, key: str) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"{key} not found in /proc/{self.proc.pid}/status")
+
     def peak_rss_mb(self) -> float:
         """The server's peak resident memory so far (VmHWM), in MiB."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("VmHWM not found in /proc/<pid>/status")
+        return self._status("VmHWM") / 1024
+
+    def rss_mb(self) -> float:
+        """The server's resident memory now (VmRSS), in MiB."""
+        return self._status("VmRSS") / 1024
+
+    def open_files(self) -> int:
+        """File descriptors the server holds now (sockets, uploads, libraries)."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the server to exit; its exit code."""
+        code = self.proc.wait(timeout=timeout)
+        self._log.close()
+        return code
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -176,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=50)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--workers-threads", type=int, default=2)
+    p.add_argument("--model", help="checkpoint or .onnx to serve (default: the shipped model)")
     p.add_argument("--no-csv", action="store_true", help="do not append to bench/results/serve_load.csv")
     args = p.parse_args(argv)
     files = [DATA / f for f in LOAD_FILES]
@@ -183,9 +203,9 @@ def main(argv=None) -> int:
     if missing:
         print(f"real audio not found: {', '.join(missing)}", file=sys.stderr)
         return 1
+    serve_args = ["--workers-threads", args.workers_threads] + (["--model", args.model] if args.model else [])
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(["--workers-threads", args.workers_threads], Path(tmp) / "uploads",
-                               Path(tmp) / "server.log")
+        server = ServerProcess(serve_args, Path(tmp) / "uploads", Path(tmp) / "server.log")
         try:
             run_load(server.url, files[:1], 2, 1)  # warm-up: first-call allocations
             result = run_load(server.url, files, args.requests, args.concurrency)
@@ -194,8 +214,9 @@ def main(argv=None) -> int:
             server.stop()
     s = result.summary()
     print(f"{s['requests']} requests, {args.concurrency} at a time, {args.workers_threads} worker thread(s), "
-          f"{os.cpu_count()} CPU(s): median {s['median_s']:.3f} s, p95 {s['p95_s']:.3f} s, "
-          f"{s['rps']:.2f} requests/s, peak RSS {rss:.0f} MiB, {s['errors']} error(s)")
+          f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}")
+    print(f"{'requests/s':>10}  {'peak RSS':>10}  {'median':>8}  {'p95':>8}  {'errors':>6}")
+    print(f"{s['rps']:>10.2f}  {rss:>6.0f} MiB  {s['median_s']:>6.3f} s  {s['p95_s']:>6.3f} s  {s['errors']:>6}")
     if not args.no_csv:
         write_row({"date": time.strftime("%Y-%m-%d %H:%M"), "commit": _git_commit(), "cpus": os.cpu_count(),
                    "workers_threads": args.workers_threads, "concurrency": args.concurrency, **s,

@@ -6,6 +6,7 @@ with a result is also copied to docs/images/serve-page.png.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -27,12 +28,24 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Pyt
 httpx = pytest.importorskip("httpx")
 
 
-@pytest.fixture(scope="module")
-def server(shared_data, tmp_path_factory):
+def _server(tmp_path_factory, name: str, args):
     from tests.test_service import bench
 
-    root = tmp_path_factory.mktemp("serve-browser")
-    s = bench.ServerProcess(["--workers-threads", 2], root / "uploads", root / "server.log")
+    root = tmp_path_factory.mktemp(name)
+    return bench.ServerProcess(args, root / "uploads", root / "server.log")
+
+
+@pytest.fixture(scope="module")
+def server(shared_data, tmp_path_factory):
+    s = _server(tmp_path_factory, "serve-browser", ["--workers-threads", 2])
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def cautious_server(tmp_path_factory):
+    """A server whose model abstains ("uncertain") unless it is certain: min_confidence 1."""
+    s = _server(tmp_path_factory, "serve-cautious", ["--workers-threads", 1, "--min-confidence", 1.0])
     yield s
     s.stop()
 
@@ -48,26 +61,38 @@ def browser_context(tmp_path_factory):
 
 
 @pytest.fixture
-def page(browser_context, server):
-    """A fresh tab on the page; any request that is not to the server fails the test."""
-    tab = browser_context.new_page()
-    foreign, errors = [], []
+def open_page(browser_context):
+    """Open a fresh tab on a server's page; any request that is not to the server fails the test."""
+    opened = []
 
-    def only_local(route):
-        if route.request.url.startswith(server.url):
-            route.continue_()
-        else:
-            foreign.append(route.request.url)
-            route.abort()
+    def open_on(server):
+        tab = browser_context.new_page()
+        foreign, errors = [], []
 
-    tab.route("**/*", only_local)
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    tab.goto(server.url + "/")
-    tab.wait_for_function("document.getElementById('model-info').textContent.startsWith('model ')")
-    yield tab
-    tab.close()
-    assert foreign == [], f"the page reached outside the server: {foreign}"
-    assert errors == [], f"JavaScript errors: {errors}"
+        def only_local(route):
+            if route.request.url.startswith(server.url):
+                route.continue_()
+            else:
+                foreign.append(route.request.url)
+                route.abort()
+
+        tab.route("**/*", only_local)
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.goto(server.url + "/")
+        tab.wait_for_function("document.getElementById('model-info').textContent.startsWith('model ')")
+        opened.append((tab, foreign, errors))
+        return tab
+
+    yield open_on
+    for tab, foreign, errors in opened:
+        tab.close()
+        assert foreign == [], f"the page reached outside the server: {foreign}"
+        assert errors == [], f"JavaScript errors: {errors}"
+
+
+@pytest.fixture
+def page(open_page, server):
+    return open_page(server)
 
 
 def classify(page, path: Path, timeout_ms: int = 90_000) -> str:
@@ -131,3 +156,46 @@ def test_page_shows_the_server_error_and_recovers(page, server, fma_mp3, tmp_pat
 
     assert classify(page, fma_mp3) == "done"
     assert not page.is_visible("#error") and page.text_content("#genre")
+
+
+def _noise_wav(path: Path, seconds: float = 6.0) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(path, (0.2 * np.random.default_rng(7).standard_normal(int(seconds * 22050))).astype("float32"), 22050)
+    return path
+
+
+def test_page_says_uncertain_in_words(open_page, cautious_server, tmp_path):
+    """A model that abstains: the headline names no genre but says why and the best guess; bars still drawn."""
+    path = _noise_wav(tmp_path / "noise.wav")
+    api = httpx.post(f"{cautious_server.url}/v1/predict", files={"file": (path.name, path.read_bytes())},
+                     timeout=120).json()
+    assert api["genre"] is None and api["abstain"] == "uncertain"
+    guess, p = next(iter(api["probabilities"].items()))
+
+    tab = open_page(cautious_server)
+    assert classify(tab, path) == "done", tab.text_content("#error")
+    assert tab.text_content("#genre") == f"Uncertain — best guess: {guess} {round(100 * p)} %"
+    assert tab.text_content("#genre-label") == "No genre"
+    assert "threshold of 100 %" in tab.text_content("#verdict-note")
+    bars = tab.eval_on_selector_all("#bars rect[data-genre]", "rs => rs.map(r => r.dataset.genre)")
+    assert sorted(bars) == sorted(api["probabilities"]) and bars[0] == guess
+    assert tab.get_attribute("#result", "data-abstain") == "uncertain"
+
+
+def test_page_says_not_music_in_words(open_page, cautious_server, tmp_path):
+    """The not-music answer (served by a fake: the shipped model has no music detector)."""
+    path = _noise_wav(tmp_path / "speech.wav")
+    real = httpx.post(f"{cautious_server.url}/v1/predict", params={"spectrogram": 1},
+                      files={"file": (path.name, path.read_bytes())}, timeout=120).json()
+    fake = {**real, "genre": None, "abstain": "not_music", "music_probability": 0.04}
+
+    tab = open_page(cautious_server)
+    tab.route("**/v1/predict*", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                          body=json.dumps(fake)))
+    assert classify(tab, path) == "done", tab.text_content("#error")
+    assert tab.text_content("#genre") == "Not music"
+    assert "music probability 4 %" in tab.text_content("#verdict-note")
+    assert tab.locator("#bars rect[data-genre]").count() == len(real["probabilities"])
+    assert tab.get_attribute("#result", "data-abstain") == "not_music"

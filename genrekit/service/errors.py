@@ -6,14 +6,24 @@ names a path on the server.
 """
 from __future__ import annotations
 
-from ..errors import (AudioError, AudioMissingError, CorruptAudioError, EmptyAudioError,
-                      NonFiniteAudioError, NotAudioError, SilentAudioError, TooLongError,
-                      TooShortError)
+from ..errors import (
+    AudioError,
+    AudioMissingError,
+    CorruptAudioError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    NotAudioError,
+    SilentAudioError,
+    TooLongError,
+    TooShortError,
+    UnsupportedAudioError,
+)
 
 # Most specific class first: (status, error code) for each AudioError subclass.
 AUDIO_ERRORS: list[tuple[type, int, str]] = [
     (TooLongError, 413, "audio_too_long"),
     (NotAudioError, 415, "not_audio"),
+    (UnsupportedAudioError, 415, "unsupported_audio"),
     (CorruptAudioError, 422, "corrupt_audio"),
     (EmptyAudioError, 422, "empty_audio"),
     (TooShortError, 422, "audio_too_short"),

@@ -6,6 +6,11 @@ temporary folder. As soon as the file passes ``max_bytes`` (or a declared
 ``Content-Length`` says it will) reading stops and a 413 is raised: an oversized
 upload is never held in memory nor read to its end by the application.
 
+Reading is timed: a body that pauses longer than ``idle_timeout_s`` or takes longer than
+``total_timeout_s`` in all is refused with 408 ``upload_timeout``, so a stalled client
+does not hold its socket, file and folder indefinitely. Each chunk written is reported
+to ``on_file_bytes`` (the disk budget), which may refuse it.
+
 The client's file name is only ever *reported* (sanitised); the file on disk is named
 ``upload`` plus a known audio extension, so no client text reaches a server path.
 """
@@ -13,9 +18,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+
+import anyio
 
 from ..audio import AUDIO_EXTENSIONS
 from .errors import ServiceError
@@ -179,7 +187,9 @@ def _callbacks(receiver: _Receiver) -> dict:
     return {name: getattr(receiver, name) for name in names}
 
 
-async def receive_upload(headers, stream: AsyncIterator[bytes], dest_dir: Path, max_bytes: int) -> Upload:
+async def receive_upload(headers, stream: AsyncIterator[bytes], dest_dir: Path, max_bytes: int, *,
+                         idle_timeout_s: float = 20.0, total_timeout_s: float = 120.0,
+                         on_file_bytes: Callable[[int], None] | None = None) -> Upload:
     """Stream a multipart body's ``file`` field into ``dest_dir``.
 
     Parameters
@@ -192,6 +202,11 @@ async def receive_upload(headers, stream: AsyncIterator[bytes], dest_dir: Path, 
         The request's own temporary folder; the caller removes it.
     max_bytes : int
         Largest accepted file. Reading stops as soon as it is passed.
+    idle_timeout_s, total_timeout_s : float
+        Longest pause between two chunks, and longest time for the whole body.
+    on_file_bytes : callable, optional
+        Called with the file's size on disk after each chunk is written; raising
+        :class:`ServiceError` stops the upload.
 
     Returns
     -------
@@ -200,8 +215,9 @@ async def receive_upload(headers, stream: AsyncIterator[bytes], dest_dir: Path, 
     Raises
     ------
     ServiceError
-        413 ``upload_too_large``, 422 ``missing_file``, 422 ``empty_file`` or 400
-        ``bad_multipart``.
+        413 ``upload_too_large``, 408 ``upload_timeout``, 422 ``missing_file``, 422
+        ``empty_file``, 400 ``bad_multipart`` or 400 ``client_disconnected``; whatever
+        ``on_file_bytes`` raises.
     """
     from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import MultipartParser
@@ -212,12 +228,15 @@ async def receive_upload(headers, stream: AsyncIterator[bytes], dest_dir: Path, 
     parser = MultipartParser(boundary, _callbacks(receiver))
     total = 0
     try:
-        async for chunk in stream:
-            total += len(chunk)
-            if total > max_bytes + OVERHEAD_BYTES:
-                raise too_large(max_bytes)
-            parser.write(chunk)
-            receiver.flush()
+        async with aclosing(_timed(stream, idle_timeout_s, total_timeout_s)) as chunks:
+            async for chunk in chunks:
+                total += len(chunk)
+                if total > max_bytes + OVERHEAD_BYTES:
+                    raise too_large(max_bytes)
+                parser.write(chunk)
+                receiver.flush()
+                if on_file_bytes is not None and receiver.upload is not None:
+                    on_file_bytes(receiver.upload.size)
         parser.finalize()
     except FormParserError as e:
         raise ServiceError(400, "bad_multipart", f"malformed multipart/form-data body ({e})") from None
@@ -226,6 +245,30 @@ async def receive_upload(headers, stream: AsyncIterator[bytes], dest_dir: Path, 
     finally:
         receiver.close()
     return _finished_upload(receiver)
+
+
+async def _timed(stream: AsyncIterator[bytes], idle_s: float, total_s: float) -> AsyncIterator[bytes]:
+    """The chunks of ``stream``; 408 if one takes longer than ``idle_s`` or all of them longer than ``total_s``."""
+    deadline = anyio.current_time() + total_s
+    chunks = stream.__aiter__()
+    while True:
+        left = deadline - anyio.current_time()
+        wait = min(idle_s, left)
+        try:
+            with anyio.fail_after(max(wait, 0.0)):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise upload_timeout(idle_s if wait < left else total_s, whole=wait >= left) from None
+        yield chunk
+
+
+def upload_timeout(seconds: float, whole: bool) -> ServiceError:
+    what = (f"the upload did not arrive within {seconds:g} s" if whole
+            else f"the upload stalled: no data for {seconds:g} s")
+    return ServiceError(408, "upload_timeout", f"{what}; send the file again on a faster connection",
+                        headers={"Connection": "close"})
 
 
 def _finished_upload(receiver: _Receiver) -> Upload:

@@ -3,7 +3,9 @@
 // Flow: GET /v1/model (labels, limits) → the user drops or chooses a file → POST
 // /v1/predict?spectrogram=1 → draw the genre, a bar chart of the probabilities (SVG),
 // the log-mel spectrogram with segment boundaries (canvas) and a strip of the
-// per-segment votes. Errors show the server's {"error", "detail"} message.
+// per-segment votes. When the model abstains (genre null), the headline says why in
+// words ("Not music", "Uncertain — best guess: jazz 41 %") and the probabilities are
+// still drawn. Errors show the server's {"error", "detail"} message.
 // document.body.dataset.state is "idle", "busy", "done" or "error".
 "use strict";
 
@@ -19,6 +21,7 @@
   const $ = (id) => document.getElementById(id);
   let labels = [];
   let limits = {};
+  let abstention = {};
   let lastResult = null;
 
   const lut = (() => {
@@ -88,6 +91,7 @@
       const backbone = card.model_config && card.model_config.backbone ? ` · backbone ${card.model_config.backbone}` : "";
       $("model-info").textContent = `model ${card.model_id}${backbone} · ${labels.length} genres: ${labels.join(", ")}`;
       limits = card.limits || {};
+      abstention = card.abstention || {};
       if (limits.max_upload_mb) {
         $("limits").textContent = `Up to ${limits.max_upload_mb} MB and ${formatSeconds(limits.max_duration_s)} of audio · ` +
           "MP3, WAV, FLAC, OGG, M4A and more";
@@ -128,16 +132,40 @@
     }
     lastResult = body;
     render(body);
-    setState("done", `Classified ${body.path} in ${body.processing_seconds.toFixed(2)} s on the server.`);
+    const done = body.genre ? "Classified" : "Analysed";
+    setState("done", `${done} ${body.path} in ${body.processing_seconds.toFixed(2)} s on the server.`);
   }
 
   // ---------------------------------------------------------------- render
 
+  function percent(p) {
+    return `${Math.round(100 * p)} %`;
+  }
+
+  // The headline: the genre, or why the model abstains, in words.
+  function verdict(result) {
+    const [guess, p] = Object.entries(result.probabilities)[0] || ["?", 0];
+    if (result.genre) return { text: result.genre, note: "" };
+    if (result.abstain === "not_music") {
+      const music = result.music_probability == null ? "" : ` (music probability ${percent(result.music_probability)})`;
+      return { text: "Not music", note: `The model does not hear music in this file${music}, so it names no genre.` };
+    }
+    const threshold = abstention.min_confidence ? `, below its threshold of ${percent(abstention.min_confidence)}` : "";
+    return { text: `Uncertain — best guess: ${guess} ${percent(p)}`,
+      note: `No genre is likely enough${threshold}; the probabilities are below.` };
+  }
+
   function render(result) {
     $("result").hidden = false;
+    const said = verdict(result);
     const genre = $("genre");
-    genre.textContent = result.genre;
-    genre.style.borderColor = colourOf(result.genre);
+    genre.textContent = said.text;
+    genre.classList.toggle("abstain", !result.genre);
+    genre.style.borderColor = result.genre ? colourOf(result.genre) : "";
+    $("result").dataset.abstain = result.abstain || "";
+    $("genre-label").textContent = result.genre ? "Predicted genre" : "No genre";
+    $("verdict-note").textContent = said.note;
+    $("verdict-note").hidden = !said.note;
     $("confidence").textContent = `${(100 * result.confidence).toFixed(1)} %`;
     $("filename").textContent = result.path;
     $("duration").textContent = formatSeconds(result.duration);
