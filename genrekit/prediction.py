@@ -215,15 +215,20 @@ class GenreClassifier:
         for batch in iter_segments(stream, cfg, SEGMENT_BATCH, extractor=self._extractor):
             yield batch, stream
 
-    def segment_outputs(self, path, max_duration: float | None = None) -> tuple[dict[str, np.ndarray], float]:
+    def segment_outputs(self, path, max_duration: float | None = None,
+                        on_batch=None) -> tuple[dict[str, np.ndarray], float]:
         """The network's outputs for every segment of a file, and its duration (s).
 
         The file is decoded as a stream and its segments go through the network in
-        chunks, so memory does not grow with the file's length.
+        chunks, so memory does not grow with the file's length. ``on_batch`` is called
+        with each batch of feature segments before the network sees it (e.g. to draw the
+        spectrogram without decoding the file twice).
         """
         parts: dict[str, list] = {}
         stream = None
         for batch, stream in self._segment_batches(path, max_duration):
+            if on_batch is not None:
+                on_batch(batch)
             for name, value in self.network.run(batch).items():
                 parts.setdefault(name, []).append(value)
         if not parts:  # the stream raised for empty input; this is a guard
@@ -251,10 +256,13 @@ class GenreClassifier:
 
     # ------------------------------------------------------------ files
 
-    def predict_file(self, path, max_duration: float | None = None) -> Prediction:
-        """Classify one audio file; raises :class:`~genrekit.errors.AudioError` for bad audio."""
+    def predict_file(self, path, max_duration: float | None = None, on_batch=None) -> Prediction:
+        """Classify one audio file; raises :class:`~genrekit.errors.AudioError` for bad audio.
+
+        ``on_batch``: see :meth:`segment_outputs`.
+        """
         start = time.perf_counter()
-        outputs, duration = self.segment_outputs(path, max_duration)
+        outputs, duration = self.segment_outputs(path, max_duration, on_batch)
         return self.decide(str(path), outputs, duration, time.perf_counter() - start)
 
     def decide(self, path: str, outputs: dict[str, np.ndarray], duration: float, seconds: float) -> Prediction:

@@ -167,7 +167,7 @@ class FakeModel:
         self.abstain, self.music_probability, self.hold = abstain, music_probability, hold
         self.started = threading.Event()
 
-    def predict_file(self, path, max_duration=None):
+    def predict_file(self, path, max_duration=None, on_batch=None):
         self.started.set()
         if self.hold is not None:
             assert self.hold.wait(30), "the test never released the fake model"
@@ -408,9 +408,9 @@ def test_duration_capped_while_decoding_when_header_does_not_say(model, tmp_path
     monkeypatch.setattr(inference, "audio_info", lambda p: AudioInfo(str(p), 22050, 1, None))
     caps, real = [], model.predict_file
 
-    def spy(path, max_duration=None):
+    def spy(path, max_duration=None, on_batch=None):
         caps.append(max_duration)
-        return real(path, max_duration)
+        return real(path, max_duration, on_batch)
 
     monkeypatch.setattr(model, "predict_file", spy)
     with pytest.raises(TooLongError, match="more than 10 s"):

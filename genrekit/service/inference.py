@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import audio_info, stream_audio
+from ..audio import audio_info
 from ..errors import NotAudioError, TooLongError
-from ..features import hz_to_mel, iter_segments, mel_to_hz, n_segments
+from ..features import hz_to_mel, mel_to_hz, n_segments
 
 TOLERANCE_S = 0.5  # headers and decoders disagree by a frame or two
 MAX_COLUMNS = 2400
@@ -102,21 +102,15 @@ def predict_upload(model, path: Path, name: str, max_duration_s: float, top_k: i
     start = time.perf_counter()
     info = check_header_duration(path, max_duration_s)
     builder = SpectrogramBuilder.for_file(model.feature_config, info.duration, max_duration_s) if spectrogram else None
-    prediction = model.predict_file(path, max_duration=decode_cap(max_duration_s))
+    prediction = model.predict_file(path, max_duration=decode_cap(max_duration_s),
+                                    on_batch=builder.add if builder is not None else None)
     check_decoded_duration(path, prediction.duration, max_duration_s)
     prediction.path = name
     result = prediction.to_dict(top_k)
     if builder is not None:
-        _feed_spectrogram(builder, path, model.feature_config, decode_cap(max_duration_s))
         result["spectrogram"] = builder.payload(model.feature_config)
     result["processing_seconds"] = round(time.perf_counter() - start, 4)
     return result
-
-
-def _feed_spectrogram(builder: SpectrogramBuilder, path: Path, config, max_duration: float) -> None:
-    blocks = stream_audio(path, config.sr, 0.0, max_duration)
-    for batch in iter_segments(blocks, config, BATCH_SEGMENTS):
-        builder.add(batch)
 
 
 def pool_time(x: np.ndarray, columns: int) -> np.ndarray:
