@@ -68,6 +68,8 @@ def run(args) -> int:
 
         print(describe_backbones())
         return 0
+    if args.config and _is_transfer_recipe(args.config):
+        return _run_transfer(args)
     from ..training import launcher_env, train
 
     config = config_from_args(args)
@@ -85,4 +87,43 @@ def run(args) -> int:
           f"{best.get('valid_segment_accuracy', float('nan')):.3f}")
     print(f"checkpoint: {result.best_checkpoint}\nmetrics: {result.out / 'metrics.csv'}\n"
           f"curves: {result.out / 'training_curves.png'}")
+    return 0
+
+
+def _is_transfer_recipe(path) -> bool:
+    """A recipe with ``kind: transfer`` trains a track head on musicnn features (genrekit.training.transfer)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(open(path, encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False  # TrainConfig.from_file reports the problem
+    return isinstance(data, dict) and data.get("kind") == "transfer"
+
+
+def _run_transfer(args) -> int:
+    from ..errors import ConfigError
+    from ..training.transfer import TransferConfig, train_transfer
+
+    ignored = [name for name in ("cache", "backbone", "epochs", "batch_size", "lr", "optimizer", "folds", "fold",
+                                 "device", "resume", "overwrite") if getattr(args, name, None)]
+    if ignored:
+        raise ConfigError(f"{args.config} is a transfer recipe: --{ignored[0].replace('_', '-')} does not apply")
+    config = TransferConfig.from_file(args.config)
+    if args.out:
+        config.out = args.out
+    result = train_transfer(config, progress=not args.quiet)
+    cv = result.cv
+    print(f"CV ({result.metadata['cv_metrics']['cv_tracks']} tracks, {config.folds} artist-grouped folds): "
+          f"balanced accuracy {cv['balanced_accuracy']:.3f} [{cv['balanced_accuracy_ci'][0]:.2f}-"
+          f"{cv['balanced_accuracy_ci'][1]:.2f}], macro-F1 {cv['macro_f1']:.3f}, accuracy {cv['accuracy']:.3f}")
+    print("per-genre recall: " + ", ".join(f"{g} {m['recall']:.2f}" for g, m in cv["per_class"].items()
+                                          if m["recall"] is not None))
+    print(f"calibration: ECE {cv['calibration']['ece_before']:.3f} before, {cv['calibration']['ece_after']:.3f} after")
+    if result.detector:
+        d = result.detector
+        print(f"not music: CV detects {d['not_music_detected']:.3f} of {d['n_not_music']} generated clips, "
+              f"false alarms on {d['music_false_alarms']:.3f} of {d['n_music']} music tracks "
+              f"(threshold {d['threshold']:.3f})")
+    print(f"model: {result.model}")
     return 0

@@ -1,0 +1,501 @@
+"""Track-level transfer: a head on pretrained musicnn features, chosen and checked by artist-grouped CV.
+
+The recipe behind the shipped model (``genrekit train-transfer --config configs/default_model.yaml``):
+
+1. **Data.** Labelled tracks from one or more data sets; a label map lets another
+   taxonomy join (FMA's ``Hip-Hop`` → ``hiphop``). Sources marked ``cv`` are dealt into
+   folds; the others (``train``) join every training fold whose test artists they do
+   not share.
+2. **Features.** Every 3 s patch of every track goes once through the shipped musicnn
+   ONNX networks (the graphs that run at inference, :mod:`genrekit.tagger`); the
+   outputs are cached per file under ``features_cache``, keyed by the file's SHA-256.
+3. **Cross-validation.** Artist-grouped, genre-stratified folds. In each outer fold, C
+   is chosen from a grid by an inner artist-grouped CV (balanced accuracy); the pooled
+   held-out predictions give balanced accuracy, macro-F1 and per-genre recall with
+   bootstrap CIs. Temperature: fold k's T is fitted on the other folds' held-out logits
+   (never on its own), and ECE is reported before and after.
+4. **The shipped head** is fitted on all tracks with the C chosen most often, its T
+   fitted on all held-out logits.
+5. **Not music.** A binary head (music / not music) on the same features, fitted on
+   the music tracks and a generated non-music set (:mod:`genrekit.datasets.nonmusic`),
+   per 3 s segment; its threshold keeps CV false alarms on music at or below
+   ``max_music_false_alarms``.
+6. **The model file**: the musicnn graph(s) the heads need, with the heads, thresholds,
+   labels, display names, training data (ids, artists, content hashes) and the CV
+   figures in its metadata (:func:`genrekit.export.musicnn_onnx_bytes`).
+
+Needs ``genrekit[train]`` (scipy, scikit-learn) for fitting; the model it writes runs
+in the light install.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ConfigError
+from .config import strict_from_dict
+
+KINDS = ("penultimate", "tags")
+MUSIC, NOT_MUSIC = "music", "not_music"
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Source:
+    """One labelled data set: ``spec`` (``gtzan:…``, ``fma:…``, ``folder:…``, ``manifest:…``) and its metadata.
+
+    ``label_map`` renames labels (those it does not name are dropped when ``only_mapped``);
+    ``splits`` keeps only tracks of these splits (None: all); ``role`` is ``cv`` (in the
+    CV folds) or ``train`` (training only).
+    """
+
+    spec: str
+    metadata: str | None = None
+    split_file: str | None = None
+    artists: str | None = None
+    label_map: dict | None = None
+    only_mapped: bool = False
+    splits: list | None = None
+    role: str = "cv"
+
+    def __post_init__(self):
+        if self.role not in ("cv", "train"):
+            raise ConfigError(f"source role must be 'cv' or 'train', not {self.role!r}")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The genre head: inputs (``<network>/<kind>``), pooling, tag prior, C grid, class balance."""
+
+    inputs: list = field(default_factory=lambda: ["MSD_musicnn/penultimate", "MSD_musicnn/tags"])
+    pooling: str = "mean"
+    prior: str | None = "msd"            # tag-name prior from these networks' tags: msd, both, or none
+    C: list = field(default_factory=lambda: [0.01, 0.1, 1.0])
+    class_balance: str = "weight"
+
+    def __post_init__(self):
+        if self.prior not in (None, "msd", "both"):
+            raise ConfigError(f"head.prior must be msd, both or null, not {self.prior!r}")
+        if not self.C or any(not isinstance(c, (int, float)) or c <= 0 for c in self.C):
+            raise ConfigError(f"head.C must be a list of positive numbers, not {self.C!r}")
+
+    @property
+    def networks(self) -> list[str]:
+        used = {k.split("/")[0] for k in self.inputs}
+        used |= {"msd": {"MSD_musicnn"}, "both": {"MSD_musicnn", "MTT_musicnn"}, None: set()}[self.prior]
+        return sorted(used)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """The music / not-music head: a generated non-music manifest, more music, C, and the false-alarm budget."""
+
+    nonmusic: str | None = None          # manifest:… of generated non-music (label not_music)
+    music: list = field(default_factory=list)  # more music sources (any labels) beside the genre tracks
+    C: float = 0.1
+    max_music_false_alarms: float = 0.01  # CV share of music tracks answered "not music"
+
+
+@dataclass
+class TransferConfig:
+    """A transfer recipe (a YAML file maps onto these names)."""
+
+    name: str = "genrekit-transfer"
+    out: str = "runs/transfer/model.onnx"
+    labels: list | None = None
+    display_names: dict | None = None
+    sources: list = field(default_factory=list)
+    head: HeadSpec = field(default_factory=HeadSpec)
+    detector: DetectorSpec = field(default_factory=DetectorSpec)
+    min_confidence: float = 0.25
+    folds: int = 5
+    seed: int = 0
+    n_boot: int = 2000
+    features_cache: str = "runs/transfer/features"
+
+    def __post_init__(self):
+        self.sources = [strict_from_dict(Source, s, "source") for s in self.sources]
+        self.head = strict_from_dict(HeadSpec, self.head, "head")
+        self.detector = strict_from_dict(DetectorSpec, self.detector, "detector")
+        if not self.sources:
+            raise ConfigError("a transfer recipe needs at least one source")
+        if not 0 <= self.min_confidence < 1:
+            raise ConfigError(f"min_confidence must be in [0, 1), not {self.min_confidence!r}")
+        if self.folds < 2:
+            raise ConfigError(f"folds must be at least 2, not {self.folds!r}")
+
+    @classmethod
+    def from_file(cls, path) -> "TransferConfig":
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a transfer config must be a YAML mapping")
+        data.pop("kind", None)
+        return strict_from_dict(cls, data, "transfer")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- data and features
+
+
+@dataclass
+class LabeledTrack:
+    track_id: str
+    path: str
+    label: str
+    artist: str | None
+    role: str
+    source: str
+    features: dict = field(default_factory=dict)
+
+
+def gather(sources: list[Source]) -> tuple[list[LabeledTrack], list[str]]:
+    """The tracks of every source with mapped labels; notes on what was left out."""
+    from ..datasets import open_dataset
+
+    tracks, notes = [], []
+    for source in sources:
+        dataset = open_dataset(source.spec, metadata=source.metadata, splits=source.split_file,
+                               artists=source.artists)
+        kept = 0
+        for t in dataset.tracks:
+            if source.splits is not None and t.split not in source.splits:
+                continue
+            label = (source.label_map or {}).get(t.label, None if source.only_mapped else t.label)
+            if label is None:
+                continue
+            tracks.append(LabeledTrack(t.track_id, t.path, label, t.artist, source.role, dataset.name))
+            kept += 1
+        notes.append(f"{source.spec}: {kept} of {len(dataset.tracks)} tracks")
+    return tracks, notes
+
+
+def file_sha256(path) -> str:
+    from ..cache.featurize import file_sha256 as sha
+
+    return sha(path)
+
+
+def extract_features(tracks: list, networks: list[str], cache_dir, progress: bool = True) -> list[str]:
+    """Fill each track's ``features`` (``"<network>/<kind>"`` → ``(n_segments, dim)``); returns failures.
+
+    One file per track in ``cache_dir`` (``<sha256>.npz``), written atomically, so a
+    run resumes and a changed file is recomputed. A track that fails is left out
+    (its reason returned) and the others go on.
+    """
+    from tqdm import tqdm
+
+    from ..errors import AudioError
+    from ..io import atomic_path
+    from ..tagger import iter_patches, load_tagger
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    names = [f"{n}/{k}" for n in networks for k in KINDS]
+    failures = []
+    for track in tqdm(tracks, desc="features", unit="track", disable=not progress):
+        path = cache_dir / f"{file_sha256(track.path)}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                if all(n.replace("/", "__") in z for n in names):
+                    track.features = {n: z[n.replace("/", "__")] for n in names}
+                    continue
+        try:
+            parts: dict[str, list] = {n: [] for n in names}
+            for batch in iter_patches(track.path):
+                for net in networks:
+                    out = load_tagger(net.split("_")[0].lower()).run(batch, [f"{net}/{k}" for k in KINDS])
+                    for key, value in out.items():
+                        parts[key].append(value)
+        except AudioError as e:
+            failures.append(f"{track.path}: {e.reason}")
+            continue
+        track.features = {n: np.concatenate(v).astype(np.float32) for n, v in parts.items()}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{n.replace("/", "__"): v for n, v in track.features.items()})
+    return failures
+
+
+# ---------------------------------------------------------------- heads and folds
+
+
+def make_prior(kind: str | None, labels: list[str]):
+    """The tag-name prior (:data:`genrekit.heads.GENRE_TAGS`) restricted to the MSD tagger or both taggers."""
+    from ..heads import GENRE_TAGS, TagPrior
+
+    if kind is None:
+        return None
+    networks = {"msd": ("MSD_musicnn",), "both": ("MSD_musicnn", "MTT_musicnn")}[kind]
+    mapping = {g: {n: t for n, t in GENRE_TAGS.get(g, {}).items() if n in networks} for g in labels}
+    return TagPrior(labels, mapping)
+
+
+def fit_head(spec: HeadSpec, tracks: list, labels: list[str], C: float):
+    from ..heads import fit_track_head
+
+    return fit_track_head([t.features for t in tracks], [t.label for t in tracks], labels, spec.inputs,
+                          spec.pooling, C, spec.class_balance, make_prior(spec.prior, labels))
+
+
+def logits_of(head, tracks: list) -> np.ndarray:
+    return np.stack([head.logits(t.features) for t in tracks])
+
+
+def group_folds(labels: list[str], groups: list[str], n_folds: int, seed: int) -> np.ndarray:
+    """Fold per track: groups (artists) kept whole, labels spread over the folds (StratifiedGroupKFold)."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    fold = np.empty(len(labels), dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the least populated class has only N members" is expected
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        for k, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+            fold[test] = k
+    return fold
+
+
+def group_of(track) -> str:
+    return f"artist:{track.artist}" if track.artist else f"track:{track.source}:{track.track_id}"
+
+
+def extra_for(extra: list, test: list) -> list:
+    """Training-only tracks that share no artist with the test tracks."""
+    test_artists = {t.artist for t in test if t.artist}
+    return [t for t in extra if not t.artist or t.artist not in test_artists]
+
+
+def choose_C(spec: HeadSpec, train: list, extra: list, labels: list[str], seed: int, n_folds: int = 4):
+    """C from ``spec.C`` by an inner artist-grouped CV of ``train`` (balanced accuracy, then NLL);
+    returns ``(C, inner held-out logits at that C, their labels)``."""
+    from ..metrics import balanced_accuracy, encode, nll_logits
+
+    y = encode([t.label for t in train], labels)
+    if len(spec.C) == 1 and n_folds < 2:
+        return spec.C[0], None, y
+    fold = group_folds([t.label for t in train], [group_of(t) for t in train], n_folds, seed + 1)
+    inner = {c: np.zeros((len(train), len(labels))) for c in spec.C}
+    for k in range(n_folds):
+        test = [t for t, f in zip(train, fold) if f == k]
+        fit_on = [t for t, f in zip(train, fold) if f != k] + extra_for(extra, test)
+        for c in spec.C:
+            inner[c][fold == k] = logits_of(fit_head(spec, fit_on, labels, c), test)
+    best = max(spec.C, key=lambda c: (round(balanced_accuracy(y, inner[c].argmax(1), len(labels)), 6),
+                                      -nll_logits(inner[c], y)))
+    return best, inner[best], y
+
+
+def cross_validate(spec: HeadSpec, tracks: list, extra: list, labels: list[str], n_folds: int, seed: int) -> dict:
+    """Held-out logits (T = 1) of every CV track, the C and the cross-fitted T of each outer fold."""
+    from ..metrics import encode, fit_temperature
+
+    y = encode([t.label for t in tracks], labels)
+    fold = group_folds([t.label for t in tracks], [group_of(t) for t in tracks], n_folds, seed)
+    logits, chosen = np.zeros((len(tracks), len(labels))), []
+    for k in range(n_folds):
+        test = [t for t, f in zip(tracks, fold) if f == k]
+        train = [t for t, f in zip(tracks, fold) if f != k]
+        C, _, _ = choose_C(spec, train, extra, labels, seed)
+        chosen.append(C)
+        logits[fold == k] = logits_of(fit_head(spec, train + extra_for(extra, test), labels, C), test)
+    temperature = np.ones(len(tracks))
+    for k in range(n_folds):
+        temperature[fold == k] = fit_temperature(logits[fold != k], y[fold != k])
+    return {"logits": logits, "y": y, "fold": fold, "C": chosen, "temperature": temperature}
+
+
+def cv_report(cv: dict, labels: list[str], n_boot: int, seed: int, min_confidence: float) -> dict:
+    """Balanced accuracy, macro-F1, per-genre recall with CIs; ECE before/after; abstention at the threshold."""
+    from ..metrics import classification_report, ece, softmax
+
+    y, logits = cv["y"], cv["logits"]
+    report = classification_report(y, logits.argmax(1), labels, n_boot=n_boot, seed=seed)
+    calibrated = softmax(logits / cv["temperature"][:, None])
+    confident = calibrated.max(1) >= min_confidence
+    report["calibration"] = {"ece_before": ece(softmax(logits), y), "ece_after": ece(calibrated, y),
+                             "temperature_per_fold": sorted({round(float(t), 3) for t in cv["temperature"]})}
+    report["abstention"] = {"min_confidence": min_confidence, "uncertain_share": float(1 - confident.mean()),
+                            "accuracy_when_answering": float((logits.argmax(1) == y)[confident].mean())
+                            if confident.any() else None}
+    report["C_per_fold"] = cv["C"]
+    return report
+
+
+# ---------------------------------------------------------------- the music / not-music detector
+
+
+def segment_samples(tracks: list, inputs: list[str]) -> list[dict]:
+    """Each 3 s segment of each track as a one-segment sample."""
+    return [{k: t.features[k][i:i + 1] for k in inputs} for t in tracks for i in range(len(t.features[inputs[0]]))]
+
+
+def fit_detector(music: list, nonmusic: list, inputs: list[str], C: float):
+    """A music / not-music head fitted on single segments (a track's score is the mean of its segments')."""
+    from ..heads import fit_track_head
+
+    samples = segment_samples(music, inputs) + segment_samples(nonmusic, inputs)
+    y = [MUSIC] * sum(len(t.features[inputs[0]]) for t in music)
+    y += [NOT_MUSIC] * (len(samples) - len(y))
+    return fit_track_head(samples, y, [MUSIC, NOT_MUSIC], inputs, "mean", C, "weight")
+
+
+def detector_cv(music: list, nonmusic: list, inputs: list[str], C: float, n_folds: int, seed: int) -> dict:
+    """Held-out P(not music) of every music and non-music track (folds by artist / recipe group)."""
+    from ..metrics import softmax
+
+    everything = music + nonmusic
+    labels = [MUSIC] * len(music) + [NOT_MUSIC] * len(nonmusic)
+    fold = group_folds(labels, [group_of(t) for t in everything], n_folds, seed)
+    p = np.zeros(len(everything))
+    for k in range(n_folds):
+        train = [i for i, f in enumerate(fold) if f != k]
+        head = fit_detector([everything[i] for i in train if labels[i] == MUSIC],
+                            [everything[i] for i in train if labels[i] == NOT_MUSIC], inputs, C)
+        for i in np.flatnonzero(fold == k):
+            p[i] = softmax(head.logits(everything[i].features))[1]
+    return {"p_not_music": p, "is_music": np.array([lab == MUSIC for lab in labels])}
+
+
+def detector_threshold(cv: dict, max_false_alarms: float) -> float:
+    """The lowest P(not music) threshold whose CV false alarms on music stay within the budget."""
+    music_p = np.sort(cv["p_not_music"][cv["is_music"]])
+    allowed = int(np.floor(max_false_alarms * len(music_p)))
+    above = music_p[len(music_p) - allowed - 1] if allowed < len(music_p) else 0.0
+    return float(min(max(0.5, np.nextafter(above, 1.0)), 0.99))
+
+
+def detector_report(cv: dict, threshold: float, kinds: list[str] | None = None) -> dict:
+    flagged = cv["p_not_music"] >= threshold
+    report = {"threshold": threshold, "music_false_alarms": float(flagged[cv["is_music"]].mean()),
+              "not_music_detected": float(flagged[~cv["is_music"]].mean()),
+              "n_music": int(cv["is_music"].sum()), "n_not_music": int((~cv["is_music"]).sum())}
+    if kinds is not None:
+        per = {}
+        for kind in sorted(set(kinds)):
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            per[kind] = float(flagged[np.array(idx) + report["n_music"]].mean())
+        report["per_kind"] = per
+    return report
+
+
+# ---------------------------------------------------------------- the whole recipe
+
+
+@dataclass
+class TransferResult:
+    model: Path
+    cv: dict
+    detector: dict | None
+    metadata: dict
+
+
+def train_transfer(config: TransferConfig, progress: bool = True) -> TransferResult:
+    """Run the recipe (see the module notes) and write the model file ``config.out``."""
+    from ..errors import DatasetError
+    from ..heads import with_temperature
+    from ..metrics import fit_temperature
+
+    started = time.time()
+    tracks, notes = gather(config.sources)
+    labels = config.labels or sorted({t.label for t in tracks})
+    unknown = sorted({t.label for t in tracks} - set(labels))
+    if unknown:
+        raise ConfigError(f"labels {unknown} of the data are not among the recipe's labels {labels}")
+    failures = extract_features(tracks, config.head.networks, config.features_cache, progress)
+    tracks = [t for t in tracks if t.features]
+    cv_tracks = [t for t in tracks if t.role == "cv"]
+    extra = [t for t in tracks if t.role == "train"]
+    if len(cv_tracks) < config.folds:
+        raise DatasetError(f"{len(cv_tracks)} CV tracks cannot fill {config.folds} folds")
+    cv = cross_validate(config.head, cv_tracks, extra, labels, config.folds, config.seed)
+    report = cv_report(cv, labels, config.n_boot, config.seed, config.min_confidence)
+    C = Counter(cv["C"]).most_common(1)[0][0]
+    head = with_temperature(fit_head(config.head, tracks, labels, C), fit_temperature(cv["logits"], cv["y"]))
+    detector, detector_summary, threshold = _detector(config, tracks, progress)
+    metadata = {
+        "kind": "track_head", "name": config.name, "genrekit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "labels": labels,
+        "display_names": config.display_names or {}, "head": head.to_dict(),
+        "detector": detector.to_dict() if detector is not None else None, "not_music_threshold": threshold,
+        "min_confidence": config.min_confidence, "recipe": _public_recipe(config),
+        "training_data": _training_data(tracks, notes, failures, labels),
+        "cv_metrics": {k: v for k, v in report.items() if k != "confusion_matrix"} | {
+            "design": f"{'+'.join(config.head.inputs)}, {config.head.pooling} pooling, prior "
+                      f"{config.head.prior}, C chosen per fold from {config.head.C}",
+            "folds": config.folds, "cv_tracks": len(cv_tracks), "training_only_tracks": len(extra),
+            "confusion_matrix": report["confusion_matrix"]},
+        "detector_metrics": detector_summary, "train_seconds": round(time.time() - started, 1),
+    }
+    out = _write_model(config, metadata)
+    return TransferResult(out, report, detector_summary, metadata)
+
+
+def _detector(config: TransferConfig, music: list, progress: bool):
+    spec = config.detector
+    if spec.nonmusic is None:
+        return None, None, 0.5
+    nonmusic, _ = gather([Source(spec.nonmusic, role="train")])
+    more, _ = gather([strict_from_dict(Source, s, "detector music source") for s in spec.music])
+    failures = extract_features(nonmusic + more, config.head.networks, config.features_cache, progress)
+    nonmusic = [t for t in nonmusic if t.features]
+    seen = {file_sha256(t.path) for t in music}
+    music = music + [t for t in more if t.features and file_sha256(t.path) not in seen]
+    inputs = [k for k in config.head.inputs]
+    cv = detector_cv(music, nonmusic, inputs, spec.C, config.folds, config.seed)
+    threshold = detector_threshold(cv, spec.max_music_false_alarms)
+    summary = detector_report(cv, threshold) | {"failures": failures, "C": spec.C, "inputs": inputs,
+                                               "trained_on": f"{len(music)} music tracks, {len(nonmusic)} "
+                                                             f"generated non-music clips ({spec.nonmusic})"}
+    return fit_detector(music, nonmusic, inputs, spec.C), summary, threshold
+
+
+def _public_recipe(config: TransferConfig) -> dict:
+    recipe = config.to_dict()
+    recipe.pop("out", None)
+    recipe.pop("features_cache", None)
+    return recipe
+
+
+def _training_data(tracks: list, notes: list[str], failures: list[str], labels: list[str]) -> dict:
+    """What the model saw: per label and source counts, ids, artists and content hashes (for the leakage guard)."""
+    hashes = sorted({file_sha256(t.path) for t in tracks})
+    per_label = Counter(t.label for t in tracks)
+    per_source = Counter(f"{t.source} ({t.role})" for t in tracks)
+    return {"n_tracks": len(tracks), "per_label": {g: per_label.get(g, 0) for g in labels},
+            "per_source": dict(per_source), "sources": notes, "failures": failures,
+            "train_track_ids": sorted({str(t.track_id) for t in tracks}),
+            "train_artists": sorted({t.artist for t in tracks if t.artist}), "train_hashes": hashes,
+            "fingerprint": hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]}
+
+
+def _write_model(config: TransferConfig, metadata: dict) -> Path:
+    from ..export import musicnn_onnx_bytes
+    from ..io import atomic_path
+
+    networks = sorted(set(config.head.networks))
+    out = Path(config.out)
+    if out.is_dir():
+        raise ConfigError(f"{out}: out must be the path of the .onnx file to write, not a folder")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(musicnn_onnx_bytes(networks, metadata, kinds=KINDS))
+    return out
