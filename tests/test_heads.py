@@ -1,0 +1,262 @@
+"""genrekit.heads: track heads on synthetic per-segment features (no audio, no torch)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from genrekit import heads
+from genrekit.errors import CheckpointError, ConfigError
+from genrekit.heads import GENRE_TAGS, TagPrior, TrackHead, fit_track_head, zero_shot_head
+
+GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
+EMB = "MSD_musicnn/penultimate"
+MSD_TAGS = "MSD_musicnn/tags"
+MTT_TAGS = "MTT_musicnn/tags"
+
+
+def synthetic_tracks(n_per_class=(12, 6, 3), key=EMB, seed=0, segments=8):
+    """Tracks of 3 classes whose per-segment embedding is a class centre plus noise."""
+    rng = np.random.default_rng(seed)
+    dim = heads.FEATURE_KINDS[key.split("/")[1]]
+    centres = rng.normal(0, 1, (len(n_per_class), dim))
+    tracks, y = [], []
+    for c, n in enumerate(n_per_class):
+        for _ in range(n):
+            track_centre = centres[c] + rng.normal(0, 1.5, dim)
+            tracks.append({key: (track_centre + rng.normal(0, 2, (segments, dim))).astype(np.float32)})
+            y.append(["jazz", "pop", "rock"][c])
+    return tracks, y
+
+
+def tag_matrix(network: str, high: dict[str, float], segments=6, base=0.01) -> np.ndarray:
+    names = heads.musicnn_tags(network)
+    m = np.full((segments, 50), base, dtype=np.float32)
+    for tag, p in high.items():
+        m[:, names.index(tag)] = p
+    return m
+
+
+@pytest.mark.parametrize("class_balance,sk_weight", [("weight", "balanced"), ("none", None)])
+def test_fit_matches_sklearn_logistic_regression(class_balance, sk_weight):
+    from sklearn.linear_model import LogisticRegression
+
+    tracks, y = synthetic_tracks(key=MSD_TAGS)
+    head = fit_track_head(tracks, y, ["jazz", "pop", "rock"], [MSD_TAGS], C=0.05, class_balance=class_balance)
+    x = heads.pool_tracks(tracks, [MSD_TAGS], "mean")
+    xs = (x - x.mean(0)) / x.std(0)
+    ref = LogisticRegression(C=0.05, class_weight=sk_weight, tol=1e-10, max_iter=5000).fit(xs, y)
+    assert np.allclose(head.weight, ref.coef_, atol=1e-4)
+    # softmax is shift-invariant: compare centred intercepts
+    assert np.allclose(head.bias - head.bias.mean(), ref.intercept_ - ref.intercept_.mean(), atol=1e-4)
+    probs = np.stack([head.predict_proba(t) for t in tracks])
+    assert np.allclose(probs, ref.predict_proba(xs), atol=1e-4)
+
+
+def test_class_weight_changes_the_fit():
+    tracks, y = synthetic_tracks(key=MSD_TAGS)
+    a = fit_track_head(tracks, y, ["jazz", "pop", "rock"], [MSD_TAGS], C=0.05, class_balance="weight")
+    b = fit_track_head(tracks, y, ["jazz", "pop", "rock"], [MSD_TAGS], C=0.05, class_balance="none")
+    assert not np.allclose(a.bias, b.bias, atol=1e-3)
+    with pytest.raises(ConfigError, match="class_balance"):
+        fit_track_head(tracks, y, ["jazz", "pop", "rock"], [MSD_TAGS], class_balance="oversample")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "mean_std"])
+def test_track_logits_are_the_mean_of_segment_votes(pooling):
+    tracks, y = synthetic_tracks()
+    head = fit_track_head(tracks, y, ["jazz", "pop", "rock"], [EMB], pooling=pooling, C=0.1)
+    assert head.n_pooled == (400 if pooling == "mean_std" else 200)
+    for t in tracks[:5]:
+        votes = head.segment_logits(t)
+        assert votes.shape == (8, 3)
+        assert np.allclose(votes.mean(0), head.logits(t))
+    accuracy = np.mean([head.labels[head.predict_proba(t).argmax()] == g for t, g in zip(tracks, y)])
+    assert accuracy > 0.9  # training tracks: only a sanity check that the fit learned something
+
+
+def test_held_out_tracks_are_classified():
+    tracks, y = synthetic_tracks(n_per_class=(20, 20, 20), seed=1)
+    train = list(range(0, 60, 2))
+    test = list(range(1, 60, 2))
+    head = fit_track_head([tracks[i] for i in train], [y[i] for i in train], ["jazz", "pop", "rock"], [EMB], C=0.1)
+    hits = [head.labels[head.predict_proba(tracks[i]).argmax()] == y[i] for i in test]
+    assert np.mean(hits) > 0.8
+
+
+def test_round_trip_through_json_and_file(tmp_path):
+    tracks, y = synthetic_tracks()
+    prior = TagPrior(["jazz", "pop", "rock"])
+    feats = [{**t, MSD_TAGS: tag_matrix("MSD_musicnn", {"jazz": 0.3}, segments=8),
+              MTT_TAGS: tag_matrix("MTT_musicnn", {"pop": 0.2}, segments=8)} for t in tracks]
+    head = fit_track_head(feats, y, ["jazz", "pop", "rock"], [EMB, MSD_TAGS], pooling="mean_std", C=0.1, prior=prior)
+    head = heads.with_temperature(head, 1.7)
+    again = TrackHead.from_dict(json.loads(json.dumps(head.to_dict())))
+    assert again.labels == head.labels and again.inputs == head.inputs and again.temperature == 1.7
+    assert again.networks == ["MSD_musicnn", "MTT_musicnn"]
+    for t in feats[:4]:
+        assert np.allclose(again.predict_proba(t), head.predict_proba(t), atol=1e-5)
+    loaded = TrackHead.load(head.save(tmp_path / "head.json"))
+    assert np.allclose(loaded.segment_logits(feats[0]), head.segment_logits(feats[0]), atol=1e-4)
+    # plain lists are accepted too
+    d = head.to_dict()
+    d["bias"] = head.bias.tolist()
+    assert np.allclose(TrackHead.from_dict(d).bias, head.bias)
+
+
+def _valid_dict():
+    tracks, y = synthetic_tracks()
+    return fit_track_head(tracks, y, ["jazz", "pop", "rock"], [EMB], C=0.1).to_dict()
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d.update(format="other"), "not a genrekit track head"),
+    (lambda d: d.update(version=99), "version"),
+    (lambda d: d.pop("weight"), "lacks field"),
+    (lambda d: d.update(labels=["jazz", "jazz", "rock"]), "distinct"),
+    (lambda d: d.update(labels=["jazz", "pop"]), "shape"),
+    (lambda d: d.update(dims=[100]), "not a musicnn feature"),
+    (lambda d: d.update(inputs=["VGG/penultimate"]), "not a musicnn feature"),
+    (lambda d: d.update(pooling="max"), "pooling"),
+    (lambda d: d.update(temperature=0), "temperature"),
+    (lambda d: d.update(temperature="hot"), "temperature"),
+    (lambda d: d.update(bias=[0.0, float("nan"), 0.0]), "NaN"),
+    (lambda d: d.update(bias={"shape": [3], "b64": "!!!"}), "not a float array"),
+    (lambda d: d.update(prior={"genre_tags": {"jazz": {"MSD_musicnn": ["bebop"]}}, "tags": {},
+                               "untagged_logit": -3, "scale": 1}), "prior"),
+])
+def test_loading_rejects_bad_heads_with_one_line(change, message):
+    d = _valid_dict()
+    change(d)
+    with pytest.raises(CheckpointError, match=message) as err:
+        TrackHead.from_dict(d, source="heads/bad.json")
+    assert str(err.value).startswith("heads/bad.json: ") and "\n" not in str(err.value)
+
+
+def test_load_reports_missing_and_garbled_files(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        TrackHead.load(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"bad\.json: track head is not readable JSON"):
+        TrackHead.load(bad)
+
+
+def test_inference_checks_features():
+    tracks, y = synthetic_tracks()
+    head = fit_track_head(tracks, y, ["jazz", "pop", "rock"], [EMB], C=0.1)
+    with pytest.raises(ValueError, match="needs feature"):
+        head.predict_proba({"MTT_musicnn/penultimate": tracks[0][EMB]})
+    with pytest.raises(ValueError, match=r"\(n_segments >= 1, 200\)"):
+        head.predict_proba({EMB: tracks[0][EMB][:, :10]})
+    with pytest.raises(ValueError, match="NaN"):
+        head.predict_proba({EMB: np.full((3, 200), np.nan)})
+
+
+def test_shipped_tag_names_cover_the_mapping():
+    prior = TagPrior(GENRES)  # raises if a mapped tag is not one of the network's tags
+    assert set(prior.tags) == {"MSD_musicnn", "MTT_musicnn"}
+    assert prior.genre_tags["reggae"] == {} and prior.genre_tags["disco"] == {}
+    assert TagPrior.with_proxies(GENRES).genre_tags["disco"]["MSD_musicnn"] == ["dance", "funk"]
+    with pytest.raises(ConfigError, match="does not have"):
+        TagPrior(["jazz", "rock"], {"jazz": {"MSD_musicnn": ["bebop"]}})
+
+
+def test_zero_shot_follows_the_tags():
+    head = zero_shot_head(GENRES)
+    assert head.networks == ["MSD_musicnn", "MTT_musicnn"]
+    blues = {MSD_TAGS: tag_matrix("MSD_musicnn", {"blues": 0.7, "rock": 0.3}), MTT_TAGS: tag_matrix("MTT_musicnn", {})}
+    classical = {MSD_TAGS: tag_matrix("MSD_musicnn", {}), MTT_TAGS: tag_matrix("MTT_musicnn", {"classic": 0.8})}
+    quiet = {MSD_TAGS: tag_matrix("MSD_musicnn", {}), MTT_TAGS: tag_matrix("MTT_musicnn", {})}
+    assert GENRES[head.predict_proba(blues).argmax()] == "blues"
+    assert GENRES[head.predict_proba(classical).argmax()] == "classical"
+    # nothing tagged above 5 %: the untagged genres (disco, reggae) share the top
+    top = head.predict_proba(quiet)
+    assert {GENRES[i] for i in np.flatnonzero(np.isclose(top, top.max()))} == {"disco", "reggae"}
+    msd_only = zero_shot_head(GENRES, TagPrior(GENRES, {g: {n: t for n, t in per.items() if n == "MSD_musicnn"}
+                                                        for g, per in GENRE_TAGS.items()}))
+    assert msd_only.networks == ["MSD_musicnn"]
+    assert msd_only.predict_proba({MSD_TAGS: blues[MSD_TAGS]}).argmax() == 0
+
+
+def test_prior_logits_average_networks_and_segments():
+    prior = TagPrior(["country", "jazz"])
+    msd = tag_matrix("MSD_musicnn", {"country": 0.5, "jazz": 0.2}, segments=2)
+    msd[1, heads.musicnn_tags("MSD_musicnn").index("jazz")] = 0.8
+    mtt = tag_matrix("MTT_musicnn", {"country": 0.9}, segments=2)
+    logits = prior.segment_logits({MSD_TAGS: msd, MTT_TAGS: mtt})
+    logodds = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert np.allclose(logits[:, 0], (logodds(0.5) + logodds(0.9)) / 2, atol=1e-6)
+    assert np.allclose(logits[:, 1], [logodds(0.2), logodds(0.8)], atol=1e-6)
+
+
+def test_residual_on_a_constant_prior_only_shifts_the_bias():
+    tracks, y = synthetic_tracks()
+    labels = ["jazz", "pop", "rock"]
+    # a prior whose logits are constant per genre: jazz 0, pop 0 (untagged), rock log-odds(0.3)
+    prior = TagPrior(labels, {"rock": {"MSD_musicnn": ["rock"]}})
+    feats = [{**t, MSD_TAGS: tag_matrix("MSD_musicnn", {"rock": 0.3}, segments=8)} for t in tracks]
+    plain = fit_track_head(feats, y, labels, [EMB], C=0.05)
+    residual = fit_track_head(feats, y, labels, [EMB], C=0.05, prior=prior)
+    assert np.allclose(residual.weight, plain.weight, atol=1e-4)
+    shift = prior.segment_logits(feats[0])[0]
+    total = residual.bias + shift
+    assert np.allclose(total - total.mean(), plain.bias - plain.bias.mean(), atol=1e-4)
+    assert np.allclose(residual.predict_proba(feats[0]), plain.predict_proba(feats[0]), atol=1e-4)
+
+
+def test_strong_penalty_keeps_the_prior():
+    labels = ["blues", "jazz"]
+    prior = TagPrior(labels)
+    rng = np.random.default_rng(0)
+    feats, y = [], []
+    for i in range(20):
+        genre = labels[i % 2]
+        feats.append({EMB: rng.normal(0, 1, (5, 200)),
+                      MSD_TAGS: tag_matrix("MSD_musicnn", {genre: 0.6, labels[1 - i % 2]: 0.1}, segments=5)})
+        y.append(genre)
+    head = fit_track_head(feats, y, labels, [EMB], C=1e-6, prior=prior)
+    assert np.abs(head.weight).max() < 1e-3
+    assert all(labels[head.predict_proba(f).argmax()] == g for f, g in zip(feats, y))
+
+
+def test_genre_without_training_tracks():
+    tracks, y = synthetic_tracks(key=MSD_TAGS)
+    head = fit_track_head(tracks, y, ["blues", "jazz", "pop", "rock"], [MSD_TAGS], C=0.1)
+    assert head.meta["genres_without_tracks"] == ["blues"]
+    assert np.all(head.weight[0] == 0)
+    assert all(head.predict_proba(t).argmax() != 0 for t in tracks)
+
+
+def test_fit_rejects_bad_arguments():
+    tracks, y = synthetic_tracks(key=MSD_TAGS)
+    with pytest.raises(ConfigError, match="unknown"):
+        fit_track_head(tracks, ["polka"] * len(tracks), ["jazz", "pop", "rock"], [MSD_TAGS])
+    with pytest.raises(ConfigError, match="C must be"):
+        fit_track_head(tracks, y, ["jazz", "pop", "rock"], [MSD_TAGS], C=0)
+    with pytest.raises(ConfigError, match="pooling"):
+        fit_track_head(tracks, y, ["jazz", "pop", "rock"], [MSD_TAGS], pooling="max")
+
+
+def test_inference_needs_no_scipy_sklearn_or_torch(tmp_path):
+    tracks, y = synthetic_tracks()
+    path = fit_track_head(tracks, y, ["jazz", "pop", "rock"], [EMB], C=0.1).save(tmp_path / "h.json")
+    np.save(tmp_path / "x.npy", tracks[0][EMB])
+    x_path = str(tmp_path / "x.npy")
+    code = ("import sys, numpy as np; from genrekit.heads import TrackHead;"
+            f"h = TrackHead.load({str(path)!r}); p = h.predict_proba({{{EMB!r}: np.load({x_path!r})}});"
+            "bad = [m for m in ('scipy', 'sklearn', 'torch') if m in sys.modules]; print(bad, p.sum());"
+            "sys.exit(int(bool(bad) or abs(float(p.sum()) - 1) > 1e-6))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_no_warnings_from_fitting():
+    tracks, y = synthetic_tracks(key=MSD_TAGS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fit_track_head(tracks, y, ["jazz", "pop", "rock"], [MSD_TAGS], C=1.0).meta["converged"]
