@@ -84,8 +84,8 @@ def main():
     print(f"\n{'':28}{'not_music':>10}{'uncertain':>10}{'genre':>8}{'n':>6}")
     print(f"{'generated non-music':28}{detected:10.3f}{outcomes['uncertain'] / n_nm:10.3f}"
           f"{outcomes['genre'] / n_nm:8.3f}{n_nm:6d}   (target >= 0.95 not_music)")
-    print(f"{'DEV music (GTZAN + FMA)':28}{false_alarms:10.3f}{said['uncertain'] / len(music):10.3f}"
-          f"{said['genre'] / len(music):8.3f}{len(music):6d}   (target <= 0.02 not_music)")
+    print(f"{'DEV music (in its training)':28}{false_alarms:10.3f}{said['uncertain'] / len(music):10.3f}"
+          f"{said['genre'] / len(music):8.3f}{len(music):6d}   (target <= 0.02; the honest figure is its CV one)")
     print(f"({time.time() - start:.0f} s; {len(music)} music tracks is a small set: one false alarm is "
           f"{1 / len(music):.3f})")
     if not args.no_csv:

@@ -280,6 +280,29 @@ def ece(probs, y_true, n_bins: int = ECE_BINS) -> float:
     return float(sum(c / n * abs(a - p) for c, a, p in zip(rel["count"], rel["accuracy"], rel["confidence"]) if c))
 
 
+def ece_noise_floor(probs, n_sim: int = 500, seed: int = 0, n_bins: int = ECE_BINS) -> float:
+    """Median ECE of a *perfectly calibrated* model with these confidences on this many tracks.
+
+    Each track's top label is drawn right with probability equal to its confidence, so
+    the ECE of the draws is sampling noise alone: an ECE near this value cannot be told
+    from perfect calibration at this sample size.
+
+    Examples
+    --------
+    >>> probs = np.tile([0.7, 0.2, 0.1], (87, 1))
+    >>> 0.03 < ece_noise_floor(probs) < 0.1
+    True
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    conf, top = probs.max(axis=1), probs.argmax(axis=1)
+    values = []
+    for _ in range(n_sim):
+        right = rng.random(len(conf)) < conf
+        values.append(ece(probs, np.where(right, top, (top + 1) % probs.shape[1]), n_bins))
+    return float(np.median(values))
+
+
 def fit_temperature(logits, y_true, bounds: tuple[float, float] = (0.01, 100.0), tol: float = 1e-6) -> float:
     """The temperature ``T`` minimising the NLL of ``softmax(logits / T)`` on held-out predictions.
 

@@ -20,3 +20,98 @@ def test_gpu_training_throughput_script_runs_on_cpu():
     assert "genrekit training loop (cache)" in lines and "bare forward+backward (random)" in lines
     ratio = float(done.stdout.split("loop / bare:")[1].split()[0])
     assert ratio > 0
+
+
+def _transfer_cv():
+    import importlib.util
+
+    if "bench_transfer_cv" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_transfer_cv", REPO / "bench" / "transfer_cv.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["bench_transfer_cv"]
+
+
+def _synthetic_tracks(n_per_genre=8, genres=("blues", "jazz", "rock"), role="cv", seed=0):
+    """Tracks whose MSD embedding mean depends on the genre; two tracks per artist."""
+    import numpy as np
+
+    from genrekit.training.transfer import LabeledTrack
+
+    rng = np.random.default_rng(seed)
+    centres = {g: rng.normal(0, 1, 200) for g in genres}
+    tracks = []
+    for g in genres:
+        for i in range(n_per_genre):
+            n_seg = int(rng.integers(2, 5))
+            features = {"MSD_musicnn/penultimate": centres[g] + rng.normal(0, 1, (n_seg, 200)),
+                        "MSD_musicnn/tags": rng.uniform(0.01, 0.3, (n_seg, 50))}
+            tracks.append(LabeledTrack(f"{role}.{g}.{i}", f"{g}{i}.wav", g, f"{role} {g} artist {i // 2}", role,
+                                       "synthetic", {k: v.astype(np.float32) for k, v in features.items()}))
+    return tracks
+
+
+def test_transfer_cv_designs_use_the_library_recipe_and_its_feature_kinds():
+    from genrekit.training import transfer
+
+    bench = _transfer_cv()
+    names = [d.name for d in bench.DESIGNS]
+    assert len(names) == len(set(names)) and bench.CHOSEN in names
+    assert all(k.split("/")[1] in transfer.KINDS for d in bench.DESIGNS for k in d.inputs)
+    nested = [d for d in bench.DESIGNS if d.C is None]
+    assert nested and all(d.is_recipe for d in nested)  # nested designs run transfer.cross_validate as is
+    assert set(bench.SKIPPED) == {d.name for d in bench.ALL_DESIGNS} - set(names)
+
+
+def test_transfer_cv_exact_prior_keeps_only_tags_named_like_the_genre():
+    bench = _transfer_cv()
+    full, exact = bench.make_prior("msd"), bench.make_prior("msd-exact")
+    assert exact.genre_tags["rock"] == {"MSD_musicnn": ["rock"]}
+    assert exact.genre_tags["hiphop"] == {"MSD_musicnn": ["Hip-Hop"]}
+    for genre, per in exact.genre_tags.items():
+        for network, tags in per.items():
+            assert set(tags) <= set(full.genre_tags[genre][network])
+    assert sum(map(len, (t for per in exact.genre_tags.values() for t in per.values()))) < \
+        sum(map(len, (t for per in full.genre_tags.values() for t in per.values())))
+
+
+def test_transfer_cv_cross_fitted_temperature_never_sees_its_own_fold():
+    import numpy as np
+
+    bench = _transfer_cv()
+    rng = np.random.default_rng(0)
+    y, fold = rng.integers(0, 10, 60), np.repeat(np.arange(3), 20)
+    logits = rng.normal(0, 3, (60, 10))
+    before = bench.cross_fitted_temperature(logits, y, fold)
+    changed = logits.copy()
+    changed[fold == 1] *= 10
+    after = bench.cross_fitted_temperature(changed, y, fold)
+    assert np.allclose(before[fold == 1], after[fold == 1])
+    assert not np.allclose(before[fold != 1], after[fold != 1])
+
+
+def _check_cv(bench, name, C_grid=(0.1,)):
+    tracks, extra = _synthetic_tracks(6), _synthetic_tracks(2, role="train", seed=1)
+    design = next(d for d in bench.DESIGNS if d.name == name)
+    cv = bench.cross_validate(design, tracks, extra, bench.outer_folds(tracks, 3, 0), 0, C_grid=C_grid)
+    accuracy = (cv["logits"].argmax(1) == cv["y"]).mean()
+    assert accuracy > 0.9, (name, accuracy)
+    assert cv["C"] == [0.1] * 3
+    assert (cv["temperature_inner"] is not None) == (design.C is None)
+    return cv, tracks
+
+
+def test_transfer_cv_fixed_and_segment_designs_learn_held_out_genres():
+    import numpy as np
+
+    bench = _transfer_cv()
+    _check_cv(bench, "lr-msd-emb+fma")
+    _, tracks = _check_cv(bench, "seg-lr-msd-emb")
+    design = next(d for d in bench.DESIGNS if d.name == "seg-lr-msd-emb")
+    probs = np.exp(bench.fit_design(design, tracks, 0.1)(tracks))
+    assert np.allclose(probs.sum(1), 1)  # log of the mean segment probability
+
+
+def test_transfer_cv_nested_design_runs_the_library_recipe():
+    _check_cv(_transfer_cv(), "res-msd-emb+tags-nestedC")

@@ -12,10 +12,10 @@ The recipe behind the shipped model (``genrekit train-transfer --config configs/
 3. **Cross-validation.** Artist-grouped, genre-stratified folds. In each outer fold, C
    is chosen from a grid by an inner artist-grouped CV (balanced accuracy); the pooled
    held-out predictions give balanced accuracy, macro-F1 and per-genre recall with
-   bootstrap CIs. Temperature: fold k's T is fitted on the other folds' held-out logits
-   (never on its own), and ECE is reported before and after.
+   bootstrap CIs. Temperature: fold k's T is fitted on that inner CV's held-out logits
+   (never on the fold it scores), and ECE is reported before and after.
 4. **The shipped head** is fitted on all tracks with the C chosen most often, its T
-   fitted on all held-out logits.
+   fitted on all outer held-out logits.
 5. **Not music.** A binary head (music / not music) on the same features, fitted on
    the music tracks and a generated non-music set (:mod:`genrekit.datasets.nonmusic`),
    per 3 s segment; its threshold keeps CV false alarms on music at or below
@@ -101,6 +101,7 @@ class DetectorSpec:
 
     nonmusic: str | None = None          # manifest:… of generated non-music (label not_music)
     music: list = field(default_factory=list)  # more music sources (any labels) beside the genre tracks
+    inputs: list | None = None           # default: the genre head's inputs
     C: float = 0.1
     max_music_false_alarms: float = 0.01  # CV share of music tracks answered "not music"
 
@@ -213,26 +214,31 @@ def extract_features(tracks: list, networks: list[str], cache_dir, progress: boo
     failures = []
     for track in tqdm(tracks, desc="features", unit="track", disable=not progress):
         path = cache_dir / f"{file_sha256(track.path)}.npz"
+        cached = {}
         if path.is_file():
             with np.load(path) as z:
-                if all(n.replace("/", "__") in z for n in names):
-                    track.features = {n: z[n.replace("/", "__")] for n in names}
-                    continue
-        try:
-            parts: dict[str, list] = {n: [] for n in names}
-            for batch in iter_patches(track.path):
-                for net in networks:
-                    out = load_tagger(net.split("_")[0].lower()).run(batch, [f"{net}/{k}" for k in KINDS])
-                    for key, value in out.items():
-                        parts[key].append(value)
-        except AudioError as e:
-            failures.append(f"{track.path}: {e.reason}")
-            continue
-        track.features = {n: np.concatenate(v).astype(np.float32) for n, v in parts.items()}
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **{n.replace("/", "__"): v for n, v in track.features.items()})
+                cached = {key.replace("__", "/"): z[key] for key in z.files}
+        missing = [net for net in networks if any(f"{net}/{k}" not in cached for k in KINDS)]
+        if missing:
+            try:
+                cached |= _network_outputs(track.path, missing, iter_patches, load_tagger)
+            except AudioError as e:
+                failures.append(f"{track.path}: {e.reason}")
+                continue
+            with atomic_path(path) as tmp:  # keeps the networks cached before, adds the new ones
+                with open(tmp, "wb") as f:
+                    np.savez(f, **{n.replace("/", "__"): v for n, v in cached.items()})
+        track.features = {n: cached[n] for n in names}
     return failures
+
+
+def _network_outputs(path, networks: list[str], iter_patches, load_tagger) -> dict[str, np.ndarray]:
+    parts: dict[str, list] = {f"{n}/{k}": [] for n in networks for k in KINDS}
+    for batch in iter_patches(path):
+        for net in networks:
+            for key, value in load_tagger(net.split("_")[0].lower()).run(batch, [f"{net}/{k}" for k in KINDS]).items():
+                parts[key].append(value)
+    return {n: np.concatenate(v).astype(np.float32) for n, v in parts.items()}
 
 
 # ---------------------------------------------------------------- heads and folds
@@ -279,10 +285,16 @@ def group_of(track) -> str:
     return f"artist:{track.artist}" if track.artist else f"track:{track.source}:{track.track_id}"
 
 
+def _artist_names(track) -> set[str]:
+    from ..datasets.base import credit_names, name_key
+
+    return {name_key(n) for n in credit_names(track.artist)} if track.artist else set()
+
+
 def extra_for(extra: list, test: list) -> list:
-    """Training-only tracks that share no artist with the test tracks."""
-    test_artists = {t.artist for t in test if t.artist}
-    return [t for t in extra if not t.artist or t.artist not in test_artists]
+    """Training-only tracks that share no credited artist name with the test tracks."""
+    test_names = set().union(*(_artist_names(t) for t in test)) if test else set()
+    return [t for t in extra if not (_artist_names(t) & test_names)]
 
 
 def choose_C(spec: HeadSpec, train: list, extra: list, labels: list[str], seed: int, n_folds: int = 4):
@@ -291,8 +303,6 @@ def choose_C(spec: HeadSpec, train: list, extra: list, labels: list[str], seed: 
     from ..metrics import balanced_accuracy, encode, nll_logits
 
     y = encode([t.label for t in train], labels)
-    if len(spec.C) == 1 and n_folds < 2:
-        return spec.C[0], None, y
     fold = group_folds([t.label for t in train], [group_of(t) for t in train], n_folds, seed + 1)
     inner = {c: np.zeros((len(train), len(labels))) for c in spec.C}
     for k in range(n_folds):
@@ -306,33 +316,37 @@ def choose_C(spec: HeadSpec, train: list, extra: list, labels: list[str], seed: 
 
 
 def cross_validate(spec: HeadSpec, tracks: list, extra: list, labels: list[str], n_folds: int, seed: int) -> dict:
-    """Held-out logits (T = 1) of every CV track, the C and the cross-fitted T of each outer fold."""
+    """Held-out logits (T = 1) of every CV track, with the C and T of each outer fold.
+
+    Both are chosen inside the fold's training tracks (nested): C by the inner CV, T
+    fitted on the inner CV's held-out logits at that C, so neither sees the fold it scores.
+    """
     from ..metrics import encode, fit_temperature
 
     y = encode([t.label for t in tracks], labels)
     fold = group_folds([t.label for t in tracks], [group_of(t) for t in tracks], n_folds, seed)
     logits, chosen = np.zeros((len(tracks), len(labels))), []
+    temperature = np.ones(len(tracks))
     for k in range(n_folds):
         test = [t for t, f in zip(tracks, fold) if f == k]
         train = [t for t, f in zip(tracks, fold) if f != k]
-        C, _, _ = choose_C(spec, train, extra, labels, seed)
+        C, inner, y_inner = choose_C(spec, train, extra, labels, seed)
         chosen.append(C)
+        temperature[fold == k] = fit_temperature(inner, y_inner)
         logits[fold == k] = logits_of(fit_head(spec, train + extra_for(extra, test), labels, C), test)
-    temperature = np.ones(len(tracks))
-    for k in range(n_folds):
-        temperature[fold == k] = fit_temperature(logits[fold != k], y[fold != k])
     return {"logits": logits, "y": y, "fold": fold, "C": chosen, "temperature": temperature}
 
 
 def cv_report(cv: dict, labels: list[str], n_boot: int, seed: int, min_confidence: float) -> dict:
     """Balanced accuracy, macro-F1, per-genre recall with CIs; ECE before/after; abstention at the threshold."""
-    from ..metrics import classification_report, ece, softmax
+    from ..metrics import classification_report, ece, ece_noise_floor, softmax
 
     y, logits = cv["y"], cv["logits"]
     report = classification_report(y, logits.argmax(1), labels, n_boot=n_boot, seed=seed)
     calibrated = softmax(logits / cv["temperature"][:, None])
     confident = calibrated.max(1) >= min_confidence
     report["calibration"] = {"ece_before": ece(softmax(logits), y), "ece_after": ece(calibrated, y),
+                             "ece_noise_floor": ece_noise_floor(calibrated),
                              "temperature_per_fold": sorted({round(float(t), 3) for t in cv["temperature"]})}
     report["abstention"] = {"min_confidence": min_confidence, "uncertain_share": float(1 - confident.mean()),
                             "accuracy_when_answering": float((logits.argmax(1) == y)[confident].mean())
@@ -460,7 +474,7 @@ def _detector(config: TransferConfig, music: list, progress: bool):
     nonmusic = [t for t in nonmusic if t.features]
     seen = {file_sha256(t.path) for t in music}
     music = music + [t for t in more if t.features and file_sha256(t.path) not in seen]
-    inputs = [k for k in config.head.inputs]
+    inputs = list(spec.inputs or config.head.inputs)
     cv = detector_cv(music, nonmusic, inputs, spec.C, config.folds, config.seed)
     threshold = detector_threshold(cv, spec.max_music_false_alarms)
     summary = detector_report(cv, threshold) | {"failures": failures, "C": spec.C, "inputs": inputs,

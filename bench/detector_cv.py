@@ -1,0 +1,70 @@
+"""Choose the music / not-music detector by cross-validation (issue 12).
+
+Usage: python bench/detector_cv.py [--config configs/default_model.yaml] [--no-csv]
+
+For each variant (inputs × C) the detector is cross-validated with the recipe's folds
+(music grouped by artist, generated non-music by recipe group): the threshold is set so
+that at most ``max_music_false_alarms`` of the music tracks are called not music, and
+the share of non-music detected at that threshold is printed, side by side. Only the
+TRAIN non-music set is used; the held-out test set is for bench/not_music.py on the
+shipped model. Rows go to bench/results/detector_cv.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+VARIANTS = [(inputs, C) for inputs in (["MSD_musicnn/penultimate", "MSD_musicnn/tags"], ["MSD_musicnn/penultimate"],
+                                       ["MSD_musicnn/tags"]) for C in (0.01, 0.1, 1.0)]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
+    p.add_argument("--no-csv", action="store_true")
+    args = p.parse_args()
+    from results_csv import append_rows
+
+    from genrekit.training.transfer import (Source, TransferConfig, detector_cv, detector_threshold,
+                                            extract_features, gather)
+
+    config = TransferConfig.from_file(args.config)
+    music, _ = gather(config.sources)
+    more, _ = gather([Source(**s) if isinstance(s, dict) else s for s in config.detector.music])
+    nonmusic, _ = gather([Source(config.detector.nonmusic, role="train")])
+    for group in (music, more, nonmusic):
+        extract_features(group, ["MSD_musicnn"], config.features_cache, progress=False)
+    seen = {t.path for t in music}
+    music = [t for t in music + [t for t in more if t.path not in seen] if t.features]
+    nonmusic = [t for t in nonmusic if t.features]
+    budget = config.detector.max_music_false_alarms
+    print(f"{len(music)} music tracks, {len(nonmusic)} generated non-music clips; {config.folds} folds; "
+          f"false-alarm budget {budget}")
+    print(f"{'inputs':30}{'C':>6}{'threshold':>11}{'detected':>10}{'false alarms':>14}")
+    rows = []
+    for inputs, C in VARIANTS:
+        cv = detector_cv(music, nonmusic, inputs, C, config.folds, config.seed)
+        th = detector_threshold(cv, budget)
+        detected = float((cv["p_not_music"][~cv["is_music"]] >= th).mean())
+        alarms = float((cv["p_not_music"][cv["is_music"]] >= th).mean())
+        name = "+".join(i.split("/")[1] for i in inputs)
+        print(f"{name:30}{C:6g}{th:11.3f}{detected:10.3f}{alarms:14.3f}", flush=True)
+        rows.append({"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()}-core CPU ({platform.machine()})",
+                     "command": "python bench/detector_cv.py", "inputs": name, "C": C, "threshold": round(th, 4),
+                     "cv_not_music_detected": round(detected, 4), "cv_music_false_alarms": round(alarms, 4),
+                     "music_tracks": len(music), "nonmusic_clips": len(nonmusic)})
+    if not args.no_csv:
+        append_rows(REPO / "bench" / "results" / "detector_cv.csv", rows)
+
+
+if __name__ == "__main__":
+    main()
