@@ -1,4 +1,4 @@
-"""DDP training (genrekit.training.launch and .dist): two CPU processes (gloo) train like one with the same global batch."""
+"""DDP training (genrekit.training.launcher and .dist): two CPU processes (gloo) train like one with the same global batch."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,7 @@ from genrekit.models.backbones import SmallCNN
 from genrekit.models.head import fastai_head
 from genrekit.checkpoint import load_checkpoint, model_from_checkpoint
 from genrekit.training import dist as ddp_ops
-from genrekit.training import launch as ddp_launch
+from genrekit.training import launcher as ddp_launch
 from genrekit.training import TrainConfig, train
 from genrekit.training.data import batches
 from genrekit.training.loop import predict_segments

@@ -206,7 +206,8 @@ def test_shipped_model_predicts_offline(fma_mp3, capsys):
     model = load_model()
     assert model.labels == list(GTZAN_GENRES)
     card = model.card
-    assert card["training_data"]["train"]["n_tracks"] > 0 and card["feature_config"]["sr"] > 0
+    assert card["training_data"]["n_tracks"] > 0 and card["feature_config"]["sr"] > 0
+    assert card["kind"] == "track_head" and card["abstention"]["detects_not_music"]
     assert main(["predict", str(fma_mp3), "--format", "json"]) == 0
     [result] = json.loads(capsys.readouterr().out)
     assert result["genre"] in GTZAN_GENRES

@@ -106,9 +106,13 @@ MULTIPART_HEADERS = {"Content-Type": "multipart/form-data; boundary=" + BOUNDARY
 
 @pytest.fixture(scope="module")
 def model():
+    """The shipped model without its not-music detector: these tests upload noise to test the plumbing
+    (the detector itself is tested in tests/test_abstention.py)."""
     from genrekit.prediction import load_model
 
-    return load_model()
+    classifier = load_model()
+    classifier.detector = None
+    return classifier
 
 
 @pytest.fixture
@@ -793,8 +797,11 @@ def test_cli_reports_bad_settings(tmp_path):
         assert run.returncode == 1 and message in run.stderr, run.stderr
 
 
-def test_predict_json_is_the_cli_json(client, tmp_path):
-    """``?top_k=3`` gives exactly what ``genrekit predict --format json`` prints (default --top-k 3)."""
+def test_predict_json_is_the_cli_json(make_app, tmp_path):
+    """``?top_k=3`` gives exactly what ``genrekit predict --format json`` prints (default --top-k 3),
+    with the whole shipped model (its detector included) on both sides."""
+    from genrekit.prediction import load_model
+
     path = tmp_path / "noise.wav"
     path.write_bytes(audio_bytes(7.0, seed=5))
     run = subprocess.run([sys.executable, "-m", "genrekit", "predict", "--format", "json", "--quiet", str(path)],
@@ -802,7 +809,8 @@ def test_predict_json_is_the_cli_json(client, tmp_path):
                          timeout=300)
     assert run.returncode == 0, run.stderr
     (cli,) = json.loads(run.stdout)
-    api = client.post("/v1/predict", params={"top_k": 3}, files={"file": (path.name, path.read_bytes())}).json()
+    with TestClient(make_app(load_model())) as client:
+        api = client.post("/v1/predict", params={"top_k": 3}, files={"file": (path.name, path.read_bytes())}).json()
     assert api.pop("processing_seconds") > 0
     assert cli.pop("path") == str(path) and api.pop("path") == path.name
     assert set(api) == set(cli)

@@ -231,7 +231,7 @@ def test_cli_train_and_lr_find(tiny_cache, tmp_path, capsys):
 
     assert main(["train", "--cache", str(tiny_cache), "--backbone", "small_cnn", "--epochs", "0", "1",
                  "--batch-size", "16", "--out", str(tmp_path / "run"), "--quiet"]) == 0
-    assert "valid track accuracy" in capsys.readouterr().out
+    assert "valid track balanced accuracy" in capsys.readouterr().out
     assert main(["lr-find", "--cache", str(tiny_cache), "--backbone", "small_cnn", "--num-iter", "10",
                  "--plot", str(tmp_path / "lr.png")]) == 0
     assert "suggested lr" in capsys.readouterr().out

@@ -236,7 +236,7 @@ def _finish(target: CacheStore, config: FeatureConfig, dataset: Dataset, written
     target.write_failures(index.failures + summary.lost)
     order = {t.track_id: i for i, t in enumerate(dataset.tracks)}
     summary.failed.sort(key=lambda f: order.get(f["track_id"], len(order)))
-    missing = sorted(written - index.shards)
+    missing = sorted(written - set(index.shards))
     if missing:
         raise CacheError(f"{len(missing)} shard(s) that Ray workers wrote are not visible at {target.location} "
                          f"(e.g. {missing[:3]}): on a cluster the output must be shared storage, a folder mounted "

@@ -6,15 +6,37 @@ HELP = "predict the genre of audio files or folders (shipped model by default)"
 
 def add_arguments(p):
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders (searched recursively)")
-    p.add_argument("--model", help="checkpoint (.pt) or exported .onnx (default: the model shipped with genrekit)")
+    p.add_argument("--model", help="model file (.onnx) or training checkpoint (.safetensors; needs genrekit[train]); "
+                   "default: the model shipped with genrekit")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--top-k", type=positive_int, default=3, help="probabilities to show per file (default 3)")
     p.add_argument("--max-duration", type=positive_float, help="read at most this many seconds of each file")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto (default): onnxruntime on CPU, PyTorch on CUDA")
+    p.add_argument("--min-confidence", type=_probability, metavar="P",
+                   help="answer 'uncertain' below this top probability (default: the model's own)")
     p.add_argument("--segments", action="store_true", help="table format: also list every segment's vote")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _probability(text: str) -> float:
+    import argparse
+
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+ANSWERS = {"not_music": "not music", "uncertain": "uncertain"}
+
+
+def _answer(result) -> str:
+    """The genre, or the abstention in words with the best guess."""
+    if result.abstain is None:
+        return result.genre
+    return f"{ANSWERS[result.abstain]} (best guess {result.best_guess} {result.confidence:.2f})"
 
 
 def _table(result, top_k: int, segments: bool) -> str:
@@ -24,7 +46,7 @@ def _table(result, top_k: int, segments: bool) -> str:
         return f"{result.path}\tFAILED: {result.error}"
     probs = ", ".join(f"{label} {p:.2f}" for label, p in result.top(top_k))
     votes = " ".join(f"{label}:{n}" for label, n in result.votes().items())
-    line = f"{result.path}\t{result.genre}\t({probs})\tvotes {votes}"
+    line = f"{result.path}\t{_answer(result)}\t({probs})\tvotes {votes}"
     if segments:
         line += "".join(f"\n    {s['start']:7.2f}-{s['end']:7.2f} s  {s['genre']} {s['confidence']:.2f}" for s in result.segments)
     return line
@@ -36,9 +58,11 @@ def _csv_rows(results, top_k):
     rows = []
     for r in results:
         if isinstance(r, Failure):
-            rows.append({"path": r.path, "genre": "", "confidence": "", "top": "", "n_segments": "", "error": r.error})
+            rows.append({"path": r.path, "genre": "", "abstain": "", "confidence": "", "top": "", "n_segments": "",
+                         "error": r.error})
         else:
-            rows.append({"path": r.path, "genre": r.genre, "confidence": f"{r.confidence:.4f}",
+            rows.append({"path": r.path, "genre": r.genre or "", "abstain": r.abstain or "",
+                         "confidence": f"{r.confidence:.4f}",
                          "top": ";".join(f"{k}={v:.4f}" for k, v in r.top(top_k)), "n_segments": len(r.segments), "error": ""})
     return rows
 
@@ -57,7 +81,7 @@ def run(args) -> int:
     if not files:
         print("genrekit predict: no audio files found", file=sys.stderr)
         return 1
-    model = load_model(args.model, device=args.device, runtime=args.runtime)
+    model = load_model(args.model, device=args.device, runtime=args.runtime, min_confidence=args.min_confidence)
     results = []
     bar = tqdm(total=len(files), unit="file", disable=args.quiet or len(files) < 2, file=sys.stderr)
     for result in model.predict_files(files, args.max_duration):
@@ -69,7 +93,7 @@ def run(args) -> int:
     if args.format == "json":
         print(json.dumps([r.to_dict() if isinstance(r, Failure) else r.to_dict(args.top_k) for r in results], indent=2))
     elif args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=["path", "genre", "confidence", "top", "n_segments", "error"])
+        writer = csv.DictWriter(sys.stdout, fieldnames=["path", "genre", "abstain", "confidence", "top", "n_segments", "error"])
         writer.writeheader()
         writer.writerows(_csv_rows(results, args.top_k))
     failed = [r for r in results if isinstance(r, Failure)]

@@ -3,7 +3,7 @@ process or several (DDP), and track-level transfer heads on pretrained musicnn f
 
 The modules form one-way layers: :mod:`~.config` ← :mod:`~.data` / :mod:`~.augment` ←
 :mod:`~.loop` ← :mod:`~.dist` (collective operations) ← :mod:`~.run` (one run) ←
-:mod:`~.launch` (processes, torchrun, SLURM). Checkpoints are written through
+:mod:`~.launcher` (processes, torchrun, SLURM). Checkpoints are written through
 :mod:`genrekit.checkpoint`.
 
 Needs the ``train`` extra (``pip install 'genrekit[train]'``).
@@ -18,7 +18,7 @@ PosixPath('runs/demo/best.safetensors')
 from __future__ import annotations
 
 from .config import SpecAugmentConfig, TrainConfig
-from .launch import launch, launcher_env
+from .launcher import launch, launcher_env
 from .run import BEST, LAST, TrainResult
 
 

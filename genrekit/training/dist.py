@@ -1,7 +1,7 @@
 """Collective operations for DDP training: global-batch BatchNorm, per-rank seeds, sharded prediction.
 
 What makes two processes train like one with the same global batch (see
-:mod:`genrekit.training.launch` for the whole story): BatchNorm statistics of the
+:mod:`genrekit.training.launcher` for the whole story): BatchNorm statistics of the
 global batch (:class:`torch.nn.SyncBatchNorm` on CUDA, :class:`GlobalBatchNorm` on
 CPU/Gloo, where this torch's SyncBatchNorm does not run), per-rank dropout and
 augmentation streams (:func:`seed_rank`), and validation predicted in slices and

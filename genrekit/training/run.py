@@ -62,7 +62,7 @@ def run_training(config: TrainConfig, resume: bool = False, overwrite: bool = Fa
     overwrite : bool
         Start again in a folder that holds a run (its run files are deleted first).
     rank, world_size, device
-        Set by the distributed launcher (:mod:`genrekit.training.launch`); leave as is.
+        Set by the distributed launcher (:mod:`genrekit.training.launcher`); leave as is.
     """
     config.check()
     out = Path(config.out)
