@@ -1,6 +1,7 @@
 """Load test of ``genrekit serve``: many uploads of real audio, a few at a time.
 
 Usage: python bench/serve_load.py [--requests 50] [--concurrency 8] [--workers-threads 2] [--model M]
+       [--python LIGHT_VENV/bin/python]
 
 Starts ``python -m genrekit serve`` as a subprocess on a free loopback port, sends
 ``--requests`` uploads of real audio from ../shared/data (rotating over a few FMA MP3s
@@ -50,17 +51,21 @@ class ServerProcess:
         The service's temporary folder (``GENREKIT_SERVE_TMPDIR``).
     log_path : Path
         Where the server's output goes.
+    python : str
+        The interpreter to run it with (another virtual environment: its installed genrekit).
     """
 
-    def __init__(self, args, tmp_dir: Path, log_path: Path, startup_timeout: float = 120.0):
+    def __init__(self, args, tmp_dir: Path, log_path: Path, startup_timeout: float = 120.0,
+                 python: str = sys.executable):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp_dir = Path(tmp_dir)
         self.log_path = Path(log_path)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        path = [str(REPO)] if python == sys.executable else []  # another venv runs its own installed genrekit
         env = dict(os.environ, GENREKIT_SERVE_TMPDIR=str(self.tmp_dir),
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-        cmd = [sys.executable, "-m", "genrekit", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                   PYTHONPATH=os.pathsep.join(filter(None, [*path, os.environ.get("PYTHONPATH")])))
+        cmd = [python, "-m", "genrekit", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--log-level", "warning", *map(str, args)]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -196,6 +201,8 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--workers-threads", type=int, default=2)
     p.add_argument("--model", help="checkpoint or .onnx to serve (default: the shipped model)")
+    p.add_argument("--python", default=sys.executable,
+                   help="run the server with this interpreter, e.g. a light install's (default: this one)")
     p.add_argument("--no-csv", action="store_true", help="do not append to bench/results/serve_load.csv")
     args = p.parse_args(argv)
     files = [DATA / f for f in LOAD_FILES]
@@ -205,7 +212,7 @@ def main(argv=None) -> int:
         return 1
     serve_args = ["--workers-threads", args.workers_threads] + (["--model", args.model] if args.model else [])
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(serve_args, Path(tmp) / "uploads", Path(tmp) / "server.log")
+        server = ServerProcess(serve_args, Path(tmp) / "uploads", Path(tmp) / "server.log", python=args.python)
         try:
             run_load(server.url, files[:1], 2, 1)  # warm-up: first-call allocations
             result = run_load(server.url, files, args.requests, args.concurrency)
@@ -219,6 +226,7 @@ def main(argv=None) -> int:
     print(f"{s['rps']:>10.2f}  {rss:>6.0f} MiB  {s['median_s']:>6.3f} s  {s['p95_s']:>6.3f} s  {s['errors']:>6}")
     if not args.no_csv:
         write_row({"date": time.strftime("%Y-%m-%d %H:%M"), "commit": _git_commit(), "cpus": os.cpu_count(),
+                   "python": "this venv" if args.python == sys.executable else args.python,
                    "workers_threads": args.workers_threads, "concurrency": args.concurrency, **s,
                    "peak_rss_mb": round(rss, 1)})
     return 0 if s["errors"] == 0 else 1
