@@ -1,85 +1,83 @@
-"""K-fold cross-validation of the GTZAN recipes: every track of the training split is scored once.
+"""Artist-grouped K-fold cross-validation of the segment recipes (the seed's CNN + fastai head) on DEV GTZAN.
 
-Usage: python bench/crossval.py CONFIG [CONFIG ...] [--folds 5] [--out runs/crossval]
+Usage: python bench/crossval.py CONFIG [CONFIG ...] [--folds 5] [--out runs/crossval] [--no-csv]
 
-Ten held-out tracks give a 95 % interval 60 points wide. Here the fault-filtered "train"
-tracks of ../shared/data GTZAN (60) are dealt into K folds by track, per genre (seed 0).
-Each fold is trained with the recipe and scored with its LAST epoch (no epoch is chosen
-on the fold). The track predictions of all folds are then pooled into one accuracy with a
-bootstrap interval. A fold whose run already finished is reused, so an interrupted
-run continues where it stopped.
+All 87 DEV GTZAN tracks of ../shared/data (fault-filter "train" and "excluded") are dealt
+into K folds by artist group (bench/data/gtzan_dev_artists.csv; credits that share a name
+are one group) and genre (:func:`genrekit.datasets.base.kfold_assign`). Each fold is
+trained with the recipe and scored with its LAST epoch (no epoch is chosen on the fold).
+The held-out track predictions of all folds are pooled into balanced accuracy, macro-F1
+and accuracy with bootstrap intervals and a per-genre recall table
+(:mod:`genrekit.metrics`), printed side by side for the recipes. A finished fold is
+reused, so an interrupted run continues where it stopped.
 
-Rows go to bench/results/crossval.csv, one per recipe, with the per-fold accuracies.
-The genres are very uneven: disco has 1 track, classical and country 2 and blues 3, so
-some folds validate a genre that has no training track at all.
+The track-level transfer heads have their own study (bench/transfer_cv.py). The genres
+are very uneven (blues 3, classical 2, disco 2 tracks), so read every figure with its
+interval. Rows go to bench/results/crossval.csv.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
 
-from results_csv import append_rows
-from train_compare import ensure_cache
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+SPLITS = ["train", "excluded"]
 
 
-def run_fold(config, fold: int, folds: int, out: Path):
-    """Train one fold (or reuse a finished run) and return its validation predictions."""
-    from dataclasses import replace
+def ensure_cache(path: Path, features: str) -> None:
+    """A cache of all DEV GTZAN tracks with their artists (resumes; a finished cache is left as it is)."""
+    from genrekit.cache import prepare
+    from genrekit.config import MUSICNN_FEATURES, FeatureConfig
+    from genrekit.datasets import open_dataset
 
+    config = MUSICNN_FEATURES if features == "musicnn" else FeatureConfig(fmax=7600)
+    dataset = open_dataset(f"gtzan:{DATA}", splits=DATA / "gtzan_labels.csv",
+                           artists=REPO / "bench" / "data" / "gtzan_dev_artists.csv")
+    print(prepare(dataset, path, config, progress=False).report())
+
+
+def run_fold(config, fold: int, folds: int, out: Path) -> dict:
+    """Train one fold (or reuse a finished run); its held-out predictions."""
+    from genrekit.checkpoint import read_metadata
     from genrekit.evaluation import evaluate
-    from genrekit.training import load_checkpoint, train
+    from genrekit.training import LAST, train
 
-    config = replace(config, folds=folds, fold=fold, out=str(out))
-    last = out / "last.pt"
+    config = dataclasses.replace(config, folds=folds, fold=fold, out=str(out), train_split=SPLITS, valid_split=[])
+    last = out / LAST
     epochs = config.frozen_epochs + config.unfrozen_epochs
-    if not (last.is_file() and len(load_checkpoint(last)["history"]) == epochs):
-        train(config, resume=last.is_file())
-    payload = load_checkpoint(last)
-    valid_ids = set(payload["training_data"]["valid_track_ids"])
-    report = evaluate(last, config.cache, split=config.train_split, track_ids=valid_ids, n_boot=10)
-    return report, sum(h["seconds"] for h in payload["history"])
+    if not (last.is_file() and len(read_metadata(last)["history"]) == epochs):
+        train(config, resume=last.is_file(), overwrite=not last.is_file() and out.exists())
+    valid_ids = set(read_metadata(last)["training_data"]["valid_track_ids"])
+    return evaluate(last, config.cache, split=SPLITS, track_ids=valid_ids, n_boot=10)
 
 
 def crossvalidate(config_path: str, folds: int, out_root: Path) -> dict:
-    import numpy as np
-
-    from genrekit.evaluation import bootstrap_ci
+    from genrekit.metrics import classification_report, encode
     from genrekit.training import TrainConfig
 
     config = TrainConfig.from_file(config_path, progress=False)
-    cache = REPO / config.cache
-    ensure_cache(cache, "musicnn" if config.backbone.startswith("musicnn") else "logmel")
-    config.cache = str(cache)
-    predictions, fold_acc, seconds, seg_correct, seg_total = [], [], 0.0, 0.0, 0
+    features = "musicnn" if config.backbone.startswith("musicnn") else "logmel"
+    cache = REPO / "runs" / f"crossval_cache_{features}"
+    ensure_cache(cache, features)
+    config = dataclasses.replace(config, cache=str(cache))
+    predictions, started = [], time.time()
     for fold in range(folds):
-        report, train_s = run_fold(config, fold, folds, out_root / Path(config_path).stem / f"fold{fold}")
+        report = run_fold(config, fold, folds, out_root / Path(config_path).stem / f"fold{fold}")
         predictions += report["predictions"]
-        fold_acc.append(report["track_accuracy"])
-        seg_correct += report["segment_accuracy"] * report["n_segments"]
-        seg_total += report["n_segments"]
-        seconds += train_s
-        print(f"{Path(config_path).name} fold {fold}: {report['n_tracks']} tracks, "
-              f"track accuracy {report['track_accuracy']:.2f}", flush=True)
-    correct = np.array([p["predicted"] == p["label"] for p in predictions])
-    lo, hi = bootstrap_ci(correct)
-    per_genre = {}
-    for p in predictions:
-        hit, n = per_genre.get(p["label"], (0, 0))
-        per_genre[p["label"]] = (hit + (p["predicted"] == p["label"]), n + 1)
+        print(f"{Path(config_path).name} fold {fold}: {report['n_tracks']} tracks, balanced accuracy "
+              f"{report['balanced_accuracy']:.2f}", flush=True)
+    labels = config.labels or sorted({p["label"] for p in predictions})
+    y, pred = encode([p["label"] for p in predictions], labels), encode([p["predicted"] for p in predictions], labels)
     return {"config": Path(config_path).name, "backbone": config.backbone, "pretrained": config.pretrained,
-            "epochs": f"{config.frozen_epochs}+{config.unfrozen_epochs}", "folds": folds,
-            "tracks": len(correct), "track_acc": round(float(correct.mean()), 3), "ci95": f"{lo:.2f}-{hi:.2f}",
-            "segment_acc": round(seg_correct / seg_total, 3),
-            "fold_track_acc": " ".join(f"{a:.2f}" for a in fold_acc),
-            "per_genre_correct": " ".join(f"{g}:{h}/{n}" for g, (h, n) in sorted(per_genre.items())),
-            "train_minutes": round(seconds / 60, 1), "machine": f"{os.cpu_count()}-core CPU",
-            "date": time.strftime("%Y-%m-%d")}
+            "report": classification_report(y, pred, labels), "minutes": (time.time() - started) / 60}
 
 
 def main():
@@ -89,12 +87,29 @@ def main():
     p.add_argument("--out", type=Path, default=REPO / "runs" / "crossval")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args()
-    sys.path.insert(0, str(REPO))
-    for config_path in args.configs:
-        row = crossvalidate(config_path, args.folds, args.out)
-        print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-        if not args.no_csv:
-            append_rows(REPO / "bench" / "results" / "crossval.csv", [row])
+    from results_csv import append_rows
+
+    results = [crossvalidate(c, args.folds, args.out) for c in args.configs]
+    labels = results[0]["report"]["labels"]
+    print(f"\n{'recipe':36}{'bal. acc [95 % CI]':>22}{'macro-F1':>10}{'acc':>7}  " + " ".join(f"{g[:5]:>5}" for g in labels))
+    for r in results:
+        rep = r["report"]
+        lo, hi = rep["balanced_accuracy_ci"]
+        recalls = " ".join("    –" if rep["per_class"][g]["recall"] is None else f"{rep['per_class'][g]['recall']:5.2f}"
+                           for g in labels)
+        print(f"{r['config']:36}{rep['balanced_accuracy']:8.3f} [{lo:.2f}–{hi:.2f}]{rep['macro_f1']:10.3f}"
+              f"{rep['accuracy']:7.3f}  {recalls}")
+    print(f"({rep['n_tracks']} DEV GTZAN tracks, {args.folds} artist-grouped folds; small and uneven: read the CIs)")
+    if not args.no_csv:
+        append_rows(REPO / "bench" / "results" / "crossval.csv", [{
+            "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()}-core CPU", "config": r["config"],
+            "backbone": r["backbone"], "folds": args.folds, "grouping": "artist",
+            "balanced_accuracy": round(r["report"]["balanced_accuracy"], 4),
+            "balanced_accuracy_ci": "-".join(f"{v:.2f}" for v in r["report"]["balanced_accuracy_ci"]),
+            "macro_f1": round(r["report"]["macro_f1"], 4), "accuracy": round(r["report"]["accuracy"], 4),
+            "recall": " ".join(f"{g}:{'' if m['recall'] is None else round(m['recall'], 2)}"
+                               for g, m in r["report"]["per_class"].items()),
+            "train_minutes": round(r["minutes"], 1)} for r in results])
 
 
 if __name__ == "__main__":

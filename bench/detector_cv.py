@@ -34,8 +34,14 @@ def main():
     args = p.parse_args()
     from results_csv import append_rows
 
-    from genrekit.training.transfer import (Source, TransferConfig, detector_cv, detector_threshold,
-                                            extract_features, gather)
+    from genrekit.training.transfer import (
+        Source,
+        TransferConfig,
+        detector_cv,
+        detector_threshold,
+        extract_features,
+        gather,
+    )
 
     config = TransferConfig.from_file(args.config)
     music, _ = gather(config.sources)

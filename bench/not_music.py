@@ -67,8 +67,9 @@ def main():
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args()
-    from genrekit.prediction import load_model
     from results_csv import append_rows
+
+    from genrekit.prediction import load_model
 
     if not args.nonmusic.is_file():
         sys.exit(f"{args.nonmusic}: not found; make it with tools/make_nonmusic.py (see the docstring)")

@@ -1,6 +1,7 @@
-"""Prediction speed with the shipped model: warm latency, cold CLI, throughput; torch vs onnxruntime.
+"""Prediction speed with the shipped model: warm latency, cold CLI, throughput, side by side for
+onnxruntime's thread count and the chunk of segments per graph run (memory).
 
-Usage: python bench/predict.py [--model M]
+Usage: python bench/predict.py [--model M] [--no-csv]
 
 Files: the FMA MP3s (30 s clips) in ../shared/data. Prints a side-by-side table and
 appends rows to bench/results/predict.csv. Targets: warm <= 0.3 s per 30 s clip,
@@ -39,8 +40,8 @@ def throughput(model, files) -> float:
     return len(results) / (time.perf_counter() - start)
 
 
-def cold_cli(path, runtime: str, model_arg) -> float:
-    cmd = [sys.executable, "-m", "genrekit", "predict", str(path), "--runtime", runtime, "--quiet"] + model_arg
+def cold_cli(path, model_arg) -> float:
+    cmd = [sys.executable, "-m", "genrekit", "predict", str(path), "--quiet"] + model_arg
     times = []
     for _ in range(3):
         start = time.perf_counter()
@@ -49,9 +50,14 @@ def cold_cli(path, runtime: str, model_arg) -> float:
     return statistics.median(times)
 
 
+VARIANTS = [("default threads, chunk 2 (shipped)", None, 2), ("1 thread, chunk 2", 1, 2),
+            ("default threads, chunk 8", None, 8)]
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", help="checkpoint (default: the shipped model)")
+    parser.add_argument("--model", help="model file (default: the shipped model)")
+    parser.add_argument("--no-csv", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from genrekit.prediction import load_model
@@ -60,17 +66,20 @@ def main():
     clip = files[0]
     model_arg = ["--model", args.model] if args.model else []
     rows = []
-    for runtime in ("torch", "onnx"):
-        model = load_model(args.model, runtime=runtime)
-        rows.append({"runtime": runtime, "model": model.model_id, "warm_s_per_clip": round(warm_latency(model, clip), 3),
-                     "cold_cli_s": round(cold_cli(clip, runtime, model_arg), 2),
-                     "tracks_per_s": round(throughput(model, files), 2), "n_files": len(files),
-                     "machine": f"{os.cpu_count()}-core CPU", "date": time.strftime("%Y-%m-%d")})
-    print(f"{'runtime':8}{'warm s/clip':>12}{'cold CLI s':>11}{'tracks/s':>10}   ({len(files)} FMA MP3s of 30 s)")
+    cold = cold_cli(clip, model_arg)
+    for name, threads, chunk in VARIANTS:
+        model = load_model(args.model, threads=threads)
+        model.network.chunk = chunk
+        rows.append({"variant": name, "model": model.model_id, "warm_s_per_clip": round(warm_latency(model, clip), 3),
+                     "cold_cli_s": round(cold, 2), "tracks_per_s": round(throughput(model, files), 2),
+                     "n_files": len(files), "machine": f"{os.cpu_count()}-core CPU",
+                     "load_avg_1m": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d")})
+    print(f"{'variant':36}{'warm s/clip':>12}{'tracks/s':>10}   ({len(files)} FMA MP3s of 30 s; "
+          f"cold CLI {cold:.2f} s; targets warm <= 0.3 s, cold <= 5 s)")
     for r in rows:
-        print(f"{r['runtime']:8}{r['warm_s_per_clip']:12.3f}{r['cold_cli_s']:11.2f}{r['tracks_per_s']:10.2f}")
-    print(f"onnxruntime / torch throughput: {rows[1]['tracks_per_s'] / rows[0]['tracks_per_s']:.2f}x")
-    append_rows(REPO / "bench" / "results" / "predict.csv", rows)
+        print(f"{r['variant']:36}{r['warm_s_per_clip']:12.3f}{r['tracks_per_s']:10.2f}")
+    if not args.no_csv:
+        append_rows(REPO / "bench" / "results" / "predict.csv", rows)
 
 
 if __name__ == "__main__":

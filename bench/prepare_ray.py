@@ -12,7 +12,7 @@ twice: end to end as ``genrekit prepare --engine ray`` without ``--address`` pay
 (``ray.init`` + tasks + ``ray.shutdown``), and ``prepare_ray`` alone with Ray already up
 (what a job on a running cluster pays; worker processes still start cold).
 
-Before that, every file is featurized once on one core in this process (torch with 1
+Before that, every file is featurized once on one core in this process (one BLAS
 thread): the core-seconds per MP3 clip. The projection for FMA large uses that cost,
 scaled by the CPU-s per track measured inside the Ray tasks, and Ray's core utilisation
 (CPU-s of the work / (wall x cores)) relative to the local engine's in the same run, so
@@ -71,17 +71,16 @@ def warm_page_cache(dataset: Dataset) -> int:
 
 def single_core_seconds(dataset: Dataset, config: FeatureConfig) -> dict[str, float]:
     """Core-seconds per clip by file type, each distinct file featurized once on one thread."""
-    import torch
+    from threadpoolctl import threadpool_limits
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    limits = threadpool_limits(1)
     featurize_track(dataset.tracks[0], config, PrepareOptions())  # imports and first-call costs
     spent: dict[str, list[float]] = {}
     for track in {t.path: t for t in dataset.tracks}.values():
         start = time.process_time()
         featurize_track(track, config, PrepareOptions())
         spent.setdefault(Path(track.path).suffix.lstrip("."), []).append(time.process_time() - start)
-    torch.set_num_threads(threads)
+    limits.restore_original_limits()
     return {kind: sum(v) / len(v) for kind, v in spent.items()}
 
 
@@ -101,7 +100,7 @@ def run_local(dataset, out, cpus):
 def run_ray(dataset, out, cpus, tracks_per_task):
     import ray
 
-    from genrekit.distributed.ray_prepare import prepare_ray
+    from genrekit.cache.ray import prepare_ray
 
     start = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)

@@ -23,7 +23,8 @@ def measure(backbone: str, frozen: bool, batch: int = 32, steps: int = 4, shape=
     import torch
 
     from genrekit.models import ModelConfig, build_model, get_backbone
-    from genrekit.training import TrainConfig, make_optimizer
+    from genrekit.training import TrainConfig
+    from genrekit.training.loop import make_optimizer
 
     if get_backbone(backbone).feature_config is not None:
         shape = get_backbone(backbone).feature_config.segment_shape

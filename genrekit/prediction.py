@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -226,7 +226,7 @@ class GenreClassifier:
         """
         parts: dict[str, list] = {}
         stream = None
-        for batch, stream in self._segment_batches(path, max_duration):
+        for batch, stream in self._segment_batches(path, max_duration):  # noqa: B007 (the stream's totals are read below)
             if on_batch is not None:
                 on_batch(batch)
             for name, value in self.network.run(batch).items():

@@ -46,10 +46,11 @@ import signal
 import sqlite3
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Mapping, NamedTuple
+from typing import NamedTuple
 
 from .errors import ConfigError, GenrekitError
 
@@ -890,8 +891,8 @@ class FileResult:
 
 
 @dataclass
-class TagSummary:
-    """Outcome of :func:`tag_library`: one :class:`FileResult` per file handled."""
+class _Summary:
+    """The results of a run over files, and how far it got."""
 
     results: list[FileResult] = field(default_factory=list)
     total: int = 0
@@ -899,6 +900,11 @@ class TagSummary:
 
     def _with(self, *statuses) -> list[FileResult]:
         return [r for r in self.results if r.status in statuses]
+
+
+@dataclass
+class TagSummary(_Summary):
+    """Outcome of :func:`tag_library`: one :class:`FileResult` per file handled."""
 
     @property
     def tagged(self) -> list[FileResult]:
@@ -951,15 +957,8 @@ def _counts_in_brackets(counts: dict[str, int]) -> str:
 
 
 @dataclass
-class UndoSummary:
+class UndoSummary(_Summary):
     """Outcome of :func:`undo_library`: one :class:`FileResult` per file considered."""
-
-    results: list[FileResult] = field(default_factory=list)
-    total: int = 0
-    interrupted: bool = False
-
-    def _with(self, status) -> list[FileResult]:
-        return [r for r in self.results if r.status == status]
 
     @property
     def restored(self) -> list[FileResult]:

@@ -1,8 +1,6 @@
 """The benchmark scripts that CI cannot time still have to run: a tiny CPU pass of each."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 

@@ -10,8 +10,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from genrekit.checkpoint import (CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint,  # noqa: E402
-                                 read_metadata, save_checkpoint)
+from genrekit.checkpoint import (  # noqa: E402
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    model_from_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from genrekit.cli import main  # noqa: E402
 from genrekit.errors import CheckpointError  # noqa: E402
 

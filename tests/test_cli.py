@@ -10,7 +10,8 @@ from genrekit.cli import COMMANDS, main
 def test_help_lists_every_command_and_imports_nothing_heavy():
     code = ("import sys, io, contextlib\nfrom genrekit.cli import main\nbuf = io.StringIO()\n"
             "with contextlib.redirect_stdout(buf):\n    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
-            "heavy = [m for m in ('torch', 'numpy', 'pandas', 'fastapi', 'mutagen', 'ray', 'soundfile', 'matplotlib') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'numpy', 'pandas', 'fastapi', 'mutagen', 'ray', 'soundfile', 'matplotlib')\n"
+            "         if m in sys.modules]\n"
             "print(buf.getvalue()); print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out

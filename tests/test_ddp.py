@@ -14,14 +14,14 @@ import torch
 from torch import nn
 
 from genrekit.cache import FeatureCache
+from genrekit.checkpoint import load_checkpoint, model_from_checkpoint
 from genrekit.errors import CheckpointError, ConfigError
 from genrekit.models import HeadConfig, ModelConfig, build_model
 from genrekit.models.backbones import SmallCNN
 from genrekit.models.head import fastai_head
-from genrekit.checkpoint import load_checkpoint, model_from_checkpoint
+from genrekit.training import TrainConfig, train
 from genrekit.training import dist as ddp_ops
 from genrekit.training import launcher as ddp_launch
-from genrekit.training import TrainConfig, train
 from genrekit.training.data import batches
 from genrekit.training.loop import predict_segments
 

@@ -266,8 +266,8 @@ def test_tracks_per_task_must_be_positive(mixed, tmp_path):
 # ---------------------------------------------------------------- Ray stays optional
 
 def test_clear_error_without_ray(monkeypatch, mixed, shared_data, tmp_path, capsys):
-    from genrekit.cli import main
     from genrekit.cache.ray import prepare_ray
+    from genrekit.cli import main
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(MissingExtraError, match=r"pip install 'genrekit\[ray\]'"):

@@ -122,7 +122,8 @@ def test_predict_long_file_windows_over_all_of_it(classifier, write_wav):
     from tests.conftest import tone
 
     rng = np.random.default_rng(0)
-    y = np.concatenate([tone(60, freq=f) + 0.05 * rng.standard_normal(60 * 22050).astype(np.float32) for f in (220, 440, 880, 330, 660, 550, 990, 110, 770, 1100)])
+    freqs = (220, 440, 880, 330, 660, 550, 990, 110, 770, 1100)
+    y = np.concatenate([tone(60, freq=f) + 0.05 * rng.standard_normal(60 * 22050).astype(np.float32) for f in freqs])
     path = write_wav("ten_minutes.wav", y)
     result = classifier.predict_file(path)
     assert len(result.segments) == 200 and result.duration == pytest.approx(600, abs=0.1)

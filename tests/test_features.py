@@ -23,8 +23,18 @@ import pytest
 from genrekit.audio import load_audio
 from genrekit.config import MUSICNN_FEATURES, SEED_FEATURES, FeatureConfig
 from genrekit.errors import ConfigError
-from genrekit.features import (FeatureExtractor, apply_top_db, hz_to_mel, iter_segments, mel_filterbank, mel_to_hz,
-                               n_segments, resize_images, segment_starts, waveform_segments)
+from genrekit.features import (
+    FeatureExtractor,
+    apply_top_db,
+    hz_to_mel,
+    iter_segments,
+    mel_filterbank,
+    mel_to_hz,
+    n_segments,
+    resize_images,
+    segment_starts,
+    waveform_segments,
+)
 
 librosa = pytest.importorskip("librosa")
 

@@ -8,7 +8,6 @@ kaiser_best resampler).
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import struct
 import subprocess
@@ -22,14 +21,22 @@ import torch
 from genrekit.config import MUSICNN_FEATURES
 from genrekit.errors import CheckpointError, ConfigError
 from genrekit.features import waveform_segments
-from genrekit.models import ModelConfig, build_model, get_backbone
-from genrekit.models import musicnn
+from genrekit.models import ModelConfig, build_model, get_backbone, musicnn
 from genrekit.models.musicnn import MusiCNN, load_musicnn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))  # the TensorFlow checkpoint reader is a tool, not part of the package
-from tf_checkpoint import (TABLE_MAGIC, CheckpointFormatError, crc32c, iter_block,  # noqa: E402
-                           load_checkpoint, masked_crc32c, read_block, read_index)
+from tf_checkpoint import (  # noqa: E402
+    TABLE_MAGIC,
+    CheckpointFormatError,
+    crc32c,
+    iter_block,
+    load_checkpoint,
+    masked_crc32c,
+    read_block,
+    read_index,
+)
+
 FIXTURES = REPO / "tests" / "fixtures" / "musicnn"
 CLIPS = ("classical.00045", "metal.00051", "rock.00001")
 MODELS = ("MTT_musicnn", "MSD_musicnn")
@@ -363,7 +370,7 @@ def test_no_nan_on_loud_input(models):
 # --- backbones ---------------------------------------------------------------------
 
 def test_backbones_registered_and_trainable(models):
-    for name, tagger in (("musicnn-msd", "MSD_musicnn"), ("musicnn-mtt", "MTT_musicnn")):
+    for name in ("musicnn-msd", "musicnn-mtt"):
         spec = get_backbone(name)
         assert spec.feature_config == MUSICNN_FEATURES and spec.pretrained_source == "shipped"
         assert getattr(spec, "standardise_input", False) is False  # musicnn normalises its own input

@@ -26,9 +26,22 @@ import soundfile as sf
 from genrekit.audio import load_audio
 from genrekit.errors import ConfigError
 from genrekit.prediction import Prediction
-from genrekit.tagging import (GenreMapError, ResultsDatabaseError, TaggingInterrupted, UnsupportedTagFormatError,
-                              _sigint_deferred, display_names, export_csv, read_genre_map, read_genrekit_tag,
-                              read_tags, restore_tags, tag_library, undo_library, write_genre_tag)
+from genrekit.tagging import (
+    GenreMapError,
+    ResultsDatabaseError,
+    TaggingInterrupted,
+    UnsupportedTagFormatError,
+    _sigint_deferred,
+    display_names,
+    export_csv,
+    read_genre_map,
+    read_genrekit_tag,
+    read_tags,
+    restore_tags,
+    tag_library,
+    undo_library,
+    write_genre_tag,
+)
 
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 NAMES = {"blues": "Blues", "classical": "Classical", "country": "Country", "disco": "Disco", "hiphop": "Hip-Hop",

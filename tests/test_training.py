@@ -1,17 +1,16 @@
 """Training: the recipe's parts (head, freezing, one-cycle, AdaBound), checkpoints, resume, LR finder."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
 from genrekit.cache import FeatureCache
+from genrekit.checkpoint import load_checkpoint, model_from_checkpoint
 from genrekit.cli import main
 from genrekit.errors import ConfigError, LeakageError
 from genrekit.models import ModelConfig, build_model, list_backbones
 from genrekit.models.head import AdaptiveConcatPool2d, fastai_head
-from genrekit.checkpoint import load_checkpoint, model_from_checkpoint
 from genrekit.training import TrainConfig, train
 from genrekit.training.data import load_segments, split_tracks
 from genrekit.training.loop import make_optimizer, make_scheduler, predict_segments

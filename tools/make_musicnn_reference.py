@@ -77,8 +77,8 @@ def patch_librosa() -> None:
 
 def choose_gain(path: Path) -> float:
     """Largest power-of-two gain <= 1 that keeps musicnn's float16 log-mel finite."""
-    from musicnn import configuration as config
     import librosa
+    from musicnn import configuration as config
 
     y, sr = librosa.load(str(path), sr=config.SR)
     mel = librosa.feature.melspectrogram(y=y, sr=sr, hop_length=config.FFT_HOP, n_fft=config.FFT_SIZE,

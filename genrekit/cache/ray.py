@@ -311,7 +311,7 @@ def fetch_cache(url, local_dir, prune: bool = False, threads: int = 8) -> FetchS
     >>> FeatureCache("caches/fma")  # doctest: +SKIP
     """
     source = CacheStore(url)
-    fs, root = source.fs, source.root
+    fs = source.fs
     local = Path(local_dir)
     _fetch_manifest(source, local)
     remote = _list_shard_files(source)

@@ -2,7 +2,8 @@
 
 Each output holds ``embedding``, float32 ``(n_patches, D)`` — one row per 3 s patch (back to
 back, as musicnn cuts them), ``D = 200`` for the default ``penultimate`` layer — and
-``timestamps``, each patch's start in seconds (and the ``tagger`` and ``layer`` that made it). A file found in a folder argument keeps its
+``timestamps``, each patch's start in seconds (and the ``tagger`` and ``layer`` that made it).
+A file found in a folder argument keeps its
 path relative to that folder under ``--out``; a file given directly is written as
 ``OUT/<name>.npz``. ``OUT/genrekit-embed.json`` records the tagger and layer: outputs made
 with other settings are never mixed in (rerun with ``--overwrite`` or another ``--out``).

@@ -11,7 +11,8 @@ def add_arguments(p):
     p.add_argument("--split", default="test", help="split to score (default test; 'all' for every track)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--report-dir", help="write report.md, report.json and confusion matrices here")
-    p.add_argument("--allow-leak", action="store_true", help="run even if test tracks/artists were trained on (report marked leaky)")
+    p.add_argument("--allow-leak", action="store_true",
+                   help="run even if test tracks/artists were trained on (report marked leaky)")
     p.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even if some tracks could not be decoded (they are listed either way)")
     p.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples for the CI (default 2000)")
@@ -19,9 +20,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..evaluation import evaluate, format_table, to_json, write_report
-
     import sys
+
+    from ..evaluation import evaluate, format_table, to_json, write_report
 
     report = evaluate(args.model, args.data, split=args.split, allow_leak=args.allow_leak,
                       n_boot=args.bootstrap, device=args.device)

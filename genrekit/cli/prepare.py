@@ -1,5 +1,12 @@
 """genrekit prepare: data set → feature cache."""
-from ._common import add_dataset_arguments, add_feature_arguments, dataset_from_args, feature_config_from_args, positive_float, positive_int
+from ._common import (
+    add_dataset_arguments,
+    add_feature_arguments,
+    dataset_from_args,
+    feature_config_from_args,
+    positive_float,
+    positive_int,
+)
 
 HELP = "decode a data set and write a feature cache (resumable)"
 

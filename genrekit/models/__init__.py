@@ -13,10 +13,10 @@ True
 """
 from __future__ import annotations
 
-from .registry import BACKBONES, BackboneSpec, describe_backbones, get_backbone, list_backbones, register_backbone
 from . import backbones, musicnn  # noqa: E402,F401  (the families register their entries)
 from .genre_net import GenreNet, ModelConfig, build_model  # noqa: E402
 from .head import HeadConfig, fastai_head  # noqa: E402
+from .registry import BACKBONES, BackboneSpec, describe_backbones, get_backbone, list_backbones, register_backbone
 
 __all__ = ["ModelConfig", "GenreNet", "build_model", "HeadConfig", "fastai_head", "BackboneSpec",
            "register_backbone", "get_backbone", "list_backbones", "describe_backbones", "BACKBONES"]

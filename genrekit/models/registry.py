@@ -8,8 +8,8 @@ to a feature map ``(B, C, H, W)`` with ``C = num_features``; the head pools it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..config import FeatureConfig
 from ..errors import ConfigError

@@ -120,7 +120,7 @@ class TrainConfig:
         self.check()
 
     @classmethod
-    def from_file(cls, path, **overrides) -> "TrainConfig":
+    def from_file(cls, path, **overrides) -> TrainConfig:
         """Read a YAML recipe; ``overrides`` that are not None replace its values."""
         import yaml
 
@@ -143,7 +143,7 @@ class TrainConfig:
             raise ConfigError(f"{path}: {e}") from None
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         return strict_from_dict(cls, data, "training")
 
     def check(self) -> None:
@@ -176,7 +176,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def differences(self, other: "TrainConfig") -> list[str]:
+    def differences(self, other: TrainConfig) -> list[str]:
         """Settings that differ from ``other``, leaving out those a resumed run may change."""
         mine, theirs = self.to_dict(), other.to_dict()
         return sorted(k for k in mine if k not in self.RESUMABLE_CHANGES and mine[k] != theirs.get(k))

@@ -31,11 +31,19 @@ from ..cache import FeatureCache, artists_of, content_hashes
 from ..checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..io import write_json, write_text
-from ..models import HeadConfig, ModelConfig, build_model, get_backbone
+from ..models import ModelConfig, build_model, get_backbone
 from .config import TrainConfig
 from .data import class_counts, class_weights, load_segments, resolve_class_balance, segments_on_device, split_tracks
-from .loop import RunState, make_optimizer, make_scheduler, predict_segments, resolve_device, seed_everything
-from .loop import train_epoch, validation_metrics
+from .loop import (
+    RunState,
+    make_optimizer,
+    make_scheduler,
+    predict_segments,
+    resolve_device,
+    seed_everything,
+    train_epoch,
+    validation_metrics,
+)
 
 BEST, LAST = "best.safetensors", "last.safetensors"
 RUN_FILES = (BEST, LAST, "metrics.csv", "metrics.json", "config.json", "training_curves.png")

@@ -135,7 +135,7 @@ class TransferConfig:
             raise ConfigError(f"folds must be at least 2, not {self.folds!r}")
 
     @classmethod
-    def from_file(cls, path) -> "TransferConfig":
+    def from_file(cls, path) -> TransferConfig:
         import yaml
 
         path = Path(path)
