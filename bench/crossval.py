@@ -59,7 +59,7 @@ def run_fold(config, fold: int, folds: int, out: Path) -> dict:
     return evaluate(last, config.cache, split=SPLITS, track_ids=valid_ids, n_boot=10)
 
 
-def crossvalidate(config_path: str, folds: int, out_root: Path) -> dict:
+def crossvalidate(config_path: str, folds: int, out_root: Path, epochs=None) -> dict:
     from genrekit.metrics import classification_report, encode
     from genrekit.training import TrainConfig
 
@@ -68,6 +68,8 @@ def crossvalidate(config_path: str, folds: int, out_root: Path) -> dict:
     cache = REPO / "runs" / f"crossval_cache_{features}"
     ensure_cache(cache, features)
     config = dataclasses.replace(config, cache=str(cache))
+    if epochs:
+        config = dataclasses.replace(config, frozen_epochs=epochs[0], unfrozen_epochs=epochs[1])
     predictions, started = [], time.time()
     for fold in range(folds):
         report = run_fold(config, fold, folds, out_root / Path(config_path).stem / f"fold{fold}")
@@ -76,7 +78,8 @@ def crossvalidate(config_path: str, folds: int, out_root: Path) -> dict:
               f"{report['balanced_accuracy']:.2f}", flush=True)
     labels = config.labels or sorted({p["label"] for p in predictions})
     y, pred = encode([p["label"] for p in predictions], labels), encode([p["predicted"] for p in predictions], labels)
-    return {"config": Path(config_path).name, "backbone": config.backbone, "pretrained": config.pretrained,
+    name = Path(config_path).name + (f" ({config.frozen_epochs}+{config.unfrozen_epochs} epochs)" if epochs else "")
+    return {"config": name, "backbone": config.backbone, "pretrained": config.pretrained,
             "report": classification_report(y, pred, labels), "minutes": (time.time() - started) / 60}
 
 
@@ -85,11 +88,13 @@ def main():
     p.add_argument("configs", nargs="+")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "crossval")
+    p.add_argument("--epochs", type=int, nargs=2, metavar=("FROZEN", "UNFROZEN"),
+                   help="override the recipes' epochs (e.g. to fit a CPU budget); the row says so")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args()
     from results_csv import append_rows
 
-    results = [crossvalidate(c, args.folds, args.out) for c in args.configs]
+    results = [crossvalidate(c, args.folds, args.out, args.epochs) for c in args.configs]
     labels = results[0]["report"]["labels"]
     print(f"\n{'recipe':36}{'bal. acc [95 % CI]':>22}{'macro-F1':>10}{'acc':>7}  " + " ".join(f"{g[:5]:>5}" for g in labels))
     for r in results:

@@ -65,6 +65,7 @@ import numpy as np
 from .errors import (
     AudioError,
     AudioMissingError,
+    ConfigError,
     CorruptAudioError,
     EmptyAudioError,
     NonFiniteAudioError,
@@ -579,9 +580,9 @@ def stream_audio(path, sr: int = 22050, offset: float = 0.0, duration: float | N
     """
     path = Path(path)
     if offset < 0 or (duration is not None and duration <= 0):
-        raise ValueError("offset must be >= 0 and duration > 0")
+        raise ConfigError("offset must be >= 0 and duration > 0")
     if not MIN_SAMPLERATE <= sr <= MAX_SAMPLERATE:
-        raise ValueError(f"sr must be within {MIN_SAMPLERATE}-{MAX_SAMPLERATE} Hz, not {sr}")
+        raise ConfigError(f"sr must be within {MIN_SAMPLERATE}-{MAX_SAMPLERATE} Hz, not {sr}")
     reader = _open(path)
     try:
         _check_offset(path, reader, offset)
@@ -707,7 +708,7 @@ def load_audio(path, sr: int = 22050, mono: bool = True, offset: float = 0.0,
     (66150,)
     """
     if not mono:
-        raise ValueError("genrekit works on mono audio; use mono=True")
+        raise ConfigError("genrekit works on mono audio; use mono=True")
     path = Path(path)
     if max_duration is not None and duration is None:
         info = audio_info(path)

@@ -170,7 +170,7 @@ class FeatureExtractor:
         cfg = self.config
         padded = np.asarray(padded, dtype=np.float32)
         if padded.ndim != 2 or padded.shape[1] < cfg.n_fft:
-            raise ValueError(f"need (batch, samples >= n_fft={cfg.n_fft}) padded signals, got {padded.shape}")
+            raise ConfigError(f"need (batch, samples >= n_fft={cfg.n_fft}) padded signals, got {padded.shape}")
         frames = sliding_window_view(padded, cfg.n_fft, axis=-1)[:, :: cfg.hop_length]  # a view, no copy
         count, n_frames = frames.shape[:2]
         out = np.empty((count, cfg.n_bins, n_frames), np.float32)
@@ -311,7 +311,7 @@ def iter_segments(blocks: Iterable[np.ndarray], config: FeatureConfig, batch_seg
     [4, 4, 2]
     """
     if batch_segments < 1:
-        raise ValueError(f"batch_segments must be positive, not {batch_segments}")
+        raise ConfigError(f"batch_segments must be positive, not {batch_segments}")
     extractor = extractor or FeatureExtractor(config)
     if extractor.config != config:
         raise ConfigError("the extractor was built for other feature settings than config")
@@ -339,7 +339,7 @@ def waveform_segments(y: np.ndarray, config: FeatureConfig, extractor=None) -> n
 def _mono(block) -> np.ndarray:
     block = np.asarray(block, np.float32)
     if block.ndim != 1:
-        raise ValueError(f"waveform blocks must be mono 1-D arrays, got shape {block.shape}")
+        raise ConfigError(f"waveform blocks must be mono 1-D arrays, got shape {block.shape}")
     return block
 
 

@@ -276,15 +276,15 @@ class TrackHead:
         out, n = {}, None
         for key in self.required_features:
             if key not in features:
-                raise ValueError(f"track head needs feature {key!r}; got {sorted(features)}")
+                raise ConfigError(f"track head needs feature {key!r}; got {sorted(features)}")
             a = np.asarray(features[key], dtype=np.float64)
             expected = self.dims[self.inputs.index(key)] if key in self.inputs else FEATURE_KINDS["tags"]
             if a.ndim != 2 or a.shape[1] != expected or a.shape[0] == 0:
-                raise ValueError(f"feature {key!r} must be (n_segments >= 1, {expected}), got {a.shape}")
+                raise ConfigError(f"feature {key!r} must be (n_segments >= 1, {expected}), got {a.shape}")
             if n is not None and a.shape[0] != n:
-                raise ValueError(f"features disagree on the number of segments: {key!r} has {a.shape[0]}, not {n}")
+                raise ConfigError(f"features disagree on the number of segments: {key!r} has {a.shape[0]}, not {n}")
             if not np.isfinite(a).all():
-                raise ValueError(f"feature {key!r} contains NaN or Inf")
+                raise ConfigError(f"feature {key!r} contains NaN or Inf")
             n, out[key] = a.shape[0], a
         return out
 

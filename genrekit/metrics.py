@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .errors import ConfigError
+
 ECE_BINS = 15
 CI_LEVEL = 0.95
 N_BOOT = 2000
@@ -55,17 +57,17 @@ def encode(values: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     index = {name: i for i, name in enumerate(labels)}
     unknown = sorted({v for v in values if v not in index})
     if unknown:
-        raise ValueError(f"labels not in {list(labels)}: {unknown[:5]}")
+        raise ConfigError(f"labels not in {list(labels)}: {unknown[:5]}")
     return np.array([index[v] for v in values], dtype=np.int64)
 
 
 def _check_pair(y_true, y_pred, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.ndim != 1 or y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true and y_pred must be 1-D of one length, got {y_true.shape} and {y_pred.shape}")
+        raise ConfigError(f"y_true and y_pred must be 1-D of one length, got {y_true.shape} and {y_pred.shape}")
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):
         if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes):
-            raise ValueError(f"{name} must hold class indices in [0, {n_classes}), got {y.dtype} "
+            raise ConfigError(f"{name} must hold class indices in [0, {n_classes}), got {y.dtype} "
                              f"from {y.min()} to {y.max()}")
     return y_true.astype(np.int64), y_pred.astype(np.int64)
 
@@ -142,7 +144,7 @@ def bootstrap_confusions(y_true, y_pred, n_classes: int, n_boot: int = N_BOOT, s
     y_true, y_pred = _check_pair(y_true, y_pred, n_classes)
     n, k = len(y_true), n_classes
     if n == 0:
-        raise ValueError("no tracks to resample")
+        raise ConfigError("no tracks to resample")
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     cells = (np.arange(n_boot)[:, None] * k * k + y_true[idx] * k + y_pred[idx]).ravel()
     return np.bincount(cells, minlength=n_boot * k * k).reshape(n_boot, k, k)
@@ -231,12 +233,12 @@ def log_softmax(logits, temperature: float = 1.0) -> np.ndarray:
 def _check_scores(scores, y_true, what: str) -> tuple[np.ndarray, np.ndarray]:
     scores, y_true = np.asarray(scores, dtype=np.float64), np.asarray(y_true)
     if scores.ndim != 2 or y_true.shape != (scores.shape[0],):
-        raise ValueError(f"{what} must be (n, K) with y_true (n,), got {scores.shape} and {y_true.shape}")
+        raise ConfigError(f"{what} must be (n, K) with y_true (n,), got {scores.shape} and {y_true.shape}")
     if not np.isfinite(scores).all():
-        raise ValueError(f"{what} contain NaN or Inf")
+        raise ConfigError(f"{what} contain NaN or Inf")
     if y_true.size and (not np.issubdtype(y_true.dtype, np.integer) or y_true.min() < 0
                         or y_true.max() >= scores.shape[1]):
-        raise ValueError(f"y_true must hold class indices in [0, {scores.shape[1]})")
+        raise ConfigError(f"y_true must hold class indices in [0, {scores.shape[1]})")
     return scores, y_true.astype(np.int64)
 
 
@@ -322,9 +324,9 @@ def fit_temperature(logits, y_true, bounds: tuple[float, float] = (0.01, 100.0),
     logits, y_true = _check_scores(logits, y_true, "logits")
     lo, hi = bounds
     if not 0 < lo < hi:
-        raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
+        raise ConfigError(f"bounds must satisfy 0 < low < high, got {bounds}")
     if len(y_true) == 0:
-        raise ValueError("no predictions to fit a temperature on")
+        raise ConfigError("no predictions to fit a temperature on")
     f = lambda u: nll_logits(logits, y_true, math.exp(u))  # noqa: E731
     a, b = math.log(lo), math.log(hi)
     invphi = (math.sqrt(5) - 1) / 2

@@ -66,9 +66,9 @@ class Prediction:
 
     def __post_init__(self):
         if self.abstain is not None and self.abstain not in ABSTAIN_REASONS:
-            raise ValueError(f"abstain must be None or one of {ABSTAIN_REASONS}, not {self.abstain!r}")
+            raise ConfigError(f"abstain must be None or one of {ABSTAIN_REASONS}, not {self.abstain!r}")
         if (self.genre is None) != (self.abstain is not None):
-            raise ValueError("a prediction has a genre or an abstention reason, not both or neither")
+            raise ConfigError("a prediction has a genre or an abstention reason, not both or neither")
 
     @property
     def best_guess(self) -> str:

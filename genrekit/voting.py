@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ConfigError
+
 
 def mean_vote(probs: np.ndarray, track_index: np.ndarray, n_tracks: int) -> np.ndarray:
     """Average the segment probabilities of each track: ``(n_tracks, n_classes)``."""
@@ -42,4 +44,4 @@ def vote(probs, track_index, n_tracks, method: str = "mean") -> np.ndarray:
         return mean_vote(probs, track_index, n_tracks)
     if method == "majority":
         return majority_vote(probs, track_index, n_tracks)
-    raise ValueError(f"vote method must be 'mean' or 'majority', not {method!r}")
+    raise ConfigError(f"vote method must be 'mean' or 'majority', not {method!r}")

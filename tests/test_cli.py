@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from genrekit.cli import COMMANDS, main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_every_command_and_imports_nothing_heavy():
@@ -34,3 +40,21 @@ def test_errors_are_one_line_messages_not_tracebacks(tmp_path, capsys):
     assert "missing.pt" in err and "Traceback" not in err
     assert main(["prepare", "nonsense:" + str(tmp_path), "--out", str(tmp_path / "c")]) == 1
     assert "KIND:PATH" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["show", "{wav}", "--out", "{tmp}/x.txt"], "--out must end in one of"),
+    (["show", "{wav}", "--out", "{tmp}"], "--out is a folder"),
+    (["show", "{wav}", "--out", "{tmp}/y.png", "--offset", "-5"], "must be >= 0"),
+    (["serve", "--port", "70000"], "must be a TCP port"),
+    (["embed", "{wav}", "--out", "{wav}"], "--out must be a folder"),
+    (["export", "{tmp}/missing.safetensors", "--out", "{tmp}"], "--out is a folder"),
+    (["export", "{tmp}/missing.safetensors", "--out", "{tmp}/m.onnx"], "missing.safetensors: checkpoint not found"),
+])
+def test_bad_arguments_get_one_line_and_no_traceback(args, message, tmp_path, write_wav):
+    wav = write_wav("a.wav", np.sin(np.arange(22050 * 2) / 20).astype(np.float32) * 0.3)
+    args = [a.format(wav=wav, tmp=tmp_path) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "genrekit", *args], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

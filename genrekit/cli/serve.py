@@ -5,13 +5,13 @@ HELP = "serve predictions over HTTP: a JSON API (/v1/predict, /v1/model) and a w
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="checkpoint (.pt) or exported .onnx (default: the model shipped with genrekit)")
+    p.add_argument("--model", help="model file (.onnx) or training checkpoint (default: the model shipped with genrekit)")
     p.add_argument("--runtime", default="auto", choices=["auto", "onnx", "torch"],
                    help="what runs the model: onnxruntime, PyTorch, or auto (onnx on CPU; default)")
     p.add_argument("--min-confidence", type=probability, metavar="P",
                    help="answer 'uncertain' when the top probability is below P (default: the model's own)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000, metavar="PORT", help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=port_number, default=8000, metavar="PORT", help="port (default 8000; 0 picks a free one)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch runtime)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     g = p.add_argument_group("limits (see docs/service.md)")
@@ -31,6 +31,15 @@ def add_arguments(p):
                    help="longest time to receive one upload; then 408 (default 120)")
     g.add_argument("--upload-idle-timeout", type=positive_float, default=20.0, metavar="SECONDS",
                    help="longest pause in an upload; then 408 (default 20)")
+
+
+def port_number(text: str) -> int:
+    import argparse
+
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 0-65535, not {text}")
+    return value
 
 
 def probability(text: str) -> float:

@@ -184,9 +184,9 @@ def _as_patches(x: torch.Tensor) -> torch.Tensor:
     if x.ndim == 3:
         x = x.unsqueeze(1)
     if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"musicnn expects (B, {N_MELS}, T) or (B, 1, {N_MELS}, T), got {tuple(x.shape)}")
+        raise ConfigError(f"musicnn expects (B, {N_MELS}, T) or (B, 1, {N_MELS}, T), got {tuple(x.shape)}")
     if x.shape[2] != N_MELS:
-        raise ValueError(f"musicnn expects {N_MELS} mel bands, got {x.shape[2]} (input {tuple(x.shape)})")
+        raise ConfigError(f"musicnn expects {N_MELS} mel bands, got {x.shape[2]} (input {tuple(x.shape)})")
     return x.float().transpose(2, 3)
 
 
@@ -250,7 +250,7 @@ class MusiCNN(nn.Module):
         torch.Tensor, shape (B, D)
         """
         if layer not in EMBEDDING_LAYERS:
-            raise ValueError(f"layer must be one of {EMBEDDING_LAYERS}, not {layer!r}")
+            raise ConfigError(f"layer must be one of {EMBEDDING_LAYERS}, not {layer!r}")
         feats = self.features(x)
         if layer == "penultimate":
             return self.backend.penultimate(feats)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import audio_info
-from ..errors import NotAudioError, TooLongError
+from ..errors import ConfigError, NotAudioError, TooLongError
 from ..features import hz_to_mel, mel_to_hz, n_segments
 
 TOLERANCE_S = 0.5  # headers and decoders disagree by a frame or two
@@ -128,7 +128,7 @@ def pool_time(x: np.ndarray, columns: int) -> np.ndarray:
     """
     length = x.shape[-1]
     if not 1 <= columns <= length:
-        raise ValueError(f"columns must be within 1-{length}, not {columns}")
+        raise ConfigError(f"columns must be within 1-{length}, not {columns}")
     i = np.arange(columns)
     starts = (i * length) // columns
     ends = -((-(i + 1) * length) // columns)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 @dataclass
 class LRFinderResult:
@@ -31,7 +33,7 @@ def range_test(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, ba
                diverge: float = 4.0, device="cpu", generator: torch.Generator | None = None) -> LRFinderResult:
     """Run the range test on a copy of ``model``'s weights (the model is restored afterwards)."""
     if not 0 < start_lr < end_lr:
-        raise ValueError("need 0 < start_lr < end_lr")
+        raise ConfigError("need 0 < start_lr < end_lr")
     saved = copy.deepcopy(model.state_dict())
     gamma = (end_lr / start_lr) ** (1 / max(num_iter - 1, 1))
     lrs, losses, avg, best = [], [], 0.0, float("inf")
