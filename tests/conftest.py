@@ -21,14 +21,36 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def fma_mp3(shared_data) -> Path:
-    return shared_data / "fma_small" / "000" / "000002.mp3"
+def has_shared_data() -> bool:
+    return (SHARED_DATA / "gtzan_labels.csv").is_file()
 
 
 @pytest.fixture(scope="session")
-def gtzan_wav(shared_data) -> Path:
-    return shared_data / "gtzan" / "rock" / "rock.00001.wav"
+def fma_mp3(tmp_path_factory) -> Path:
+    """A 30 s stereo 44.1 kHz MP3: FMA's 000002.mp3, or a synthetic stand-in of the same format and length
+    where the real data is absent (tests about real music itself use ``shared_data``)."""
+    real = SHARED_DATA / "fma_small" / "000" / "000002.mp3"
+    if has_shared_data():
+        return real
+    import soundfile as sf
+
+    path = tmp_path_factory.mktemp("standin") / "000002.mp3"
+    left, right = synthetic_track("rock", 1, 29.98, 44100), synthetic_track("hiphop", 2, 29.98, 44100)
+    sf.write(path, np.stack([left, right], axis=1), 44100, format="MP3")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gtzan_wav(tmp_path_factory) -> Path:
+    """A 30 s mono 22.05 kHz 16-bit WAV: GTZAN's rock.00001, or a synthetic stand-in where the data is absent."""
+    real = SHARED_DATA / "gtzan" / "rock" / "rock.00001.wav"
+    if has_shared_data():
+        return real
+    import soundfile as sf
+
+    path = tmp_path_factory.mktemp("standin") / "rock.00001.wav"
+    sf.write(path, synthetic_track("hiphop", 3, 30.013, 22050), 22050, subtype="PCM_16")
+    return path
 
 
 @pytest.fixture
