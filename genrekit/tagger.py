@@ -127,13 +127,24 @@ def taggram(source, tagger: str = "mtt", sr: int | None = None):
     return probs, tags(tagger), patch_starts(len(probs))
 
 
-def top_tags(source, k: int = 5, tagger: str = "mtt", sr: int | None = None) -> list[tuple[str, float]]:
-    """The ``k`` tags with the highest probability averaged over the file's patches (musicnn's ``top_tags``)."""
+def top_of(probs: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:
+    """The ``k`` tags of a taggram with the highest probability averaged over its patches.
+
+    Examples
+    --------
+    >>> top_of(np.array([[0.1, 0.9], [0.3, 0.7]]), ["rock", "jazz"], 1)
+    [('jazz', 0.8)]
+    """
     if not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be a positive integer, not {k!r}")
-    probs, names, _ = taggram(source, tagger, sr)
     mean = probs.mean(axis=0)
-    return [(names[i], float(mean[i])) for i in np.argsort(-mean)[:k]]
+    return [(names[i], round(float(mean[i]), 6)) for i in np.argsort(-mean)[:k]]
+
+
+def top_tags(source, k: int = 5, tagger: str = "mtt", sr: int | None = None) -> list[tuple[str, float]]:
+    """The ``k`` tags with the highest probability averaged over the file's patches (musicnn's ``top_tags``)."""
+    probs, names, _ = taggram(source, tagger, sr)
+    return top_of(probs, names, k)
 
 
 def embeddings(source, tagger: str = "msd", layer: str = "penultimate", sr: int | None = None):

@@ -40,12 +40,10 @@ def run(args) -> int:
     import json
     import sys
 
-    import numpy as np
-
     from ..audio import find_audio_files
     from ..errors import AudioError
     from ..tagger import TAGGERS as NETWORKS
-    from ..tagger import taggram
+    from ..tagger import taggram, top_of
 
     tagger = tagger_from_args(args)
     files = find_audio_files(args.paths)
@@ -61,10 +59,8 @@ def run(args) -> int:
             print(f"genrekit musicnn-tags: {e}", file=sys.stderr)
             results.append({"path": str(path), "error": str(e)})
             continue
-        mean = probs.mean(axis=0)
         result = {"path": str(path), "n_patches": int(len(probs)),
-                  "tags": [{"tag": names[i], "probability": round(float(mean[i]), 6)}
-                           for i in np.argsort(-mean)[: args.top]]}
+                  "tags": [{"tag": tag, "probability": p} for tag, p in top_of(probs, names, args.top)]}
         results.append(result)
         if args.format == "table":
             print(_table(result), flush=True)
