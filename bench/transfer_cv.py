@@ -62,11 +62,13 @@ MTT_EMB, MTT_TAGS = "MTT_musicnn/penultimate", "MTT_musicnn/tags"
 POOL_KINDS = ("mean_pool", "max_pool")
 C_GRID = tuple(transfer.HeadSpec().C)  # the recipe's grid: 0.01, 0.1, 1
 DEFAULT_C = 0.1  # fixed a priori for the design comparison (≈70 tracks, 200-500 standardised inputs)
-# The shipped design (configs/default_model.yaml), picked after seeing the full table: one network
-# (MSD), C and T chosen inside the training folds (nested), the highest balanced accuracy on the
-# first folds (0.640); on the library's folds lr-msd-emb+tags+fma-nestedC is 0.010 above it, well
-# within the intervals. Picking among the designs on the same CV is itself a (small) optimistic bias.
-CHOSEN = "res-msd-emb+tags+fma-nestedC"
+# The shipped design (configs/default_model.yaml): one network (MSD), the MSD tag prior with a
+# class-balanced residual on the 50 tags alone, FMA joining training, C and T chosen inside the
+# training folds (nested, C grid 0.003-0.3). Picked on this table together with
+# bench/fewshot_cv.py, which simulates genres with 2 training tracks (the held-out set's regime):
+# it was first or tied-first on both. Picking among designs on the same CV is itself a (small)
+# optimistic bias; the nested C keeps the chosen row's own figure honest.
+CHOSEN = "res-msd-tags+fma-nestedC"
 
 
 # --- designs ------------------------------------------------------------------------
@@ -126,6 +128,7 @@ def _designs(kinds=transfer.KINDS) -> list[Design]:
         Design("res-msd-emb+tags-nobalance", msd, prior="msd", class_balance="none"),
         Design("res-msd-emb+tags-meanstd", msd, pooling="mean_std", prior="msd"),
         Design("res-msd-exact-emb+tags", msd, prior="msd-exact"),
+        Design("res-msd-tags", (MSD_TAGS,), prior="msd", note="MSD tag prior + residual LR on the tags alone"),
         Design("res-msd-pool+tags", msd_pool + (MSD_TAGS,), prior="msd"),
         Design("res-both-emb+tags", both, prior="both", note="MSD + MTT tag prior + residual LR"),
         Design("seg-lr-msd-emb", (MSD_EMB,), level="segment",
@@ -136,11 +139,12 @@ def _designs(kinds=transfer.KINDS) -> list[Design]:
         for c in C_GRID:
             if c != DEFAULT_C:
                 d.append(replace(by_name[base], name=f"{base}-C{c:g}", C=c))
-    for base in ("lr-msd-emb", "lr-msd-emb+tags", "res-msd-emb+tags", "lr-msd+mtt-emb+tags", "res-both-emb+tags"):
+    for base in ("lr-msd-emb", "lr-msd-emb+tags", "res-msd-emb+tags", "lr-msd+mtt-emb+tags", "res-both-emb+tags",
+                 "res-msd-tags"):
         d.append(replace(by_name[base], name=f"{base}+fma", fma=True))
     by_name = {x.name: x for x in d}
     for base in ("lr-msd-emb+tags", "res-msd-emb+tags", "lr-msd-emb+tags+fma", "res-msd-emb+tags+fma",
-                 "res-both-emb+tags+fma"):
+                 "res-both-emb+tags+fma", "res-msd-tags+fma"):
         d.append(replace(by_name[base], name=f"{base}-nestedC", C=None))
     return [x for x in d if all(k.split("/")[1] in kinds for k in x.inputs)]
 

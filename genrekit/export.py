@@ -85,6 +85,29 @@ def musicnn_onnx_bytes(networks: list[str], metadata: dict, kinds: tuple[str, ..
     return _traced_onnx(_musicnn_module(networks, kinds), MUSICNN_FEATURES.segment_shape, names, document)
 
 
+def reexport_musicnn(source) -> bytes:
+    """A musicnn model file (tagger or track head) with its network traced again by this version's
+    export code, and its metadata and outputs unchanged: ONNX bytes.
+
+    The numbers stay those of the same weights (tools/reexport_network.py checks them); the
+    graph is the one :func:`musicnn_onnx_bytes` makes now (e.g. faster to run).
+
+    Raises
+    ------
+    CheckpointError
+        Not a musicnn model file (no ``networks`` in its metadata, or other outputs).
+    """
+    from .runtime import open_session
+
+    session, metadata = open_session(source, threads=1)
+    names = [o.name for o in session.get_outputs()]
+    networks = list(metadata.get("networks") or [])
+    kinds = tuple(dict.fromkeys(name.split("/", 1)[-1] for name in names))
+    if not networks or [f"{net}/{kind}" for net in networks for kind in kinds] != names:
+        raise CheckpointError(f"{source}: not a musicnn model file (outputs {names}, networks {networks})")
+    return musicnn_onnx_bytes(networks, metadata, kinds)
+
+
 def _traced_onnx(module, segment_shape, output_names: list[str], document: dict) -> bytes:
     import onnx
     import torch

@@ -100,3 +100,54 @@ def test_transfer_cv_fixed_and_segment_designs_learn_held_out_genres():
 
 def test_transfer_cv_nested_design_runs_the_library_recipe():
     _check_cv(_transfer_cv(), "res-msd-emb+tags-nestedC")
+
+
+def _fewshot_cv():
+    import importlib.util
+
+    if "bench_fewshot_cv" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_fewshot_cv", REPO / "bench" / "fewshot_cv.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_fewshot_cv"]
+
+
+def test_fewshot_keeps_two_tracks_of_the_scarce_genre_from_two_artists():
+    import numpy as np
+
+    bench = _fewshot_cv()
+    tracks = _synthetic_tracks()
+    kept = bench.scarce_subset(tracks, "jazz", 2, np.random.default_rng(0))
+    jazz = [t for t in kept if t.label == "jazz"]
+    assert len(jazz) == 2 and len({bench.transfer.group_of(t) for t in jazz}) == 2
+    assert [t for t in kept if t.label != "jazz"] == [t for t in tracks if t.label != "jazz"]
+
+
+def test_fewshot_trains_on_scarce_data_and_scores_only_held_out_folds(monkeypatch):
+    import numpy as np
+
+    bench = _fewshot_cv()
+    tracks, extra = _synthetic_tracks(), _synthetic_tracks(4, role="extra", seed=1)
+    fold = np.array([i // 2 % 4 for i in range(len(tracks))])  # artists (two tracks each) never split
+    design = next(d for d in bench.tcv.DESIGNS if d.name == "res-msd-emb+tags+fma")
+    fitted = bench.tcv.fit_design
+    seen = []
+
+    def spy(design, train, C):
+        predict = fitted(design, train, C)
+
+        def scored(test):
+            seen.append((train, test))
+            return predict(test)
+        return scored
+
+    monkeypatch.setattr(bench.tcv, "fit_design", spy)
+    run = bench.fewshot(design, tracks, extra, fold, "jazz", 2, 2, seed=0)
+    assert len(seen) == 2 * 4 and len(run["y"]) == 2 * len(tracks)
+    for train, test in seen:
+        assert sum(t.label == "jazz" for t in train) == 2  # no FMA track of the scarce genre either
+        assert {t.track_id for t in train}.isdisjoint(t.track_id for t in test)
+        assert any(t.role == "extra" for t in train)
+    summary = bench.summarise({"jazz": run})["jazz"]
+    assert 0.0 <= summary["recall"] <= 1.0 and 0.0 <= summary["others_bal"] <= 1.0

@@ -159,6 +159,7 @@ def _collectives_worker(rank: int, port: int, out: str):
         (Path(out) / f"rank{rank}.json").write_text(json.dumps({
             "last_share": len(steps[-1]), "grad_diff": grad_diff, "buffer_diff": buffer_diff,
             "sharded": np.asarray(sharded).tolist(), "alone": np.asarray(alone).tolist(), "resume_error": resume_error}))
+        dist.barrier()  # no rank tears gloo down while the other still talks to it (SIGABRT in CI otherwise)
     finally:
         dist.destroy_process_group()
 

@@ -266,6 +266,9 @@ def _run_rank(config, resume: bool, overwrite: bool, rdzv: Rendezvous):
         result = run_training(config, resume, overwrite, rank, world_size, device)
         shared = [(result.history, result.best_metrics) if rank == 0 else None]
         dist.broadcast_object_list(shared, src=0)
+        # A rank that tears gloo down while another still reads from it can abort the other
+        # ("terminate called without an active exception"): leave together.
+        dist.barrier()
         return TrainResult(result.out, result.best_checkpoint, *shared[0])
     finally:
         if owns_group and dist.is_initialized():
