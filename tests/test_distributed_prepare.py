@@ -22,6 +22,7 @@ from genrekit.config import FeatureConfig
 from genrekit.datasets import open_dataset
 from genrekit.datasets.base import Dataset, Track
 from genrekit.errors import CacheError, ConfigError, MissingExtraError
+from tests.conftest import SHARED_DATA, TINY_LABELS, has_shared_data, synthetic_track
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,17 +30,38 @@ REPO = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def mixed(shared_data, tmp_path_factory) -> Dataset:
-    """4 GTZAN at 22.05 kHz, 2 at 16 kHz, 4 FMA MP3s and one corrupt WAV."""
-    gtzan = open_dataset(f"gtzan:{shared_data}", splits=shared_data / "gtzan_labels.csv").tracks
-    fma = open_dataset(f"fma:{shared_data / 'fma_small'}", metadata=shared_data / "fma_metadata" / "labels.csv").tracks
+def mixed(tmp_path_factory) -> Dataset:
+    """4 WAVs at 22.05 kHz, 2 at 16 kHz, 4 stereo MP3s and one corrupt WAV: GTZAN and FMA files of
+    ../shared/data, or synthetic stand-ins of the same formats where the data is absent (the test
+    is that both engines write the same cache, whatever the music)."""
+    folder = tmp_path_factory.mktemp("audio")
+    tracks = real_tracks(SHARED_DATA) if has_shared_data() else standin_tracks(folder)
+    corrupt = folder / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8)
+    return Dataset("mixed", str(folder), tracks + [Track("corrupt.00000", str(corrupt), "rock", "train")])
+
+
+def real_tracks(data: Path) -> list[Track]:
+    gtzan = open_dataset(f"gtzan:{data}", splits=data / "gtzan_labels.csv").tracks
+    fma = open_dataset(f"fma:{data / 'fma_small'}", metadata=data / "fma_metadata" / "labels.csv").tracks
     wav22 = [t for t in gtzan if "/gtzan/" in t.path][:4]
     wav16 = [t for t in gtzan if "/gtzan_16k/" in t.path][:2]
-    corrupt = tmp_path_factory.mktemp("audio") / "corrupt.wav"
-    corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8)
-    tracks = wav22 + wav16 + fma[:4] + [Track("corrupt.00000", str(corrupt), "rock", "train")]
     assert len(wav22) == 4 and len(wav16) == 2 and len(fma) >= 4
-    return Dataset("mixed", str(shared_data), tracks)
+    return wav22 + wav16 + fma[:4]
+
+
+def standin_tracks(folder: Path) -> list[Track]:
+    import soundfile as sf
+
+    formats = [(22050, 1, "WAV", "PCM_16")] * 4 + [(16000, 1, "WAV", "PCM_16")] * 2 + [(44100, 2, "MP3", None)] * 4
+    tracks = []
+    for i, (sr, channels, kind, subtype) in enumerate(formats):
+        label = TINY_LABELS[i % 2]
+        y = np.stack([synthetic_track(label, i + c, 8.0, sr) for c in range(channels)], axis=1)
+        path = folder / f"standin.{i:05d}.{kind.lower()}"
+        sf.write(path, y, sr, format=kind, subtype=subtype)
+        tracks.append(Track(path.stem, str(path), label, "train", artist=f"artist {i}"))
+    return tracks
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +147,7 @@ def test_a_task_writes_one_shard_through_the_cache_format(ray_session, mixed, tm
 
 # ---------------------------------------------------------------- resume
 
-def test_resume_skips_done_tracks_and_retries_failed_ones(mixed, ray_session, shared_data, tmp_path):
+def test_resume_skips_done_tracks_and_retries_failed_ones(mixed, ray_session, tmp_path):
     from genrekit.cache.ray import prepare_ray
 
     broken = tmp_path / "broken.wav"

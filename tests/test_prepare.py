@@ -21,31 +21,56 @@ from genrekit.config import FeatureConfig
 from genrekit.datasets import Dataset, read_gtzan
 from genrekit.errors import CacheError
 from genrekit.features import n_segments, waveform_segments
-from tests.conftest import tone
+from tests.conftest import SHARED_DATA, TINY_LABELS, has_shared_data, synthetic_track, tone
 
 REPO = Path(__file__).resolve().parents[1]
 INDEX_COLUMNS = ["track_id", "path", "label", "split", "artist", "duration", "n_segments", "row", "shard", "sha256",
                  "audio_sha256"]
 
 
-def gtzan_rows(shared_data, n_22k=4, n_16k=2):
-    """A few GTZAN tracks from both sources (22.05 kHz and 16 kHz files) with their splits."""
-    with open(shared_data / "gtzan_labels.csv", newline="") as f:
+@pytest.fixture(scope="module")
+def standin_gtzan(tmp_path_factory) -> list[dict]:
+    """Where ../shared/data is absent: 60 synthetic 30 s WAVs in GTZAN's formats (the last 2 at 16 kHz),
+    as rows of gtzan_labels.csv. These tests are about the cache, not about the music."""
+    folder = tmp_path_factory.mktemp("standin_gtzan")
+    import soundfile as sf
+
+    rows = []
+    for i in range(60):
+        sr, label = (16000 if i >= 58 else 22050), TINY_LABELS[i % 2]
+        path = folder / f"{label}.{i:05d}.wav"
+        sf.write(path, synthetic_track(label, i, 30.0, sr), sr, subtype="PCM_16")
+        rows.append({"track_id": path.stem, "path": str(path), "genre": label, "sample_rate": str(sr),
+                     "filtered_split": "train" if i % 3 else "test"})
+    return rows
+
+
+@pytest.fixture
+def gtzan_rows(request) -> list[dict]:
+    """Rows of gtzan_labels.csv (paths absolute): the real GTZAN tracks, or the stand-ins."""
+    if not has_shared_data():
+        return request.getfixturevalue("standin_gtzan")
+    with open(SHARED_DATA / "gtzan_labels.csv", newline="") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: r["track_id"])
+    return [{**r, "path": str(SHARED_DATA / r["path"])} for r in rows]
+
+
+def six_rows(rows: list[dict], n_22k=4, n_16k=2) -> list[dict]:
+    """A few tracks from both sources (22.05 kHz and 16 kHz files)."""
     by_rate = {rate: [r for r in rows if r["sample_rate"] == rate] for rate in ("22050", "16000")}
     return by_rate["22050"][:n_22k] + by_rate["16000"][:n_16k]
 
 
 @pytest.fixture
-def gtzan_manifest(shared_data, tmp_path):
+def gtzan_manifest(gtzan_rows, tmp_path):
     """manifest.csv of 6 GTZAN tracks, paths relative to the manifest, split kept."""
     path = tmp_path / "gtzan6.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "split", "track_id"])
-        for r in gtzan_rows(shared_data):
+        for r in six_rows(gtzan_rows):
             split = "train" if r["filtered_split"] == "train" else "test"
-            writer.writerow([os.path.relpath(shared_data / r["path"], tmp_path), r["genre"], split, r["track_id"]])
+            writer.writerow([os.path.relpath(r["path"], tmp_path), r["genre"], split, r["track_id"]])
     return path
 
 
@@ -70,13 +95,13 @@ def run_cli(*args) -> int:
 
 # --- building caches from the real data ------------------------------------------------
 
-def test_prepare_gtzan_manifest_cli(gtzan_manifest, shared_data, tmp_path, capsys):
+def test_prepare_gtzan_manifest_cli(gtzan_manifest, gtzan_rows, tmp_path, capsys):
     out = tmp_path / "cache"
     assert run_cli(f"manifest:{gtzan_manifest}", "--out", out, "--workers", "2") == 0
     text = capsys.readouterr().out
     assert "tracks done: 6, skipped (already cached): 0, failed: 0" in text
     cache = check_cache(out)
-    rows = {r["track_id"]: r for r in gtzan_rows(shared_data)}
+    rows = {r["track_id"]: r for r in six_rows(gtzan_rows)}
     assert sorted(cache.tracks["track_id"]) == sorted(rows)
     for row in cache.tracks.itertuples():
         assert row.label == rows[row.track_id]["genre"]
@@ -262,10 +287,12 @@ def _wait_for_first_shard(proc, out, timeout=60.0):
 
 
 @pytest.fixture
-def long_manifest(shared_data, tmp_path):
-    """60 GTZAN tracks, so a run can be stopped well before the end."""
+def long_manifest(gtzan_rows, tmp_path):
+    """60 GTZAN tracks (or stand-ins), so a run can be stopped well before the end."""
+    from genrekit.datasets import Track
+
     path = tmp_path / "gtzan60.csv"
-    tracks = read_gtzan(shared_data).tracks[:60]
+    tracks = [Track(r["track_id"], r["path"], r["genre"]) for r in gtzan_rows[:60]]
     path.write_text("path,label,track_id\n" + "".join(f"{t.path},{t.label},{t.track_id}\n" for t in tracks))
     return path, tracks
 
