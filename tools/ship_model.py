@@ -4,8 +4,8 @@ package and write its model card from the figures inside it.
 Usage: python tools/ship_model.py [runs/default_model/genrekit-gtzan.onnx]
 
 The card (docs/model-card.md) is generated from the model file's own metadata, so what it
-says is what the model carries; figures measured elsewhere (not-music on the held-out
-generated set, speed) are quoted from the benchmark CSVs named in it.
+says is what the model carries; the figure measured elsewhere (not-music on the held-out
+generated set) is quoted from the benchmark CSV named in it.
 """
 from __future__ import annotations
 
