@@ -160,3 +160,21 @@ def test_a_failure_in_the_middle_keeps_order_and_the_others(model, fma_mp3, gtza
         for a, b in zip(plain, overlapped):
             assert a.to_dict() == b.to_dict()
     assert not ahead_threads()
+
+
+def test_several_files_share_the_cores_in_the_api_as_in_the_cli(monkeypatch, fma_mp3, gtzan_wav):
+    import genrekit.prediction as prediction
+    from genrekit.runtime import available_cores
+
+    asked = []
+    real = prediction.load_model
+
+    def spy(model=None, device="cpu", **kwargs):
+        asked.append(kwargs.get("threads"))
+        return real(model, device, **kwargs)
+
+    monkeypatch.setattr(prediction, "load_model", spy)
+    prediction.predict(fma_mp3)
+    results = prediction.predict([fma_mp3, gtzan_wav])
+    assert asked == [None, max(1, available_cores() // prediction.FILE_WORKERS)]
+    assert [r.path for r in results] == [str(fma_mp3), str(gtzan_wav)]

@@ -1,7 +1,6 @@
 """genrekit predict: classify audio files with the shipped model or your own."""
 from ._common import positive_float, positive_int
 
-WORKERS = 2
 HELP = "predict the genre of audio files or folders (shipped model by default)"
 
 
@@ -76,21 +75,18 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..audio import find_audio_files
-    from ..prediction import Failure, load_model
+    from ..prediction import FILE_WORKERS, Failure, file_threads, load_model
 
     files = find_audio_files(args.paths)
     if not files:
         print("genrekit predict: no audio files found", file=sys.stderr)
         return 1
-    from ..runtime import available_cores
-
-    # several files are decoded and classified two at a time: each gets its share of the cores
-    threads = None if len(files) == 1 else max(1, available_cores() // WORKERS)
+    threads = file_threads(len(files))
     model = load_model(args.model, device=args.device, runtime=args.runtime, min_confidence=args.min_confidence,
                        threads=threads)
     results = []
     bar = tqdm(total=len(files), unit="file", disable=args.quiet or len(files) < 2, file=sys.stderr)
-    for result in model.predict_files(files, args.max_duration, workers=WORKERS):
+    for result in model.predict_files(files, args.max_duration, workers=FILE_WORKERS):
         results.append(result)
         bar.update()
         if args.format == "table":
