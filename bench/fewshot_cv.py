@@ -75,6 +75,8 @@ def extra_designs() -> list:
     out += [replace(base, name=f"res-msd-emb+fma-C{c:g}", inputs=(tcv.MSD_EMB,), C=c) for c in (0.1, 0.01)]
     out += [replace(base, name=f"res-msd-emb+fma-C{c:g}", inputs=(tcv.MSD_EMB,), C=c) for c in (0.003,)]
     out += [replace(base, name=f"res-msd-tags+fma-C{c:g}", inputs=(tcv.MSD_TAGS,), C=c) for c in (1, 0.03, 0.01)]
+    out += [replace(base, name=f"res-msd_proxy-tags+fma-C{c:g}", inputs=(tcv.MSD_TAGS,), prior="msd_proxy", C=c)
+            for c in (0.03, 0.01)]
     out += [replace(base, name=f"res-msd-emb+tags+fma-nobalance-C{c:g}", class_balance="none", C=c)
             for c in (0.1, 0.01)]
     out += [replace(base, name="res-msdemb-bothprior+fma", prior="both",

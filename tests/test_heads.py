@@ -260,3 +260,20 @@ def test_no_warnings_from_fitting():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fit_track_head(tracks, y, ["jazz", "pop", "rock"], [MSD_TAGS], C=1.0).meta["converged"]
+
+
+def test_recipe_priors_choose_their_taggers_and_stand_ins():
+    from genrekit.training.transfer import HeadSpec, make_prior
+
+    msd, proxy, both = (make_prior(kind, GENRES) for kind in ("msd", "msd_proxy", "both"))
+    assert list(msd.tags) == list(proxy.tags) == ["MSD_musicnn"] and set(both.tags) == {"MSD_musicnn", "MTT_musicnn"}
+    assert msd.genre_tags["disco"] == {} and proxy.genre_tags["disco"] == {"MSD_musicnn": ["dance", "funk"]}
+    assert {g: t for g, t in proxy.genre_tags.items() if g != "disco"} == \
+        {g: t for g, t in msd.genre_tags.items() if g != "disco"}  # only genres without a tag get stand-ins
+    assert proxy.genre_tags["reggae"] == {} and make_prior(None, GENRES) is None
+    danceable = {MSD_TAGS: tag_matrix("MSD_musicnn", {"funk": 0.6})}
+    assert GENRES[np.argmax(proxy.segment_logits(danceable)[0])] == "disco"
+    assert GENRES[np.argmax(msd.segment_logits(danceable)[0])] != "disco"
+    assert HeadSpec(inputs=[MSD_TAGS], prior="msd_proxy").networks == ["MSD_musicnn"]
+    with pytest.raises(ConfigError, match="head.prior must be one of"):
+        HeadSpec(prior="mtt")

@@ -72,26 +72,30 @@ class Source:
             raise ConfigError(f"source role must be 'cv' or 'train', not {self.role!r}")
 
 
+# prior kind -> the taggers whose tag names it uses; "_proxy" adds genrekit.heads.PROXY_TAGS
+PRIORS = {"msd": ("MSD_musicnn",), "msd_proxy": ("MSD_musicnn",), "both": ("MSD_musicnn", "MTT_musicnn")}
+
+
 @dataclass(frozen=True)
 class HeadSpec:
     """The genre head: inputs (``<network>/<kind>``), pooling, tag prior, C grid, class balance."""
 
     inputs: list = field(default_factory=lambda: ["MSD_musicnn/penultimate", "MSD_musicnn/tags"])
     pooling: str = "mean"
-    prior: str | None = "msd"            # tag-name prior from these networks' tags: msd, both, or none
+    prior: str | None = "msd"            # tag-name prior (PRIORS): msd, msd_proxy, both, or none
     C: list = field(default_factory=lambda: [0.01, 0.1, 1.0])
     class_balance: str = "weight"
 
     def __post_init__(self):
-        if self.prior not in (None, "msd", "both"):
-            raise ConfigError(f"head.prior must be msd, both or null, not {self.prior!r}")
+        if self.prior is not None and self.prior not in PRIORS:
+            raise ConfigError(f"head.prior must be one of {', '.join(PRIORS)} or null, not {self.prior!r}")
         if not self.C or any(not isinstance(c, (int, float)) or c <= 0 for c in self.C):
             raise ConfigError(f"head.C must be a list of positive numbers, not {self.C!r}")
 
     @property
     def networks(self) -> list[str]:
         used = {k.split("/")[0] for k in self.inputs}
-        used |= {"msd": {"MSD_musicnn"}, "both": {"MSD_musicnn", "MTT_musicnn"}, None: set()}[self.prior]
+        used |= set(PRIORS.get(self.prior, ()))
         return sorted(used)
 
 
@@ -245,13 +249,18 @@ def _network_outputs(path, networks: list[str], iter_patches, load_tagger) -> di
 
 
 def make_prior(kind: str | None, labels: list[str]):
-    """The tag-name prior (:data:`genrekit.heads.GENRE_TAGS`) restricted to the MSD tagger or both taggers."""
-    from ..heads import GENRE_TAGS, TagPrior
+    """The tag-name prior (:data:`genrekit.heads.GENRE_TAGS`) restricted to the taggers of ``kind``
+    (:data:`PRIORS`); ``msd_proxy`` also gives genres without a tag their :data:`~genrekit.heads.PROXY_TAGS`."""
+    from ..heads import GENRE_TAGS, PROXY_TAGS, TagPrior
 
     if kind is None:
         return None
-    networks = {"msd": ("MSD_musicnn",), "both": ("MSD_musicnn", "MTT_musicnn")}[kind]
+    networks = PRIORS[kind]
     mapping = {g: {n: t for n, t in GENRE_TAGS.get(g, {}).items() if n in networks} for g in labels}
+    if kind.endswith("_proxy"):
+        for g in labels:
+            if not any(mapping[g].values()):
+                mapping[g] = {n: t for n, t in PROXY_TAGS.get(g, {}).items() if n in networks}
     return TagPrior(labels, mapping)
 
 
