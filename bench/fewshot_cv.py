@@ -72,8 +72,7 @@ def extra_designs() -> list:
     out = [replace(base, name=f"res-msd-emb+tags+fma-C{c:g}", C=c) for c in (0.01, 0.003, 0.001)]
     out += [replace(base, name=f"res-msd-emb+tags+fma-prior{s:g}-C{c:g}", prior=f"msd-x{s:g}", C=c)
             for s in (1.5, 2) for c in (0.1, 0.01, 0.003)]
-    out += [replace(base, name=f"res-msd-emb+fma-C{c:g}", inputs=(tcv.MSD_EMB,), C=c) for c in (0.1, 0.01)]
-    out += [replace(base, name=f"res-msd-emb+fma-C{c:g}", inputs=(tcv.MSD_EMB,), C=c) for c in (0.003,)]
+    out += [replace(base, name=f"res-msd-emb+fma-C{c:g}", inputs=(tcv.MSD_EMB,), C=c) for c in (0.1, 0.01, 0.003)]
     out += [replace(base, name=f"res-msd-tags+fma-C{c:g}", inputs=(tcv.MSD_TAGS,), C=c) for c in (1, 0.03, 0.01)]
     out += [replace(base, name=f"res-msd_proxy-tags+fma-C{c:g}", inputs=(tcv.MSD_TAGS,), prior="msd_proxy", C=c)
             for c in (0.03, 0.01)]

@@ -8,9 +8,8 @@ Variants (ratio: warm latency / the first row's, measured round-robin so that a 
 all of them alike):
 
 - "before": the model file (--model, default the shipped one) with no speed settings: BLAS threads as
-  numpy has them, no overlap (genrekit <= 0.1.0);
+  numpy has them (genrekit <= 0.1.0);
 - ``blas1``: numpy's BLAS on one thread while a file is predicted (``GenreClassifier.blas_threads_one``);
-- ``overlap``: the file decoded in a thread ahead of the network (``GenreClassifier.overlap``);
 - ``re-exported``: the same model with its musicnn network traced by this version's export
   (tools/reexport_network.py), given by --fast-model or made in memory (needs torch); --model itself
   when its graph is re-exported already, as the shipped files are since 2026-12-02. To measure the
@@ -38,14 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
-# name, model ("shipped" or "fast"), intra-op threads, chunk, overlap, one BLAS thread
-VARIANTS = [("before: --model, no speed settings", "shipped", None, 2, False, False),
-            ("blas1", "shipped", None, 2, False, True),
-            ("blas1 + overlap", "shipped", None, 2, True, True),
-            ("re-exported + blas1", "fast", None, 2, False, True),
-            ("re-exported + blas1 + overlap", "fast", None, 2, True, True),
-            ("re-exported + blas1, chunk 8", "fast", None, 8, False, True),
-            ("re-exported + blas1, 1 thread", "fast", 1, 2, False, True)]
+# name, model ("shipped" or "fast"), intra-op threads, chunk, one BLAS thread
+VARIANTS = [("before: --model, no speed settings", "shipped", None, 2, False),
+            ("blas1", "shipped", None, 2, True),
+            ("re-exported + blas1", "fast", None, 2, True),
+            ("re-exported + blas1, chunk 8", "fast", None, 8, True),
+            ("re-exported + blas1, 1 thread", "fast", 1, 2, True)]
 
 
 def cold_cli(path, model_arg) -> float:
@@ -63,10 +60,10 @@ def build(spec, sources: dict):
     from genrekit.prediction import GenreClassifier
     from genrekit.runtime import OnnxNetwork
 
-    _, kind, threads, chunk, overlap, blas = spec
+    _, kind, threads, chunk, blas = spec
     network = OnnxNetwork(sources[kind], threads=threads, chunk=chunk)
     model = GenreClassifier(network, network.metadata, str(sources["shipped"]))
-    model.overlap, model.blas_threads_one = overlap, blas
+    model.blas_threads_one = blas
     return model
 
 

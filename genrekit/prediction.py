@@ -23,12 +23,10 @@ Examples
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +37,6 @@ from .errors import AudioError, CheckpointError, ConfigError, EmptyAudioError
 
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "genrekit-gtzan.onnx"
 SEGMENT_BATCH = 32
-AHEAD = 2  # segment batches decoded ahead of the network when decoding overlaps it
 FILE_WORKERS = 2  # files decoded and classified at a time by predict_files
 
 
@@ -152,11 +149,9 @@ class GenreClassifier:
     temperature. Either may carry ``min_confidence``: below it the answer is "uncertain".
     """
 
-    # Speed settings (bench/predict.py compares them; none changes a number):
-    # Decode a file in a thread, a few chunks ahead of the network. Off: on 2 cores it gained nothing
-    # for one file with the re-exported network and cost 0.9x in throughput over many (bench/predict.py).
-    overlap = False
-    blas_threads_one = True  # numpy's BLAS on one thread while a file is predicted (see runtime.one_blas_thread)
+    # numpy's BLAS on one thread while a file is predicted (runtime.one_blas_thread); bench/predict.py
+    # compares it with numpy's default (no number changes)
+    blas_threads_one = True
 
     def __init__(self, network, metadata: dict, source: str, min_confidence: float | None = None):
         self.network = network
@@ -215,32 +210,23 @@ class GenreClassifier:
 
     # ------------------------------------------------------------ segments
 
-    def _segment_batches(self, path, max_duration: float | None, size: int = SEGMENT_BATCH) -> Iterator:
-        """Feature segments of a file in batches of ``size``, then the audio policy's verdict (too short, silent)."""
+    def _segment_batches(self, path, max_duration: float | None) -> Iterator:
+        """Feature segments of a file in batches, then the audio policy's verdict (too short, silent)."""
         from .audio import CheckedStream, stream_audio
         from .features import FeatureExtractor, iter_segments
 
         cfg = self.feature_config
         self._extractor = getattr(self, "_extractor", None) or FeatureExtractor(cfg)
         stream = CheckedStream(stream_audio(path, cfg.sr, 0.0, max_duration), cfg.sr, path)
-        for batch in iter_segments(stream, cfg, size, extractor=self._extractor):
+        for batch in iter_segments(stream, cfg, SEGMENT_BATCH, extractor=self._extractor):
             yield batch, stream
-
-    def _batches(self, path, max_duration: float | None):
-        """:meth:`_segment_batches` to iterate in a ``with`` block: decoded in a thread, a chunk of the
-        network at a time and :data:`AHEAD` chunks ahead of it, when :attr:`overlap` is set."""
-        if not self.overlap:
-            return closing(self._segment_batches(path, max_duration))
-        chunk = getattr(self.network, "chunk", SEGMENT_BATCH)
-        return Ahead(self._segment_batches(path, max_duration, chunk), AHEAD)
 
     def segment_outputs(self, path, max_duration: float | None = None,
                         on_batch=None) -> tuple[dict[str, np.ndarray], float]:
         """The network's outputs for every segment of a file, and its duration (s).
 
         The file is decoded as a stream and its segments go through the network in
-        chunks, so memory does not grow with the file's length; with :attr:`overlap` the
-        decoding runs in a thread, a few chunks ahead of the network. ``on_batch`` is called
+        chunks, so memory does not grow with the file's length. ``on_batch`` is called
         with each batch of feature segments before the network sees it (e.g. to draw the
         spectrogram without decoding the file twice).
         """
@@ -249,8 +235,8 @@ class GenreClassifier:
         parts: dict[str, list] = {}
         stream = None
         blas = one_blas_thread() if self.blas_threads_one else nullcontext()
-        with blas, self._batches(path, max_duration) as batches:
-            for batch, stream in batches:  # noqa: B007 (the stream's totals are read below)
+        with blas:
+            for batch, stream in self._segment_batches(path, max_duration):  # noqa: B007 (the stream's totals are read below)
                 if on_batch is not None:
                     on_batch(batch)
                 for name, value in self.network.run(batch).items():
@@ -338,78 +324,6 @@ class GenreClassifier:
             yield from pool.map(safe, paths)
 
 
-class Ahead:
-    """Iterate ``items`` in a thread, at most ``depth`` items ahead of the caller.
-
-    Use it in a ``with`` block: leaving the block (also by an exception or Ctrl-C) stops
-    the thread after the item it is computing and waits for it, and closes ``items``.
-    An exception raised by ``items`` is raised in the caller, where its item would be.
-
-    Parameters
-    ----------
-    items : iterator
-    depth : int
-        Items held ready at most (memory: ``depth + 2`` items with the one being made and
-        the one being used).
-
-    Examples
-    --------
-    >>> with Ahead(iter(range(3)), 2) as values:
-    ...     list(values)
-    [0, 1, 2]
-    """
-
-    def __init__(self, items: Iterator, depth: int = 2):
-        self._items = items
-        self._queue: queue.Queue = queue.Queue(max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, name="genrekit-ahead", daemon=True)
-        self._thread.start()
-
-    def _fill(self) -> None:
-        try:
-            for item in self._items:
-                if not self._put((True, item)):
-                    return
-            self._put((False, None))
-        except BaseException as e:  # raised again in the caller
-            self._put((False, e))
-        finally:
-            close = getattr(self._items, "close", None)
-            if close is not None:
-                close()
-
-    def _put(self, entry) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def __iter__(self) -> Iterator:
-        while True:
-            fresh, value = self._queue.get()
-            if fresh:
-                yield value
-            elif value is None:
-                return
-            else:
-                raise value
-
-    def close(self) -> None:
-        """Stop the thread and wait for it."""
-        self._stop.set()
-        self._thread.join()
-
-    def __enter__(self) -> Ahead:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -495,8 +409,10 @@ def predict(paths, model=None, device: str = "cpu", max_duration: float | None =
         bad = [p for p in paths if not isinstance(p, (str, Path))]
         if bad:
             raise ConfigError(f"paths must be str or Path, not {type(bad[0]).__name__} ({bad[0]!r})")
-    classifier = model if isinstance(model, GenreClassifier) else load_model(model, device,
-                                                                              threads=file_threads(1 if single else len(paths)))
+    if isinstance(model, GenreClassifier):
+        classifier = model
+    else:
+        classifier = load_model(model, device, threads=file_threads(1 if single else len(paths)))
     if single:
         return classifier.predict_file(paths, max_duration)
     return list(classifier.predict_files(paths, max_duration))

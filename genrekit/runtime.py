@@ -47,7 +47,7 @@ def one_blas_thread():
 
     The spectrogram's product with the mel filters is the only BLAS call of a prediction;
     with more threads, OpenBLAS's threads keep spinning after it and slow the network that
-    follows by a quarter (0.29 s against 0.22 s for a 30 s clip on 2 cores, bench/predict.py).
+    follows (a 30 s clip: 0.326 s against 0.266 s with one thread on 2 cores, bench/predict.py, 2026-12-02).
     """
     with _blas_lock:
         if _blas["users"] == 0:

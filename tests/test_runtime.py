@@ -1,26 +1,18 @@
-"""Speed work that must not change a number: the network run in chunks, its faster export, decoding
-overlapped with the network (:class:`~genrekit.prediction.Ahead`), and the same results, in the same
-order and with the same failures, whichever way a file or a list of files goes through."""
+"""Speed work that must not change a number: the network run in chunks, its faster export, numpy's
+BLAS on one thread, and the same results, in the same order and with the same failures, whichever
+way a list of files goes through."""
 from __future__ import annotations
-
-import threading
-import time
 
 import numpy as np
 import pytest
 
-from genrekit.errors import AudioError
-from genrekit.prediction import Ahead, Failure, load_model
+from genrekit.prediction import Failure, load_model
 from genrekit.runtime import OnnxNetwork
 
 
 @pytest.fixture(scope="module")
 def model():
     return load_model()
-
-
-def ahead_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "genrekit-ahead"]
 
 
 def patches(n: int = 7, seed: int = 0) -> np.ndarray:
@@ -71,95 +63,36 @@ def test_eval_forward_in_torch_and_exported_form_agree():
         assert torch.allclose(exported, block(x), atol=1e-6, rtol=0)
 
 
-# --- Ahead --------------------------------------------------------------------------------
-
-def test_ahead_keeps_order_and_raises_where_the_item_would_be():
-    def items():
-        yield from range(5)
-        raise ValueError("sixth")
-
-    got = []
-    with pytest.raises(ValueError, match="sixth"), Ahead(items(), 2) as values:
-        for value in values:
-            got.append(value)
-    assert got == [0, 1, 2, 3, 4] and not ahead_threads()
-
-
-def test_leaving_early_stops_the_thread_and_closes_the_source():
-    closed = threading.Event()
-
-    def items():
-        try:
-            yield from range(10**6)
-        finally:
-            closed.set()
-
-    with Ahead(items(), 2) as values:
-        for value in values:
-            if value == 3:
-                break
-    assert closed.is_set() and not ahead_threads()
-
-
-def test_memory_is_bounded_by_depth():
-    made = []
-
-    def items():
-        for i in range(100):
-            made.append(i)
-            yield i
-
-    with Ahead(items(), 2) as values:
-        next(iter(values))
-        time.sleep(0.2)
-        assert len(made) <= 4  # the one taken, 2 queued, 1 waiting to be queued
-    assert not ahead_threads()
-
-
 # --- predictions ----------------------------------------------------------------------------
 
-def both_ways(model, run):
-    """``run(model)`` without and with decoding overlapped."""
-    results = []
-    for overlap in (False, True):
-        model.overlap = overlap
+def blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_one_blas_thread_changes_no_number_and_is_restored(model, fma_mp3):
+    before = blas_threads()
+    results, seen = [], []
+    for one in (False, True):
+        model.blas_threads_one = one
         try:
-            results.append(run(model))
+            results.append(model.predict_file(fma_mp3, on_batch=lambda _: seen.append(blas_threads())))
         finally:
-            model.overlap = type(model).overlap
-    return results
-
-
-def test_overlapped_decoding_gives_the_same_prediction_and_batches(model, fma_mp3):
-    def run(m):
-        batches = []
-        return m.predict_file(fma_mp3, on_batch=batches.append), np.concatenate(batches)
-
-    (a, batches_a), (b, batches_b) = both_ways(model, run)
-    assert a.probabilities == b.probabilities and a.segments == b.segments and a.duration == b.duration
-    assert a.music_probability == b.music_probability and np.array_equal(batches_a, batches_b)
-    assert not ahead_threads()
-
-
-def test_errors_raised_while_decoding_are_the_same_both_ways(model, fma_mp3, tmp_path):
-    truncated = tmp_path / "truncated.mp3"
-    truncated.write_bytes(fma_mp3.read_bytes()[: fma_mp3.stat().st_size // 2])  # fails after its first blocks
-    errors = both_ways(model, lambda m: pytest.raises(AudioError, m.predict_file, truncated).value)
-    assert [type(e) for e in errors][0] is type(errors[1]) and str(errors[0]) == str(errors[1])
-    assert not ahead_threads()
+            model.blas_threads_one = type(model).blas_threads_one
+    assert results[0].probabilities == results[1].probabilities and results[0].segments == results[1].segments
+    assert seen[-1] and all(n == 1 for n in seen[-1]) and blas_threads() == before  # one thread inside, as before after
 
 
 def test_a_failure_in_the_middle_keeps_order_and_the_others(model, fma_mp3, gtzan_wav, tmp_path):
     bad = tmp_path / "bad.mp3"
     bad.write_bytes(b"not audio at all" * 100)
     paths = [fma_mp3, bad, gtzan_wav, fma_mp3]
-    for workers in (1, 2):
-        plain, overlapped = both_ways(model, lambda m: list(m.predict_files(paths, workers=workers)))  # noqa: B023
-        assert [r.path for r in overlapped] == [str(p) for p in paths]
-        assert isinstance(overlapped[1], Failure) and overlapped[1].error == plain[1].error
-        for a, b in zip(plain, overlapped):
-            assert a.to_dict() == b.to_dict()
-    assert not ahead_threads()
+    one, two = (list(model.predict_files(paths, workers=w)) for w in (1, 2))
+    assert [r.path for r in two] == [str(p) for p in paths]
+    assert isinstance(two[1], Failure) and two[1].error == one[1].error
+    for a, b in zip(one, two):
+        assert a.to_dict() == b.to_dict()
 
 
 def test_several_files_share_the_cores_in_the_api_as_in_the_cli(monkeypatch, fma_mp3, gtzan_wav):

@@ -4,8 +4,9 @@ package and write its model card from the figures inside it.
 Usage: python tools/ship_model.py [runs/default_model/genrekit-gtzan.onnx]
 
 The card (docs/model-card.md) is generated from the model file's own metadata, so what it
-says is what the model carries; the figure measured elsewhere (not-music on the held-out
-generated set) is quoted from the benchmark CSV named in it.
+says is what the model carries; what was measured elsewhere is named with its source: the
+not-music figure is read from bench/results/not_music.csv, and the design choice quotes
+bench/results/transfer_cv/tables.md (rerun `python bench/transfer_cv.py` and edit it with them).
 """
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ whose test artists they do not share); C and temperature chosen inside each fold
 Design chosen among 40 by this CV (`python bench/transfer_cv.py`, `bench/results/transfer_cv/tables.md`)
 and by a simulation of genres with two training tracks, the regime of blues, classical, country and disco
 (`python bench/fewshot_cv.py`, `bench/results/fewshot_cv.md`). One design scored higher balanced
-accuracy in this CV (0.730, disco from musicnn's "dance" and "funk" tags) and was not taken: its gain is
+accuracy in this CV (0.730, row `res-msd_proxy-tags+fma-nestedC`: disco from musicnn's "dance" and
+"funk" tags) and was not taken: its gain is
 DEV's two disco tracks, paid for with ten tracks wrongly called disco and reggae recall 0.18 instead of
 0.47 on 17 tracks, with the same macro-F1 and lower scarce-genre recall.
 
