@@ -9,7 +9,10 @@ all of them alike):
 
 - "before": the model file (--model, default the shipped one) with no speed settings: BLAS threads as
   numpy has them (genrekit <= 0.1.0);
-- ``blas1``: numpy's BLAS on one thread while a file is predicted (``GenreClassifier.blas_threads_one``);
+- ``blas1``: numpy's BLAS on one thread while a file is predicted (``GenreClassifier.blas_threads_one``).
+  Since 2026-12-02 the features' product runs on one BLAS thread in every case (features.one_blas_thread,
+  so that features do not depend on the thread count): "before" no longer reproduces genrekit <= 0.1.0's
+  BLAS setting, and the two rows differ only by how often the setting is entered;
 - ``re-exported``: the same model with its musicnn network traced by this version's export
   (tools/reexport_network.py), given by --fast-model or made in memory (needs torch); --model itself
   when its graph is re-exported already, as the shipped files are since 2026-12-02. To measure the

@@ -22,7 +22,9 @@ has the same transform in torch for GPUs.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -34,6 +36,52 @@ from .errors import ConfigError
 AMIN = 1e-10
 FFT_CHUNK_SAMPLES = 1 << 15  # frames are transformed this many samples at a time (stays in cache)
 MATMUL_FRAMES = 4096  # frames per product with the mel filters (bounds the power buffer: 17 MB at n_fft 2048)
+
+
+# --- BLAS threads ------------------------------------------------------------------
+
+_blas = {"users": 0, "limit": None, "controller": None}
+_blas_lock = threading.Lock()
+
+
+@contextmanager
+def one_blas_thread():
+    """numpy's BLAS on one thread inside the block (re-entrant and thread-safe: the first
+    block in sets it, the last one out restores it).
+
+    The spectrogram's product with the mel filters, the only BLAS call of the features, runs
+    inside it (:meth:`FeatureExtractor.frames_to_features`): OpenBLAS sums in another order
+    with more threads (on a 2-core AMD EPYC, 2 of 165,120 float16 values of a clip's cache
+    differed), and features must not depend on the thread count: in ``prepare`` with any
+    engine (Ray's workers run with one thread) and at prediction. Prediction also holds it around a whole file: with more
+    threads, OpenBLAS's threads kept spinning after the product and slowed the network that
+    follows (a 30 s clip: 0.326 s against 0.266 s with one thread on 2 cores, bench/predict.py,
+    2026-12-02). Entering and leaving costs about 25 µs.
+    """
+    with _blas_lock:
+        if _blas["users"] == 0:
+            _blas["limit"] = _limit_blas()
+        _blas["users"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas["users"] -= 1
+            if _blas["users"] == 0 and _blas["limit"] is not None:
+                _blas["limit"].restore_original_limits()
+                _blas["limit"] = None
+
+
+def _limit_blas():
+    """A threadpoolctl limit of BLAS to one thread (None where threadpoolctl is missing)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    if _blas["controller"] is None:
+        _blas["controller"] = ThreadpoolController()  # inspects the loaded libraries once: 10 ms
+    return _blas["controller"].limit(limits=1, user_api="blas")
+
 
 
 def hz_to_mel(freqs):
@@ -175,13 +223,13 @@ class FeatureExtractor:
         count, n_frames = frames.shape[:2]
         out = np.empty((count, cfg.n_bins, n_frames), np.float32)
         group = max(1, MATMUL_FRAMES // n_frames)  # signals whose frames go through one matmul
-        for first in range(0, count, group):
-            power = self._power(frames[first: first + group])
-            if self.filters_t is not None:
-                # one large product: small ones are slow with BLAS threads on a busy machine
-                flat = np.matmul(power.reshape(-1, power.shape[-1]), self.filters_t)
-                power = flat.reshape(*power.shape[:2], -1)
-            out[first: first + group] = power.transpose(0, 2, 1)
+        with one_blas_thread():  # the same numbers on any core count (see one_blas_thread)
+            for first in range(0, count, group):
+                power = self._power(frames[first: first + group])
+                if self.filters_t is not None:
+                    flat = np.matmul(power.reshape(-1, power.shape[-1]), self.filters_t)  # one large product
+                    power = flat.reshape(*power.shape[:2], -1)
+                out[first: first + group] = power.transpose(0, 2, 1)
         return self._log_scale(out)
 
     def _power(self, frames: np.ndarray) -> np.ndarray:

@@ -34,7 +34,8 @@ either (MSD has no "disco"; MTT's "dance" also covers techno and electronic danc
 and **classical** has none in MSD (MTT has "classical" and "classic"). A zero-shot head
 therefore predicts an untagged genre only when no tagged genre's best tag reaches
 ``sigmoid(untagged_logit)``. :data:`PROXY_TAGS` optionally adds stand-ins (disco →
-"dance", "funk"); off by default. With a fitted residual (:func:`fit_track_head` with
+"dance", "funk"; :meth:`TagPrior.with_proxies`, recipe ``prior: msd_proxy``, which the shipped
+model uses). With a fitted residual (:func:`fit_track_head` with
 ``prior=``) the linear layer learns every genre on top of the prior, and its L2 penalty
 shrinks it toward the prior rather than toward uniform probabilities.
 

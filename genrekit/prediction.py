@@ -149,8 +149,8 @@ class GenreClassifier:
     temperature. Either may carry ``min_confidence``: below it the answer is "uncertain".
     """
 
-    # numpy's BLAS on one thread while a file is predicted (runtime.one_blas_thread); bench/predict.py
-    # compares it with numpy's default (no number changes)
+    # numpy's BLAS on one thread for a whole file (features.one_blas_thread; the features' product
+    # always runs on one thread, this saves toggling per batch); bench/predict.py compares settings
     blas_threads_one = True
 
     def __init__(self, network, metadata: dict, source: str, min_confidence: float | None = None):
@@ -230,7 +230,7 @@ class GenreClassifier:
         with each batch of feature segments before the network sees it (e.g. to draw the
         spectrogram without decoding the file twice).
         """
-        from .runtime import one_blas_thread
+        from .features import one_blas_thread
 
         parts: dict[str, list] = {}
         stream = None

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,44 +32,6 @@ from .errors import CheckpointError
 
 METADATA_KEY = "genrekit"
 CHUNK = 2  # segments per run of the graph: bounds the activations (musicnn: ~45 MB per segment, measured)
-
-
-_blas = {"users": 0, "limit": None, "controller": None}
-_blas_lock = threading.Lock()
-
-
-@contextmanager
-def one_blas_thread():
-    """numpy's BLAS on one thread inside the block (re-entrant and thread-safe: the first
-    block in sets it, the last one out restores it).
-
-    The spectrogram's product with the mel filters is the only BLAS call of a prediction;
-    with more threads, OpenBLAS's threads keep spinning after it and slow the network that
-    follows (a 30 s clip: 0.326 s against 0.266 s with one thread on 2 cores, bench/predict.py, 2026-12-02).
-    """
-    with _blas_lock:
-        if _blas["users"] == 0:
-            _blas["limit"] = _limit_blas()
-        _blas["users"] += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas["users"] -= 1
-            if _blas["users"] == 0 and _blas["limit"] is not None:
-                _blas["limit"].restore_original_limits()
-                _blas["limit"] = None
-
-
-def _limit_blas():
-    """A threadpoolctl limit of BLAS to one thread (None where threadpoolctl is missing)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    if _blas["controller"] is None:
-        _blas["controller"] = ThreadpoolController()  # inspects the loaded libraries once: 10 ms
-    return _blas["controller"].limit(limits=1, user_api="blas")
 
 
 def available_cores() -> int:

@@ -169,3 +169,22 @@ def test_cache_records_content_hashes(audio_tree, tmp_path):
         assert row.sha256 == hashlib.sha256(open(row.path, "rb").read()).hexdigest()
         assert len(row.audio_sha256) == 64
     assert cache.tracks["audio_sha256"].is_unique
+
+
+def test_segments_do_not_depend_on_blas_threads(tmp_path):
+    """OpenBLAS sums in another order with more threads; a cache must hold the same numbers
+    whichever engine and core count wrote it (Ray's workers run with one BLAS thread)."""
+    from threadpoolctl import threadpool_limits
+
+    from genrekit.cache.featurize import PrepareOptions, featurize_track
+    from genrekit.datasets.base import Track
+    from tests.conftest import synthetic_track
+
+    wav = tmp_path / "rock.wav"
+    sf.write(wav, synthetic_track("rock", 3, 30.0), 22050)
+    track = Track("rock.00000", str(wav), "rock", "train")
+    results = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            results.append(featurize_track(track, FeatureConfig(), PrepareOptions())[1])
+    assert np.array_equal(results[0], results[1])

@@ -275,5 +275,11 @@ def test_recipe_priors_choose_their_taggers_and_stand_ins():
     assert GENRES[np.argmax(proxy.segment_logits(danceable)[0])] == "disco"
     assert GENRES[np.argmax(msd.segment_logits(danceable)[0])] != "disco"
     assert HeadSpec(inputs=[MSD_TAGS], prior="msd_proxy").networks == ["MSD_musicnn"]
+    fill = make_prior("msd_fill", GENRES)  # MTT only where MSD names nothing: classical
+    assert fill.genre_tags["classical"] == {"MTT_musicnn": ["classical", "classic"]}
+    assert {g: t for g, t in fill.genre_tags.items() if g != "classical"} == \
+        {g: t for g, t in msd.genre_tags.items() if g != "classical"}
+    assert both.genre_tags["rock"].keys() == {"MSD_musicnn", "MTT_musicnn"}
+    assert HeadSpec(inputs=[MSD_TAGS], prior="msd_fill").networks == ["MSD_musicnn", "MTT_musicnn"]
     with pytest.raises(ConfigError, match="head.prior must be one of"):
         HeadSpec(prior="mtt")

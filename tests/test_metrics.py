@@ -75,6 +75,25 @@ def test_bootstrap_ci_matches_a_plain_loop():
     assert lo <= point <= hi and lo < hi
 
 
+def test_paired_difference_matches_a_plain_loop_and_is_narrower_than_separate_intervals():
+    y_true, pred_a = random_fixture(7)
+    pred_b = pred_a.copy()
+    pred_b[:6] = (pred_b[:6] + 1) % 3  # B differs from A on 6 of 60 tracks
+    d = metrics.bootstrap_difference("balanced_accuracy", y_true, pred_a, pred_b, K, n_boot=300, seed=3)
+    idx = np.random.default_rng(3).integers(0, len(y_true), size=(300, len(y_true)))
+    with quiet():
+        values = [skm.balanced_accuracy_score(y_true[i], pred_a[i]) - skm.balanced_accuracy_score(y_true[i], pred_b[i])
+                  for i in idx]
+        point = skm.balanced_accuracy_score(y_true, pred_a) - skm.balanced_accuracy_score(y_true, pred_b)
+    assert d["difference"] == pytest.approx(point)
+    assert d["ci"] == pytest.approx([np.quantile(values, 0.025), np.quantile(values, 0.975)])
+    assert d["p_not_better"] == pytest.approx(np.mean(np.array(values) <= 0))
+    lo_a, hi_a = metrics.bootstrap_ci("balanced_accuracy", y_true, pred_a, K, n_boot=300, seed=3)
+    assert d["ci"][1] - d["ci"][0] < hi_a - lo_a
+    same = metrics.bootstrap_difference("macro_f1", y_true, pred_a, pred_a, K, n_boot=100)
+    assert same["difference"] == 0 and same["ci"] == [0, 0] and same["p_not_better"] == 1
+
+
 def test_bootstrap_is_seeded():
     y_true, y_pred = random_fixture(1)
     a = metrics.bootstrap_ci("macro_f1", y_true, y_pred, K, n_boot=200, seed=5)

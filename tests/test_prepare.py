@@ -267,6 +267,15 @@ def test_interrupted_run_resumes(shared_data, tmp_path, monkeypatch):
     assert sorted(FeatureCache(out).tracks["track_id"]) == sorted(t.track_id for t in tracks)
 
 
+def _as_from_a_terminal():
+    """In the child before exec: Ctrl-C and SIGTERM delivered and handled by default, as for a command
+    typed in a terminal, whatever this test process inherited (a run started in the background
+    by a shell without job control ignores SIGINT, and children inherit ignored and blocked signals)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start_prepare_subprocess(manifest, out):
     """`python -m genrekit prepare` in its own process group, one track per shard."""
     code = ("import sys, genrekit.cache.local as c; c.SHARD_TRACKS = 1\n"
@@ -274,7 +283,8 @@ def _start_prepare_subprocess(manifest, out):
             "sys.exit(main(sys.argv[1:]))\n")
     return subprocess.Popen([sys.executable, "-c", code, "prepare", f"manifest:{manifest}", "--out", str(out),
                              "--workers", "2", "--quiet"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
 
 
 def _wait_for_first_shard(proc, out, timeout=60.0):
@@ -334,7 +344,8 @@ def test_killed_run_leaves_an_openable_cache_and_no_workers(long_manifest, tmp_p
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     if sig in (signal.SIGINT, signal.SIGTERM):
-        assert proc.returncode == 130, (stdout[-1000:], stderr[-2000:])
+        assert proc.returncode == 130, (stdout[-1000:], stderr[-2000:], signal.getsignal(signal.SIGINT),
+                                        signal.pthread_sigmask(signal.SIG_BLOCK, []))
         assert "interrupted: run the same command again to resume" in stdout
     else:
         assert proc.returncode == -signal.SIGKILL

@@ -43,7 +43,9 @@ def test_onnx_tagger_matches_the_pytorch_port(name):
     network = tagger.load_tagger(name)
     got = network.run(patches)
     for kind, value in expected.items():
-        assert np.abs(got[f"{tagger.TAGGERS[name]}/{kind}"] - value.numpy()).max() <= 1e-4, kind
+        # float32 kernels differ by CPU (AVX-512 / AVX2): 1e-4 absolute plus 1e-5 relative
+        np.testing.assert_allclose(got[f"{tagger.TAGGERS[name]}/{kind}"], value.numpy(), rtol=1e-5, atol=1e-4,
+                                   err_msg=kind)
     assert tagger.tags(name) == model.tags
 
 

@@ -72,8 +72,10 @@ class Source:
             raise ConfigError(f"source role must be 'cv' or 'train', not {self.role!r}")
 
 
-# prior kind -> the taggers whose tag names it uses; "_proxy" adds genrekit.heads.PROXY_TAGS
-PRIORS = {"msd": ("MSD_musicnn",), "msd_proxy": ("MSD_musicnn",), "both": ("MSD_musicnn", "MTT_musicnn")}
+# prior kind -> the taggers whose tag names it uses; "_proxy" adds genrekit.heads.PROXY_TAGS;
+# "msd_fill" takes MSD's tags where MSD names the genre and MTT's only for the others (classical)
+PRIORS = {"msd": ("MSD_musicnn",), "msd_proxy": ("MSD_musicnn",), "msd_fill": ("MSD_musicnn", "MTT_musicnn"),
+          "both": ("MSD_musicnn", "MTT_musicnn")}
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class HeadSpec:
 
     inputs: list = field(default_factory=lambda: ["MSD_musicnn/penultimate", "MSD_musicnn/tags"])
     pooling: str = "mean"
-    prior: str | None = "msd"            # tag-name prior (PRIORS): msd, msd_proxy, both, or none
+    prior: str | None = "msd"            # tag-name prior (PRIORS): msd, msd_proxy, msd_fill, both, or none
     C: list = field(default_factory=lambda: [0.01, 0.1, 1.0])
     class_balance: str = "weight"
 
@@ -250,7 +252,8 @@ def _network_outputs(path, networks: list[str], iter_patches, load_tagger) -> di
 
 def make_prior(kind: str | None, labels: list[str]):
     """The tag-name prior (:data:`genrekit.heads.GENRE_TAGS`) restricted to the taggers of ``kind``
-    (:data:`PRIORS`); ``msd_proxy`` also gives genres without a tag their :data:`~genrekit.heads.PROXY_TAGS`."""
+    (:data:`PRIORS`); ``msd_proxy`` also gives genres without a tag their :data:`~genrekit.heads.PROXY_TAGS`;
+    ``msd_fill`` uses MTT's tags only for genres that no MSD tag names (classical)."""
     from ..heads import GENRE_TAGS, PROXY_TAGS, TagPrior
 
     if kind is None:
@@ -261,6 +264,9 @@ def make_prior(kind: str | None, labels: list[str]):
         for g in labels:
             if not any(mapping[g].values()):
                 mapping[g] = {n: t for n, t in PROXY_TAGS.get(g, {}).items() if n in networks}
+    if kind == "msd_fill":
+        mapping = {g: {"MSD_musicnn": per["MSD_musicnn"]} if per.get("MSD_musicnn") else per
+                   for g, per in mapping.items()}
     return TagPrior(labels, mapping)
 
 
