@@ -92,7 +92,7 @@ def main():
                    help="override the recipes' epochs (e.g. to fit a CPU budget); the row says so")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args()
-    from results_csv import append_rows
+    from results_csv import append_rows, machine
 
     results = [crossvalidate(c, args.folds, args.out, args.epochs) for c in args.configs]
     labels = results[0]["report"]["labels"]
@@ -107,7 +107,7 @@ def main():
     print(f"({rep['n_tracks']} DEV GTZAN tracks, {args.folds} artist-grouped folds; small and uneven: read the CIs)")
     if not args.no_csv:
         append_rows(REPO / "bench" / "results" / "crossval.csv", [{
-            "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()}-core CPU", "config": r["config"],
+            "date": time.strftime("%Y-%m-%d"), "machine": machine(), "config": r["config"],
             "backbone": r["backbone"], "folds": args.folds, "grouping": "artist",
             "balanced_accuracy": round(r["report"]["balanced_accuracy"], 4),
             "balanced_accuracy_ci": "-".join(f"{v:.2f}" for v in r["report"]["balanced_accuracy_ci"]),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ def main():
     p.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args()
-    from results_csv import append_rows
+    from results_csv import append_rows, machine
 
     from genrekit.training.transfer import (
         Source,
@@ -64,7 +63,7 @@ def main():
         alarms = float((cv["p_not_music"][cv["is_music"]] >= th).mean())
         name = "+".join(i.split("/")[1] for i in inputs)
         print(f"{name:30}{C:6g}{th:11.3f}{detected:10.3f}{alarms:14.3f}", flush=True)
-        rows.append({"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()}-core CPU ({platform.machine()})",
+        rows.append({"date": time.strftime("%Y-%m-%d"), "machine": machine(),
                      "command": "python bench/detector_cv.py", "inputs": name, "C": C, "threshold": round(th, 4),
                      "cv_not_music_detected": round(detected, 4), "cv_music_false_alarms": round(alarms, 4),
                      "music_tracks": len(music), "nonmusic_clips": len(nonmusic)})

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -57,7 +56,7 @@ def main():
     p.add_argument("--mp3", type=Path, default=MP3)
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args()
-    from results_csv import append_rows
+    from results_csv import append_rows, machine
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="genrekit-light-"))
     core, serve = root / "core", root / "serve"
@@ -89,7 +88,7 @@ def main():
     print(f"{'ratio predict / import torch':46}{median['predict'] / median['torch']:10.2f}   target < 1")
     if not args.no_csv:
         append_rows(REPO / "bench" / "results" / "light_install.csv", [{
-            "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()}-core CPU ({platform.machine()})",
+            "date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "load_avg_1m": round(os.getloadavg()[0], 2), "core_mb": round(sizes["core"]),
             "serve_mb": round(sizes["serve"]), "heavy": " ".join(heavy),
             "cold_predict_s": round(median["predict"], 3), "import_torch_s": round(median["torch"], 3),

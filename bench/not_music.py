@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import sys
 import time
 from collections import Counter, defaultdict
@@ -67,7 +66,7 @@ def main():
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--no-csv", action="store_true")
     args = p.parse_args()
-    from results_csv import append_rows
+    from results_csv import append_rows, machine
 
     from genrekit.prediction import load_model
 
@@ -91,7 +90,7 @@ def main():
           f"{1 / len(music):.3f})")
     if not args.no_csv:
         append_rows(REPO / "bench" / "results" / "not_music.csv", [{
-            "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()}-core CPU ({platform.machine()})",
+            "date": time.strftime("%Y-%m-%d"), "machine": machine(),
             "command": "python bench/not_music.py" + ("" if args.model is None else f" --model {args.model}"),
             "model": model.model_id, "nonmusic_clips": n_nm, "not_music_detected": round(detected, 4),
             "music_tracks": len(music), "music_false_alarms": round(false_alarms, 4),

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_csv import append_rows
+from results_csv import append_rows, machine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def main():
     rate = {name: throughput(model, files) for name, model in models.items()}
     model_id = next(iter(models.values())).model_id
     rows = [{"variant": name, "model": model_id, "warm_s_per_clip": round(warm[name], 3), "cold_cli_s": round(cold, 2),
-             "tracks_per_s": round(rate[name], 2), "n_files": len(files), "machine": f"{os.cpu_count()}-core CPU",
+             "tracks_per_s": round(rate[name], 2), "n_files": len(files), "machine": machine(),
              "load_avg_1m": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d")} for name in models]
     report(rows, cold, len(files), diff)
     if not args.no_csv:

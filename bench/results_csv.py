@@ -2,7 +2,22 @@
 from __future__ import annotations
 
 import csv
+import os
+import platform
 from pathlib import Path
+
+
+def machine() -> str:
+    """``"2-core AMD EPYC (x86_64)"``: the core count and CPU model (speed figures differ by CPU)."""
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core {model or 'CPU'} ({platform.machine()})"
 
 
 def append_rows(path, rows: list[dict]) -> None:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from results_csv import append_rows
+from results_csv import append_rows, machine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def main(backbones):
         frozen, unfrozen = measure(backbone, frozen=True), measure(backbone, frozen=False)
         rows.append({"backbone": backbone, "frozen_segments_per_s": round(frozen, 1),
                      "unfrozen_segments_per_s": round(unfrozen, 1), "batch": 32,
-                     "threads": torch.get_num_threads(), "machine": f"{os.cpu_count()}-core CPU",
+                     "threads": torch.get_num_threads(), "machine": machine(),
                      "date": time.strftime("%Y-%m-%d")})
         print(f"{backbone:24}{frozen:8.1f} segments/s frozen {unfrozen:8.1f} segments/s unfrozen", flush=True)
     append_rows(REPO / "bench" / "results" / "train_throughput.csv", rows)

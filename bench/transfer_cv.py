@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -346,8 +345,10 @@ def tables_markdown(results: list[dict], counts: dict, n_tracks: int, n_folds: i
 
 
 def csv_row(r: dict, command: str) -> dict:
+    from results_csv import machine
+
     rep, d = r["report"], r["design"]
-    row = {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()}-core CPU ({platform.machine()})",
+    row = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
            "command": command, "design": d.name, "networks": "+".join(d.networks), "inputs": " ".join(d.inputs),
            "pooling": d.pooling, "prior": d.prior or "",
            "C": "" if not d.inputs else "nested" if d.C is None else d.C,
