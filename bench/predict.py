@@ -1,18 +1,15 @@
 """Prediction speed with the shipped model: warm latency, cold CLI, throughput, side by side for the
-speed settings of genrekit.prediction (none changes a number: each variant's probabilities are checked
-against the first's within 1e-4), onnxruntime's thread count and the chunk of segments per graph run.
+graph's export, onnxruntime's thread count and the chunk of segments per graph run (none changes a
+number: each variant's probabilities are checked against the first's within 1e-4). numpy's BLAS runs
+on one thread for the features in every variant (genrekit.features.one_blas_thread); rows before
+2026-12-02 in bench/results/predict.csv compare that setting with numpy's default ("blas1").
 
 Usage: python bench/predict.py [--model M] [--fast-model F] [--repeats 9] [--no-csv]
 
 Variants (ratio: warm latency / the first row's, measured round-robin so that a busy machine weighs on
 all of them alike):
 
-- "before": the model file (--model, default the shipped one) with no speed settings: BLAS threads as
-  numpy has them (genrekit <= 0.1.0);
-- ``blas1``: numpy's BLAS on one thread while a file is predicted (``GenreClassifier.blas_threads_one``).
-  Since 2026-12-02 the features' product runs on one BLAS thread in every case (features.one_blas_thread,
-  so that features do not depend on the thread count): "before" no longer reproduces genrekit <= 0.1.0's
-  BLAS setting, and the two rows differ only by how often the setting is entered;
+- "--model": the model file (--model, default the shipped one) as it is;
 - ``re-exported``: the same model with its musicnn network traced by this version's export
   (tools/reexport_network.py), given by --fast-model or made in memory (needs torch); --model itself
   when its graph is re-exported already, as the shipped files are since 2026-12-02. To measure the
@@ -40,12 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
-# name, model ("shipped" or "fast"), intra-op threads, chunk, one BLAS thread
-VARIANTS = [("before: --model, no speed settings", "shipped", None, 2, False),
-            ("blas1", "shipped", None, 2, True),
-            ("re-exported + blas1", "fast", None, 2, True),
-            ("re-exported + blas1, chunk 8", "fast", None, 8, True),
-            ("re-exported + blas1, 1 thread", "fast", 1, 2, True)]
+# name, model ("shipped" or "fast"), intra-op threads, chunk
+VARIANTS = [("--model", "shipped", None, 2),
+            ("re-exported", "fast", None, 2),
+            ("re-exported, chunk 8", "fast", None, 8),
+            ("re-exported, 1 thread", "fast", 1, 2)]
 
 
 def cold_cli(path, model_arg) -> float:
@@ -63,11 +59,9 @@ def build(spec, sources: dict):
     from genrekit.prediction import GenreClassifier
     from genrekit.runtime import OnnxNetwork
 
-    _, kind, threads, chunk, blas = spec
+    _, kind, threads, chunk = spec
     network = OnnxNetwork(sources[kind], threads=threads, chunk=chunk)
-    model = GenreClassifier(network, network.metadata, str(sources["shipped"]))
-    model.blas_threads_one = blas
-    return model
+    return GenreClassifier(network, network.metadata, str(sources["shipped"]))
 
 
 def warm_latencies(models: dict, clip, repeats: int) -> dict:

@@ -7,17 +7,20 @@ import platform
 from pathlib import Path
 
 
-def machine() -> str:
-    """``"2-core AMD EPYC (x86_64)"``: the core count and CPU model (speed figures differ by CPU)."""
-    model = platform.processor() or ""
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, e.g. ``"AMD EPYC"`` (speed figures differ by CPU)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{os.cpu_count()}-core {model or 'CPU'} ({platform.machine()})"
+    return platform.processor() or "CPU"
+
+
+def machine() -> str:
+    """``"2-core AMD EPYC (x86_64)"``: the core count and CPU model."""
+    return f"{os.cpu_count()}-core {cpu_model()} ({platform.machine()})"
 
 
 def append_rows(path, rows: list[dict]) -> None:

@@ -46,7 +46,6 @@ import csv
 import dataclasses
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -54,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from results_csv import append_rows
+from results_csv import append_rows, machine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -321,16 +320,8 @@ SPLIT_NAMES = {"artist": "artist-grouped {k}-fold", "segment": "random segment {
 
 
 def machine_name() -> str:
-    """The CPU model and core count, e.g. ``2-core Intel(R) Xeon(R) ... (x86_64)``."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {model} ({platform.machine()}), torch {torch_version()}, 1 thread per fold"
+    """The CPU model and core count, e.g. ``2-core Intel(R) Xeon(R) ... (x86_64)``, torch, threads."""
+    return f"{machine()}, torch {torch_version()}, 1 thread per fold"
 
 
 def torch_version() -> str:

@@ -50,12 +50,12 @@ def one_blas_thread():
     block in sets it, the last one out restores it).
 
     The spectrogram's product with the mel filters, the only BLAS call of the features, runs
-    inside it (:meth:`FeatureExtractor.frames_to_features`): OpenBLAS sums in another order
-    with more threads (on a 2-core AMD EPYC, 2 of 165,120 float16 values of a clip's cache
-    differed), and features must not depend on the thread count: in ``prepare`` with any
-    engine (Ray's workers run with one thread) and at prediction. Prediction also holds it around a whole file: with more
+    inside it (:meth:`FeatureExtractor.frames_to_features`), so features do not depend on the
+    thread count: OpenBLAS sums in another order with more threads (on a 2-core AMD EPYC, 2 of
+    165,120 float16 values of a clip's cache differed between ``prepare`` in-process and on
+    Ray, whose workers run with one thread). It is also faster at prediction: with more
     threads, OpenBLAS's threads kept spinning after the product and slowed the network that
-    follows (a 30 s clip: 0.326 s against 0.266 s with one thread on 2 cores, bench/predict.py,
+    follows (a 30 s clip: 0.326 s against 0.266 s on a 2-core Xeon, bench/predict.py,
     2026-12-02). Entering and leaving costs about 25 µs.
     """
     with _blas_lock:
@@ -81,7 +81,6 @@ def _limit_blas():
     if _blas["controller"] is None:
         _blas["controller"] = ThreadpoolController()  # inspects the loaded libraries once: 10 ms
     return _blas["controller"].limit(limits=1, user_api="blas")
-
 
 
 def hz_to_mel(freqs):

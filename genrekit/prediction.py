@@ -26,7 +26,6 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,10 +148,6 @@ class GenreClassifier:
     temperature. Either may carry ``min_confidence``: below it the answer is "uncertain".
     """
 
-    # numpy's BLAS on one thread for a whole file (features.one_blas_thread; the features' product
-    # always runs on one thread, this saves toggling per batch); bench/predict.py compares settings
-    blas_threads_one = True
-
     def __init__(self, network, metadata: dict, source: str, min_confidence: float | None = None):
         self.network = network
         self.payload = metadata
@@ -230,17 +225,13 @@ class GenreClassifier:
         with each batch of feature segments before the network sees it (e.g. to draw the
         spectrogram without decoding the file twice).
         """
-        from .features import one_blas_thread
-
         parts: dict[str, list] = {}
         stream = None
-        blas = one_blas_thread() if self.blas_threads_one else nullcontext()
-        with blas:
-            for batch, stream in self._segment_batches(path, max_duration):  # noqa: B007 (the stream's totals are read below)
-                if on_batch is not None:
-                    on_batch(batch)
-                for name, value in self.network.run(batch).items():
-                    parts.setdefault(name, []).append(value)
+        for batch, stream in self._segment_batches(path, max_duration):  # noqa: B007 (the stream's totals are read below)
+            if on_batch is not None:
+                on_batch(batch)
+            for name, value in self.network.run(batch).items():
+                parts.setdefault(name, []).append(value)
         if not parts:  # the stream raised for empty input; this is a guard
             raise EmptyAudioError(path)
         return {k: np.concatenate(v) for k, v in parts.items()}, stream.seconds

@@ -18,7 +18,7 @@ from genrekit.audio import load_audio
 from genrekit.cache import FeatureCache, PrepareOptions, prepare
 from genrekit.cli import main
 from genrekit.config import FeatureConfig
-from genrekit.datasets import Dataset, read_gtzan
+from genrekit.datasets import Dataset, open_dataset, read_gtzan
 from genrekit.errors import CacheError
 from genrekit.features import n_segments, waveform_segments
 from tests.conftest import SHARED_DATA, TINY_LABELS, has_shared_data, synthetic_track, tone
@@ -297,13 +297,12 @@ def _wait_for_first_shard(proc, out, timeout=60.0):
 
 
 @pytest.fixture
-def long_manifest(shared_data, tmp_path):
-    """60 real GTZAN tracks, so a run can be stopped well before the end. (Not the stand-ins: once in a
-    bare clone a Ctrl-C to the group left prepare to finish with exit 0; not seen with real audio.)"""
+def long_manifest(gtzan_rows, tmp_path):
+    """60 GTZAN tracks (or their stand-ins), so a run can be stopped well before the end."""
     path = tmp_path / "gtzan60.csv"
-    tracks = read_gtzan(shared_data).tracks[:60]
-    path.write_text("path,label,track_id\n" + "".join(f"{t.path},{t.label},{t.track_id}\n" for t in tracks))
-    return path, tracks
+    rows = gtzan_rows[:60]
+    path.write_text("path,label,track_id\n" + "".join(f"{r['path']},{r['genre']},{r['track_id']}\n" for r in rows))
+    return path, open_dataset(f"manifest:{path}").tracks
 
 
 def _processes_mentioning(text: str) -> list[int]:

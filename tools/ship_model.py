@@ -63,12 +63,17 @@ def _weak_genres(cv: dict) -> str:
 
 
 def _prior_tags(head: dict) -> str:
-    """``blues → "blues", …; classical has no tag`` from the prior stored in the head."""
-    per_genre = (head.get("prior") or {}).get("genre_tags", {})
-    named = [f"{g} → " + "/".join(f'"{t}"' for t in tags) for g, per in per_genre.items()
-             for tags in [[t for names in per.values() for t in names]] if tags]
-    untagged = [g for g, per in per_genre.items() if not any(per.values())]
-    return "; ".join(named) + (f"; {', '.join(untagged)}: no tag" if untagged else "")
+    """``blues → "blues"; …; classical, reggae: no tag`` from the prior stored in the head."""
+    named, untagged = [], []
+    for genre, per_network in ((head.get("prior") or {}).get("genre_tags", {})).items():
+        tags = [t for names in per_network.values() for t in names]
+        if tags:
+            named.append(f"{genre} → " + "/".join(f'"{t}"' for t in tags))
+        else:
+            untagged.append(genre)
+    stand_ins = " Disco has no MSD tag of its own: its stand-ins were picked from the tag names when the prior " \
+        "was written." if any(t.startswith('disco →') for t in named) else ""
+    return "; ".join(named) + (f"; {', '.join(untagged)}: no tag" if untagged else "") + ")." + stand_ins
 
 
 def card(meta: dict) -> str:
@@ -98,8 +103,7 @@ A genre classifier for the 10 GTZAN genres ({', '.join(meta['labels'])}), writte
   not-music detector) and 50 tag probabilities per patch.
 - **Genre head:** the mean of its {_head_inputs(head)} over the track's patches, standardised; a class-balanced logistic
   regression (L2, C = {head['meta'].get('C')}) fitted as a *residual* on a zero-shot prior: the log-odds of
-  musicnn's own tags for each genre ({_prior_tags(head)}). Disco has no MSD tag of its own; its
-  stand-ins "dance" and "funk" were picked from the tag names when the prior was written.
+  musicnn's own tags for each genre ({_prior_tags(head)}
   The penalty shrinks it toward the prior where data is thin. Temperature {head['temperature']:.3f}.
   Each patch's vote is the same head on that patch; the track's logits are their mean.
 - **Not music:** a second head (music / not music) on the patch embeddings, trained on every DEV music
