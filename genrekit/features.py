@@ -57,6 +57,10 @@ def one_blas_thread():
     threads, OpenBLAS's threads kept spinning after the product and slowed the network that
     follows (a 30 s clip: 0.326 s against 0.266 s on a 2-core Xeon, bench/predict.py,
     2026-12-02). Entering and leaving costs about 25 µs.
+
+    Known gap: in a thread other than the main one, after OpenBLAS has run a product on more
+    threads, the limit was seen not to take effect (2-core AMD EPYC, scipy-openblas 0.3.31):
+    ``predict_files`` with two files at a time then differs from one at a time in the 7th digit.
     """
     with _blas_lock:
         if _blas["users"] == 0:
