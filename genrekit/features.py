@@ -57,10 +57,6 @@ def one_blas_thread():
     threads, OpenBLAS's threads kept spinning after the product and slowed the network that
     follows (a 30 s clip: 0.326 s against 0.266 s on a 2-core Xeon, bench/predict.py,
     2026-12-02). Entering and leaving costs about 25 µs.
-
-    Known gap: in a thread other than the main one, after OpenBLAS has run a product on more
-    threads, the limit was seen not to take effect (2-core AMD EPYC, scipy-openblas 0.3.31):
-    ``predict_files`` with two files at a time then differs from one at a time in the 7th digit.
     """
     with _blas_lock:
         if _blas["users"] == 0:
@@ -74,6 +70,7 @@ def one_blas_thread():
             if _blas["users"] == 0 and _blas["limit"] is not None:
                 _blas["limit"].restore_original_limits()
                 _blas["limit"] = None
+                _release_blas_control()
 
 
 def _limit_blas():
@@ -84,7 +81,19 @@ def _limit_blas():
         return None
     if _blas["controller"] is None:
         _blas["controller"] = ThreadpoolController()  # inspects the loaded libraries once: 10 ms
+    _release_blas_control()
     return _blas["controller"].limit(limits=1, user_api="blas")
+
+
+def _release_blas_control():
+    """Let the next thread set OpenBLAS's threads: threadpoolctl (>= 3.6) lets only the first thread
+    that set them set them again, until released; otherwise a limit set in a worker thread is a no-op."""
+    try:
+        from threadpoolctl import OpenBLASController
+
+        OpenBLASController.clear_controlling_thread(force=True)
+    except (ImportError, AttributeError):
+        pass
 
 
 def hz_to_mel(freqs):

@@ -87,6 +87,22 @@ def test_one_blas_thread_changes_no_number_and_is_restored(model, fma_mp3, monke
     assert seen and all(n == 1 for n in seen[0]) and blas_threads() == before  # one thread inside, as before after
 
 
+def test_features_in_a_worker_thread_equal_those_in_the_main_thread():
+    """threadpoolctl lets only the thread that first set OpenBLAS's threads set them again; the limit
+    must still hold in the worker threads of predict_files after the main thread used it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from genrekit.config import FeatureConfig
+    from genrekit.features import FeatureExtractor
+
+    extractor = FeatureExtractor(FeatureConfig())
+    signals = np.random.default_rng(1).standard_normal((20, 22050 * 3)).astype(np.float32)
+    main = extractor.frames_to_features(signals)
+    with ThreadPoolExecutor(1) as pool:
+        worker = pool.submit(extractor.frames_to_features, signals).result()
+    assert np.array_equal(main, worker)
+
+
 def test_a_failure_in_the_middle_keeps_order_and_the_others(model, fma_mp3, gtzan_wav, tmp_path):
     bad = tmp_path / "bad.mp3"
     bad.write_bytes(b"not audio at all" * 100)
