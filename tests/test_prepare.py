@@ -277,8 +277,15 @@ def _as_from_a_terminal():
 
 
 def _start_prepare_subprocess(manifest, out):
-    """`python -m genrekit prepare` in its own process group, one track per shard."""
-    code = ("import sys, genrekit.cache.local as c; c.SHARD_TRACKS = 1\n"
+    """`python -m genrekit prepare` in its own process group, one track per shard, each track taking
+    at least 0.25 s: the whole run takes 1.3 s on a 2-core machine otherwise, and a test process left
+    without CPU for that long (as on a loaded CI machine) then signalled a finished run."""
+    code = ("import sys, time, genrekit.cache.local as c; c.SHARD_TRACKS = 1\n"
+            "featurize = c.featurize_or_reason\n"
+            "def slow_featurize(*args):\n"
+            "    time.sleep(0.25)\n"
+            "    return featurize(*args)\n"
+            "c.featurize_or_reason = slow_featurize\n"
             "from genrekit.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     return subprocess.Popen([sys.executable, "-c", code, "prepare", f"manifest:{manifest}", "--out", str(out),
