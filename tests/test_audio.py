@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -142,18 +141,6 @@ def test_window_of_mp3_decodes_only_the_window(fma_mp3, monkeypatch):
     counter.frames = 0
     load_audio(fma_mp3, sr=SR)
     assert counter.frames > 29 * 44100
-
-
-def test_window_is_faster_than_full_decode(fma_mp3):
-    def best(**kw):
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            load_audio(fma_mp3, sr=SR, **kw)
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    assert best(offset=20.0, duration=2.0) < best() / 3
 
 
 # --- other formats ---------------------------------------------------------------------
@@ -394,13 +381,10 @@ def hour_wav(tmp_path_factory):
 
 def test_hour_window_is_fast_and_right(hour_wav, monkeypatch):
     counter = FrameCounter(monkeypatch)
-    t = time.perf_counter()
     y = load_audio(hour_wav, sr=HOUR_SR, offset=3000, duration=3)
-    elapsed = time.perf_counter() - t
     assert len(y) == 3 * HOUR_SR
     assert np.abs(y).max() == pytest.approx(0.01 * 51, abs=2e-3)  # minute 50
-    assert counter.frames == 3 * HOUR_SR
-    assert elapsed < 1.0
+    assert counter.frames == 3 * HOUR_SR  # it seeks: fast by design, not checked by the clock here
     counter.frames = 0
     y22 = load_audio(hour_wav, sr=SR, offset=3000, duration=3)  # resampled: a few ms around it
     assert len(y22) == 3 * SR
