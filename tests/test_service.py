@@ -584,7 +584,7 @@ def test_stalled_upload_times_out_with_408(make_app, uploads, which):
     body = assert_error(results["answer"], 408, "upload_timeout")
     assert ("no data for 0.3 s" if which == "idle" else "within 0.6 s") in body["detail"]
     assert results["answer"].headers["connection"] == "close"
-    assert results["seconds"] < 2
+    assert results["seconds"] < 4  # well before the 5 s pause or the 13 s trickle, on a slow machine too
     assert request_folders(uploads) == []
 
 
