@@ -119,6 +119,7 @@ def _designs(kinds=transfer.KINDS) -> list[Design]:
         Design("zs-both-exact", prior="both-exact", note="zero-shot: MSD + MTT tags equal to the genre (post hoc)"),
         Design("zs-msd_proxy", prior="msd_proxy", note="zero-shot: MSD tags, and stand-ins for disco (dance, funk)"),
         Design("zs-msd_fill", prior="msd_fill", note="zero-shot: MSD tags, and MTT's for genres MSD lacks (classical)"),
+        Design("zs-msd_proxy_fill", prior="msd_proxy_fill", note="zero-shot: MSD tags, disco's stand-ins, MTT's classical"),
         Design("lr-msd-emb", (MSD_EMB,)),
         Design("lr-msd-emb-meanstd", (MSD_EMB,), pooling="mean_std"),
         Design("lr-msd-tags", (MSD_TAGS,)),
@@ -137,6 +138,8 @@ def _designs(kinds=transfer.KINDS) -> list[Design]:
         Design("res-msd-tags", (MSD_TAGS,), prior="msd", note="MSD tag prior + residual LR on the tags alone"),
         Design("res-msd_proxy-tags", (MSD_TAGS,), prior="msd_proxy", note="the same with disco's stand-in tags"),
         Design("res-msd_fill-tags", (MSD_TAGS,), prior="msd_fill", note="the same with MTT's classical tags"),
+        Design("res-msd_proxy_fill-tags", (MSD_TAGS,), prior="msd_proxy_fill",
+               note="the same with disco's stand-ins and MTT's classical tags"),
         Design("res-msd-pool+tags", msd_pool + (MSD_TAGS,), prior="msd"),
         Design("res-both-emb+tags", both, prior="both", note="MSD + MTT tag prior + residual LR"),
         Design("seg-lr-msd-emb", (MSD_EMB,), level="segment",
@@ -148,13 +151,17 @@ def _designs(kinds=transfer.KINDS) -> list[Design]:
             if c != DEFAULT_C:
                 d.append(replace(by_name[base], name=f"{base}-C{c:g}", C=c))
     for base in ("lr-msd-emb", "lr-msd-emb+tags", "res-msd-emb+tags", "lr-msd+mtt-emb+tags", "res-both-emb+tags",
-                 "res-msd-tags", "res-msd_proxy-tags", "res-msd_fill-tags"):
+                 "res-msd-tags", "res-msd_proxy-tags", "res-msd_fill-tags", "res-msd_proxy_fill-tags"):
         d.append(replace(by_name[base], name=f"{base}+fma", fma=True))
     by_name = {x.name: x for x in d}
     for base in ("lr-msd-emb+tags", "res-msd-emb+tags", "lr-msd-emb+tags+fma", "res-msd-emb+tags+fma",
                  "res-both-emb+tags+fma", "res-msd-tags+fma", "res-msd_proxy-tags+fma",
-                 "res-msd_fill-tags+fma"):
+                 "res-msd_fill-tags+fma", "res-msd_proxy_fill-tags+fma"):
         d.append(replace(by_name[base], name=f"{base}-nestedC", C=None))
+    by_name = {x.name: x for x in d}
+    for base in ("res-msd-tags+fma-nestedC", "res-msd_proxy-tags+fma-nestedC"):
+        d.append(replace(by_name[base], name=f"{base}-artist", class_balance="artist",
+                         note="each genre's weight shared equally by its artists"))
     return [x for x in d if all(k.split("/")[1] in kinds for k in x.inputs)]
 
 
@@ -188,7 +195,8 @@ def fit_design(design: Design, tracks: list, C: float):
         return _fit_segment_vote(design, tracks, C)
     else:
         head = fit_track_head([t.features for t in tracks], [t.label for t in tracks], GENRES, design.inputs,
-                              design.pooling, C, design.class_balance, make_prior(design.prior))
+                              design.pooling, C, design.class_balance, make_prior(design.prior),
+                              groups=[transfer.group_of(t) for t in tracks])
     return lambda test: transfer.logits_of(head, test)
 
 

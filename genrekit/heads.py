@@ -70,7 +70,7 @@ FORMAT_VERSION = 1
 NETWORKS = ("MSD_musicnn", "MTT_musicnn")
 FEATURE_KINDS = {"penultimate": 200, "tags": 50, "mean_pool": 753, "max_pool": 753}
 POOLINGS = ("mean", "mean_std")
-CLASS_BALANCES = ("weight", "none")
+CLASS_BALANCES = ("weight", "artist", "none")
 TAGS_DIR = Path(__file__).resolve().parent / "models" / "weights"
 # log-odds of 0.05: a tagged genre must reach 5 % on its best tag to beat an untagged one
 UNTAGGED_LOGIT = math.log(0.05 / 0.95)
@@ -428,20 +428,31 @@ def _input_dim(key: str) -> int:
     return FEATURE_KINDS[kind]
 
 
-def class_weights(y: np.ndarray, n_classes: int, class_balance: str) -> np.ndarray:
+def class_weights(y: np.ndarray, n_classes: int, class_balance: str, groups: Sequence | None = None) -> np.ndarray:
     """Per-track weights: ``"weight"`` → ``n / (n_present_classes · n_class)`` (scikit-learn's
-    "balanced"), ``"none"`` → 1."""
+    "balanced"), ``"none"`` → 1, ``"artist"`` → the same class totals as ``"weight"``, shared
+    equally by the class's artists (``groups``), so that one prolific artist does not stand for
+    a genre."""
     if class_balance not in CLASS_BALANCES:
         raise ConfigError(f"class_balance must be one of {CLASS_BALANCES}, not {class_balance!r}")
     if class_balance == "none":
         return np.ones(len(y))
     counts = np.bincount(y, minlength=n_classes)
-    return len(y) / ((counts > 0).sum() * counts[y])
+    balanced = len(y) / ((counts > 0).sum() * counts[y])
+    if class_balance == "weight":
+        return balanced
+    if groups is None or len(groups) != len(y):
+        raise ConfigError("class_balance 'artist' needs one artist (group) per track")
+    pairs = list(zip(y.tolist(), groups))
+    per_pair = {p: pairs.count(p) for p in set(pairs)}
+    artists = {c: sum(1 for p in per_pair if p[0] == c) for c in set(y.tolist())}
+    return np.array([counts[c] / (artists[c] * per_pair[(c, g)]) for c, g in pairs]) * balanced
 
 
 def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str], labels: Sequence[str],
                    inputs: Sequence[str] = ("MSD_musicnn/penultimate",), pooling: str = "mean", C: float = 1.0,
-                   class_balance: str = "weight", prior: TagPrior | None = None, max_iter: int = 2000) -> TrackHead:
+                   class_balance: str = "weight", prior: TagPrior | None = None, max_iter: int = 2000,
+                   groups: Sequence | None = None) -> TrackHead:
     """Fit a class-balanced multinomial logistic regression with L2 on pooled track features.
 
     The objective is scikit-learn's ``LogisticRegression(C=C, class_weight=...)``:
@@ -464,8 +475,11 @@ def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str],
     inputs, pooling : see :class:`TrackHead`.
     C : float
         Inverse L2 strength (larger = weaker penalty).
-    class_balance : {"weight", "none"}
+    class_balance : {"weight", "artist", "none"}
+        See :func:`class_weights`.
     prior : TagPrior, optional
+    groups : sequence, optional
+        Artist of each track (needed by ``class_balance="artist"``).
     """
     from scipy.optimize import minimize
 
@@ -496,7 +510,7 @@ def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str],
     present = np.flatnonzero(np.bincount(yi, minlength=len(labels)))
     remap = -np.ones(len(labels), dtype=int)
     remap[present] = np.arange(len(present))
-    weights = class_weights(yi, len(labels), class_balance)
+    weights = class_weights(yi, len(labels), class_balance, groups)
     w, b, converged = _fit_softmax(xs, remap[yi], offset[:, present], weights, C, max_iter, minimize)
     weight, bias = np.zeros((len(labels), xs.shape[1])), np.empty(len(labels))
     weight[present], bias[present] = w, b

@@ -66,6 +66,29 @@ def test_class_weight_changes_the_fit():
         fit_track_head(tracks, y, ["jazz", "pop", "rock"], [MSD_TAGS], class_balance="oversample")
 
 
+def test_artist_balance_shares_each_genre_among_its_artists():
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.array([0, 0, 0, 0, 1, 1])  # jazz: artist a 3 tracks, artist b 1; pop: c, d
+    groups = ["a", "a", "a", "b", "c", "d"]
+    w = heads.class_weights(y, 3, "artist", groups)
+    assert np.allclose([w[:4].sum(), w[4:].sum()], [3, 3])  # the classes weigh as with "weight"
+    assert np.isclose(w[:3].sum(), w[3]) and np.allclose(w[:3], w[0])  # a's three tracks weigh as b's one
+    with pytest.raises(ConfigError, match="one artist"):
+        heads.class_weights(y, 3, "artist")
+    # the fit is scikit-learn's with those sample weights
+    tracks, labels = synthetic_tracks(key=MSD_TAGS)
+    groups = [f"{g}{i % (2 + (g == 'jazz') * 3)}" for i, g in enumerate(labels)]
+    head = fit_track_head(tracks, labels, ["jazz", "pop", "rock"], [MSD_TAGS], C=0.05, class_balance="artist",
+                          groups=groups)
+    x = heads.pool_tracks(tracks, [MSD_TAGS], "mean")
+    weights = heads.class_weights(np.array([["jazz", "pop", "rock"].index(g) for g in labels]), 3, "artist", groups)
+    assert not np.allclose(weights, weights[0])
+    ref = LogisticRegression(C=0.05, tol=1e-10, max_iter=5000).fit((x - x.mean(0)) / x.std(0), labels,
+                                                                    sample_weight=weights)
+    assert np.allclose(head.weight, ref.coef_, atol=1e-4)
+
+
 @pytest.mark.parametrize("pooling", ["mean", "mean_std"])
 def test_track_logits_are_the_mean_of_segment_votes(pooling):
     tracks, y = synthetic_tracks()
@@ -281,5 +304,12 @@ def test_recipe_priors_choose_their_taggers_and_stand_ins():
         {g: t for g, t in msd.genre_tags.items() if g != "classical"}
     assert both.genre_tags["rock"].keys() == {"MSD_musicnn", "MTT_musicnn"}
     assert HeadSpec(inputs=[MSD_TAGS], prior="msd_fill").networks == ["MSD_musicnn", "MTT_musicnn"]
+    proxy_fill = make_prior("msd_proxy_fill", GENRES)  # disco's MSD stand-ins and MTT's classical
+    assert proxy_fill.genre_tags["classical"] == fill.genre_tags["classical"]
+    assert proxy_fill.genre_tags["disco"] == proxy.genre_tags["disco"]
+    assert {g: t for g, t in proxy_fill.genre_tags.items() if g not in ("classical", "disco")} == \
+        {g: t for g, t in msd.genre_tags.items() if g not in ("classical", "disco")}
     with pytest.raises(ConfigError, match="head.prior must be one of"):
         HeadSpec(prior="mtt")
+    with pytest.raises(ConfigError, match="head.class_balance must be one of weight, artist, none"):
+        HeadSpec(class_balance="sample")

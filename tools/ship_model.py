@@ -42,7 +42,7 @@ def _latest(path: Path) -> dict | None:
 
 
 # quoted from bench/results/transfer_cv/tables.md (2026-12-02); edit with a rerun
-N_DESIGNS, CHOSEN_ROW = 44, "res-msd_proxy-tags+fma-nestedC"
+N_DESIGNS, CHOSEN_ROW = 50, "res-msd_proxy-tags+fma-nestedC"
 CHOICE_NOTE = (
     "Until 2026-12-02 the shipped model had no disco stand-ins (row `res-msd-tags+fma-nestedC`, balanced "
     "accuracy 0.651, macro-F1 0.639, accuracy 0.701). The stand-ins find DEV's two disco tracks, and cost "

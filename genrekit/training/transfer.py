@@ -73,9 +73,9 @@ class Source:
 
 
 # prior kind -> the taggers whose tag names it uses; "_proxy" adds genrekit.heads.PROXY_TAGS;
-# "msd_fill" takes MSD's tags where MSD names the genre and MTT's only for the others (classical)
+# "_fill" takes MSD's tags where MSD names the genre and MTT's only for the others (classical)
 PRIORS = {"msd": ("MSD_musicnn",), "msd_proxy": ("MSD_musicnn",), "msd_fill": ("MSD_musicnn", "MTT_musicnn"),
-          "both": ("MSD_musicnn", "MTT_musicnn")}
+          "msd_proxy_fill": ("MSD_musicnn", "MTT_musicnn"), "both": ("MSD_musicnn", "MTT_musicnn")}
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,20 @@ class HeadSpec:
 
     inputs: list = field(default_factory=lambda: ["MSD_musicnn/penultimate", "MSD_musicnn/tags"])
     pooling: str = "mean"
-    prior: str | None = "msd"            # tag-name prior (PRIORS): msd, msd_proxy, msd_fill, both, or none
+    prior: str | None = "msd"            # tag-name prior (PRIORS): msd, msd_proxy, msd_fill, msd_proxy_fill, both or none
     C: list = field(default_factory=lambda: [0.01, 0.1, 1.0])
-    class_balance: str = "weight"
+    class_balance: str = "weight"        # weight, artist or none (genrekit.heads.class_weights)
 
     def __post_init__(self):
         if self.prior is not None and self.prior not in PRIORS:
             raise ConfigError(f"head.prior must be one of {', '.join(PRIORS)} or null, not {self.prior!r}")
         if not self.C or any(not isinstance(c, (int, float)) or c <= 0 for c in self.C):
             raise ConfigError(f"head.C must be a list of positive numbers, not {self.C!r}")
+        from ..heads import CLASS_BALANCES
+
+        if self.class_balance not in CLASS_BALANCES:
+            raise ConfigError(f"head.class_balance must be one of {', '.join(CLASS_BALANCES)}, "
+                              f"not {self.class_balance!r}")
 
     @property
     def networks(self) -> list[str]:
@@ -253,18 +258,18 @@ def _network_outputs(path, networks: list[str], iter_patches, load_tagger) -> di
 def make_prior(kind: str | None, labels: list[str]):
     """The tag-name prior (:data:`genrekit.heads.GENRE_TAGS`) restricted to the taggers of ``kind``
     (:data:`PRIORS`); ``msd_proxy`` also gives genres without a tag their :data:`~genrekit.heads.PROXY_TAGS`;
-    ``msd_fill`` uses MTT's tags only for genres that no MSD tag names (classical)."""
+    ``msd_fill`` uses MTT's tags only for genres that no MSD tag names (classical); ``msd_proxy_fill`` both."""
     from ..heads import GENRE_TAGS, PROXY_TAGS, TagPrior
 
     if kind is None:
         return None
     networks = PRIORS[kind]
     mapping = {g: {n: t for n, t in GENRE_TAGS.get(g, {}).items() if n in networks} for g in labels}
-    if kind.endswith("_proxy"):
+    if "_proxy" in kind:
         for g in labels:
             if not any(mapping[g].values()):
                 mapping[g] = {n: t for n, t in PROXY_TAGS.get(g, {}).items() if n in networks}
-    if kind == "msd_fill":
+    if kind.endswith("_fill"):
         mapping = {g: {"MSD_musicnn": per["MSD_musicnn"]} if per.get("MSD_musicnn") else per
                    for g, per in mapping.items()}
     return TagPrior(labels, mapping)
@@ -274,7 +279,8 @@ def fit_head(spec: HeadSpec, tracks: list, labels: list[str], C: float):
     from ..heads import fit_track_head
 
     return fit_track_head([t.features for t in tracks], [t.label for t in tracks], labels, spec.inputs,
-                          spec.pooling, C, spec.class_balance, make_prior(spec.prior, labels))
+                          spec.pooling, C, spec.class_balance, make_prior(spec.prior, labels),
+                          groups=[group_of(t) for t in tracks])
 
 
 def logits_of(head, tracks: list) -> np.ndarray:
