@@ -4,6 +4,7 @@ Usage::
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/transfer_cv.py [--config configs/default_model.yaml]
         [--n-boot 2000] [--designs NAME ...] [--chosen NAME] [--no-csv] [--extract-only]
+        [--fold-splits N]
 
 The data, features, folds and the nested recipe are the library's
 (:mod:`genrekit.training.transfer`, which builds the shipped model); this script only
@@ -28,6 +29,11 @@ adds the study around them:
    of the other outer folds) and, for nested designs, *inner-nested* (the library's); ECE
    (15 bins) and NLL at T = 1 and both ways, beside the ECE noise floor of a perfectly
    calibrated model with the same confidences (:func:`genrekit.metrics.ece_noise_floor`).
+
+5. **Repeated CV** (``--fold-splits N``): the same designs on N different artist-grouped fold
+   splits (seeds ``seed`` … ``seed + N - 1``), mean, SD and range of balanced accuracy and
+   macro-F1 per design, and per-genre recall pooled over the splits. Choosing the best of many
+   designs on one split flatters the winner; the mean over splits is the less lucky figure.
 
 Research-only variants live here, built on the library's pieces: "-exact" tag priors
 (only tags equal to the genre name), zero-shot "zs-" heads and the segment-level "seg-"
@@ -275,6 +281,38 @@ def score(design: Design, cv: dict, n_boot: int, seed: int) -> dict:
     return out
 
 
+def repeated_cv(designs: list, tracks: list, extra: list, n_folds: int, seeds: list[int], C_grid) -> dict:
+    """Per design: balanced accuracy and macro-F1 of each fold split, and per-genre recall pooled over the splits."""
+    from genrekit.metrics import balanced_accuracy, macro_f1
+
+    out = {d.name: {"balanced_accuracy": [], "macro_f1": [], "hits": np.zeros(len(GENRES)),
+                    "counts": np.zeros(len(GENRES))} for d in designs}
+    for seed in seeds:
+        fold = outer_folds(tracks, n_folds, seed)
+        for design in designs:
+            cv = cross_validate(design, tracks, extra, fold, seed, C_grid)
+            pred, row = cv["logits"].argmax(1), out[design.name]
+            row["balanced_accuracy"].append(balanced_accuracy(cv["y"], pred, len(GENRES)))
+            row["macro_f1"].append(macro_f1(cv["y"], pred, len(GENRES)))
+            row["hits"] += np.bincount(cv["y"][pred == cv["y"]], minlength=len(GENRES))
+            row["counts"] += np.bincount(cv["y"], minlength=len(GENRES))
+        print(f"fold split {seed}: done", flush=True)
+    return out
+
+
+def repeated_markdown(rep: dict, seeds: list[int], n_folds: int, command: str) -> str:
+    lines = ["| design | bal. acc mean (SD) [min–max] | macro-F1 mean (SD) | " + " | ".join(GENRES) + " |",
+             "|---|---|---|" + "---:|" * len(GENRES)]
+    for name, r in sorted(rep.items(), key=lambda kv: -np.mean(kv[1]["balanced_accuracy"])):
+        b, f = np.array(r["balanced_accuracy"]), np.array(r["macro_f1"])
+        recall = " | ".join(f"{h / c:.2f}" if c else "–" for h, c in zip(r["hits"], r["counts"]))
+        lines.append(f"| {name} | {b.mean():.3f} ({b.std():.3f}) [{b.min():.2f}–{b.max():.2f}] | "
+                     f"{f.mean():.3f} ({f.std():.3f}) | {recall} |")
+    return (f"# Repeated CV: {len(seeds)} artist-grouped {n_folds}-fold splits (seeds {seeds[0]}–{seeds[-1]})\n\n"
+            f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()}-core CPU). Per-genre recall is "
+            f"pooled over the splits (every track counted once per split).\n\n" + "\n".join(lines) + "\n")
+
+
 # --- output ---------------------------------------------------------------------------
 
 def recall_table(results: list[dict], counts: dict) -> str:
@@ -420,6 +458,8 @@ def main():
     p.add_argument("--chosen", default=CHOSEN, help="design to report in detail")
     p.add_argument("--extract-only", action="store_true")
     p.add_argument("--no-csv", action="store_true")
+    p.add_argument("--fold-splits", type=int, default=1,
+                   help="also run N fold splits (seeds seed..seed+N-1) and report mean/SD per design")
     args = p.parse_args()
     command = " ".join(["python bench/transfer_cv.py", *map(shlex.quote, sys.argv[1:])])
     unknown = set(args.designs or []) - {d.name for d in DESIGNS}
@@ -470,6 +510,13 @@ def main():
         from results_csv import append_rows
 
         append_rows(args.results / "transfer_cv.csv", [csv_row(r, command) for r in results])
+    if args.fold_splits > 1:
+        seeds = list(range(config.seed, config.seed + args.fold_splits))
+        chosen_designs = [d for d in DESIGNS if not args.designs or d.name in args.designs]
+        rep = repeated_cv(chosen_designs, gtzan, fma, config.folds, seeds, config.head.C)
+        text = repeated_markdown(rep, seeds, config.folds, command)
+        print("\n" + text)
+        (out / "repeated.md").write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,23 @@ def test_transfer_cv_nested_design_runs_the_library_recipe():
     _check_cv(_transfer_cv(), "res-msd-emb+tags-nestedC")
 
 
+def test_transfer_cv_repeated_splits_differ_and_count_every_track_once_per_split():
+    import numpy as np
+
+    bench = _transfer_cv()
+    tracks, extra = _synthetic_tracks(6), _synthetic_tracks(2, role="train", seed=1)
+    assert not np.array_equal(bench.outer_folds(tracks, 3, 0), bench.outer_folds(tracks, 3, 1))
+    designs = [d for d in bench.DESIGNS if d.name in ("lr-msd-emb+fma", "zs-msd")]
+    rep = bench.repeated_cv(designs, tracks, extra, 3, [0, 1], (0.1,))
+    learned, zero_shot = rep["lr-msd-emb+fma"], rep["zs-msd"]
+    assert len(learned["balanced_accuracy"]) == 2 and min(learned["balanced_accuracy"]) > 0.9
+    assert learned["counts"].sum() == 2 * len(tracks) and learned["hits"].sum() > 0.9 * 2 * len(tracks)
+    assert max(zero_shot["balanced_accuracy"]) < 0.9  # random tags: the zero-shot head cannot learn them
+    text = bench.repeated_markdown(rep, [0, 1], 3, "cmd")
+    first, second = [line for line in text.splitlines() if line.startswith("| lr-") or line.startswith("| zs-")]
+    assert first.startswith("| lr-msd-emb+fma |") and second.startswith("| zs-msd |")  # best mean first
+
+
 def _fewshot_cv():
     import importlib.util
 
