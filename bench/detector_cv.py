@@ -47,7 +47,7 @@ def main():
     more, _ = gather([Source(**s) if isinstance(s, dict) else s for s in config.detector.music])
     nonmusic, _ = gather([Source(config.detector.nonmusic, role="train")])
     for group in (music, more, nonmusic):
-        extract_features(group, ["MSD_musicnn"], config.features_cache, progress=False)
+        extract_features(group, ["MSD_musicnn"], config.features_cache, progress=False, config=config.feature_config())
     seen = {t.path for t in music}
     music = [t for t in music + [t for t in more if t.path not in seen] if t.features]
     nonmusic = [t for t in nonmusic if t.features]

@@ -432,7 +432,8 @@ def write_chosen(chosen: dict, cv: dict, tracks: list, fold: np.ndarray, out: Pa
 def load_tracks(config: transfer.TransferConfig) -> tuple[list, list]:
     """The recipe's CV and training-only tracks with both networks' features (cached in ``features_cache``)."""
     tracks, notes = transfer.gather(config.sources)
-    failures = transfer.extract_features(tracks, NETWORKS, config.features_cache, progress=sys.stderr.isatty())
+    failures = transfer.extract_features(tracks, NETWORKS, config.features_cache, progress=sys.stderr.isatty(),
+                                         config=config.feature_config())
     for line in notes:
         print(line)
     for line in failures:
@@ -458,6 +459,8 @@ def main():
     p.add_argument("--chosen", default=CHOSEN, help="design to report in detail")
     p.add_argument("--extract-only", action="store_true")
     p.add_argument("--no-csv", action="store_true")
+    p.add_argument("--segment-rms-db", metavar="DB", help="override the recipe's segment level "
+                   "(features.segment_rms_db): a level in dBFS, or 'none' for the level as decoded")
     p.add_argument("--fold-splits", type=int, default=1,
                    help="also run N fold splits (seeds seed..seed+N-1) and report mean/SD per design")
     args = p.parse_args()
@@ -469,6 +472,10 @@ def main():
     args.config, args.results = args.config.resolve(), args.results.resolve()
     os.chdir(REPO)  # the recipe's paths are relative to the repository root, as for `genrekit train`
     config = transfer.TransferConfig.from_file(args.config)
+    if args.segment_rms_db is not None:
+        level = None if args.segment_rms_db.lower() == "none" else float(args.segment_rms_db)
+        config.features = {**config.features, "segment_rms_db": level}
+        config.feature_config()
     if config.labels != GENRES:
         sys.exit(f"{args.config}: labels {config.labels} are not the GTZAN genres {GENRES}")
     gtzan, fma = load_tracks(config)
@@ -516,7 +523,8 @@ def main():
         rep = repeated_cv(chosen_designs, gtzan, fma, config.folds, seeds, config.head.C)
         text = repeated_markdown(rep, seeds, config.folds, command)
         print("\n" + text)
-        (out / "repeated.md").write_text(text, encoding="utf-8")
+        level = "" if args.segment_rms_db is None else f"-segment_rms_db-{args.segment_rms_db.lower()}"
+        (out / f"repeated{level}.md").write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

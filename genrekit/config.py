@@ -23,7 +23,8 @@ FRONTENDS = ("logmel_db", "musicnn", "stft_db")
 
 # Fields added after caches and checkpoints were first written: left at these values they
 # do not enter the fingerprint, so the fingerprints of older settings stay the same.
-_LATER_FIELDS = {"segment_count": None, "clip_seconds": 30.0, "image_size": None}
+_LATER_FIELDS = {"segment_count": None, "clip_seconds": 30.0, "image_size": None, "segment_rms_db": None,
+                 "max_gain_db": 30.0}
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ class FeatureConfig:
         Resize each segment to ``(height, width)`` (bilinear with antialiasing, as PIL
         and ``torch.nn.functional.interpolate(..., antialias=True)``), e.g. ``(224, 224)``
         for ImageNet backbones. Row 0 stays the lowest frequency.
+    segment_rms_db : float or None
+        Scale each fixed-length segment's waveform to this RMS level in dBFS (e.g. -15)
+        before the STFT, so that the same music played louder or softer gives the same
+        features; ``None`` (default): the level as decoded. Not with ``segment_count``.
+    max_gain_db : float
+        With ``segment_rms_db``: the largest boost in dB, so near-silence stays quiet.
 
     Notes
     -----
@@ -107,6 +114,8 @@ class FeatureConfig:
     segment_count: int | None = None
     clip_seconds: float = 30.0
     image_size: tuple[int, int] | None = None
+    segment_rms_db: float | None = None
+    max_gain_db: float = 30.0
 
     def __post_init__(self):
         if self.image_size is not None:  # JSON gives a list; keep the config hashable
@@ -128,6 +137,17 @@ class FeatureConfig:
             self._check_fixed_segments()
         else:
             self._check_equal_parts()
+        self._check_level()
+
+    def _check_level(self):
+        level, gain = self.segment_rms_db, self.max_gain_db
+        if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float))
+                                  or not -80.0 <= level <= 0.0):
+            raise ConfigError(f"segment_rms_db must be a level in dBFS between -80 and 0, or None, not {level!r}")
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0.0 <= gain <= 80.0:
+            raise ConfigError(f"max_gain_db must be between 0 and 80 dB, not {gain!r}")
+        if level is not None and self.segment_count is not None:
+            raise ConfigError("segment_rms_db applies to fixed-length segments, not with segment_count")
 
     def _check_stft_db(self):
         if self.segment_count is None:

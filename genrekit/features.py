@@ -176,6 +176,28 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.matmul(np.matmul(rows, images), cols.T)
 
 
+def scale_to_level(spans, config: FeatureConfig) -> np.ndarray:
+    """Each row of ``spans`` ``(B, n)`` scaled to an RMS of ``config.segment_rms_db`` dBFS,
+    boosted by at most ``config.max_gain_db``; ``spans`` as float32 when no level is set.
+
+    Examples
+    --------
+    >>> cfg = FeatureConfig(segment_rms_db=-20.0)
+    >>> loud, soft = np.full((1, 100), 0.5, np.float32), np.full((1, 100), 0.005, np.float32)
+    >>> np.allclose(scale_to_level(loud, cfg), scale_to_level(soft, cfg))
+    True
+    >>> float(scale_to_level(np.full((1, 100), 1e-6, np.float32), cfg).max()) < 1e-4  # 30 dB at most
+    True
+    """
+    x = np.asarray(spans, dtype=np.float32)
+    if config.segment_rms_db is None:
+        return x
+    rms = np.sqrt(np.mean(np.square(x, dtype=np.float64), axis=-1, keepdims=True))
+    gain = np.minimum(10.0 ** (config.segment_rms_db / 20.0) / np.maximum(rms, 1e-12),
+                      10.0 ** (config.max_gain_db / 20.0))
+    return (x * gain).astype(np.float32)
+
+
 def apply_top_db(segments: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Floor each segment ``(n, bins, frames)`` at its own maximum minus ``top_db``.
 
@@ -267,10 +289,11 @@ class FeatureExtractor:
 
     def segment_features(self, padded) -> np.ndarray:
         """Fixed-length segments: padded spans ``(B, (segment_frames - 1) * hop + n_fft)``
-        → ``(B, *segment_shape)``, each floored at its own ``max - top_db`` (``logmel_db``)
+        → ``(B, *segment_shape)``, each brought to ``segment_rms_db`` if set
+        (:func:`scale_to_level`), floored at its own ``max - top_db`` (``logmel_db``)
         and resized to ``image_size`` if set."""
         cfg = self.config
-        segments = self.frames_to_features(padded)[..., : cfg.segment_frames]
+        segments = self.frames_to_features(scale_to_level(padded, cfg))[..., : cfg.segment_frames]
         return self._finish(segments)
 
     def clip_parts(self, padded_clip, count: int) -> np.ndarray:

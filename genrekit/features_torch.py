@@ -63,8 +63,17 @@ class TorchFeatureExtractor:
         return 10.0 * torch.log10(torch.clamp(power, min=AMIN))
 
     def segment_features(self, padded) -> torch.Tensor:
-        """Fixed-length segments ``(B, span)`` → ``(B, *segment_shape)`` (floor, resize)."""
-        return self._finish(self.frames_to_features(padded)[..., : self.config.segment_frames])
+        """Fixed-length segments ``(B, span)`` → ``(B, *segment_shape)`` (level, floor, resize)."""
+        return self._finish(self.frames_to_features(self._to_level(padded))[..., : self.config.segment_frames])
+
+    def _to_level(self, padded) -> torch.Tensor:
+        """:func:`genrekit.features.scale_to_level` on the device."""
+        x, cfg = self._tensor(padded), self.config
+        if cfg.segment_rms_db is None:
+            return x
+        rms = x.double().square().mean(dim=-1, keepdim=True).sqrt()
+        gain = torch.clamp(10.0 ** (cfg.segment_rms_db / 20.0) / rms.clamp(min=1e-12), max=10.0 ** (cfg.max_gain_db / 20.0))
+        return (x * gain).float()
 
     def clip_parts(self, padded_clip, count: int) -> torch.Tensor:
         """One padded clip → its first ``count`` equal parts (``stft_db``: dB re the clip's max)."""

@@ -25,6 +25,7 @@ Examples
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -64,23 +65,32 @@ def patch_starts(n_patches: int) -> np.ndarray:
     return np.arange(n_patches) * cfg.segment_hop_frames * cfg.hop_length / cfg.sr
 
 
-def iter_patches(source, sr: int | None = None, batch_size: int = PATCH_BATCH):
+def iter_patches(source, sr: int | None = None, batch_size: int = PATCH_BATCH, config=MUSICNN_FEATURES):
     """Batches of musicnn input patches ``(n, 96, 187)`` of an audio file or a mono waveform.
 
     A file is decoded and resampled to 16 kHz as a stream, so memory stays bounded;
     it must pass genrekit's audio policy (long enough, not silent). A waveform needs
-    its sample rate ``sr``.
+    its sample rate ``sr``. ``config``: :data:`~genrekit.config.MUSICNN_FEATURES`, or the
+    same with a segment level (``segment_rms_db``, as a genre model may use).
     """
     from .audio import CheckedStream, stream_audio
     from .features import iter_segments
 
+    check_musicnn_config(config)
     if isinstance(source, (str, os.PathLike)):
         blocks = CheckedStream(stream_audio(source, MUSICNN_FEATURES.sr), MUSICNN_FEATURES.sr, source)
     elif isinstance(source, (bytes, bytearray)) or source is None:
         raise ConfigError(f"source must be a path or a waveform array, not {type(source).__name__}")
     else:
         blocks = [_resampled(source, sr)]
-    yield from iter_segments(blocks, MUSICNN_FEATURES, batch_segments=batch_size)
+    yield from iter_segments(blocks, config, batch_segments=batch_size)
+
+
+def check_musicnn_config(config) -> None:
+    """``config`` must be musicnn's input settings; only the segment level may differ."""
+    if dataclasses.replace(config, segment_rms_db=None, max_gain_db=MUSICNN_FEATURES.max_gain_db) != MUSICNN_FEATURES:
+        raise ConfigError("musicnn needs its own input settings (genrekit.config.MUSICNN_FEATURES); only "
+                          "segment_rms_db and max_gain_db may differ")
 
 
 def _resampled(y, sr: int | None) -> np.ndarray:

@@ -214,6 +214,24 @@ def test_shipped_model_predicts_offline(fma_mp3, capsys):
     assert result["genre"] in GTZAN_GENRES
 
 
+def test_shipped_model_does_not_hear_the_volume(gtzan_wav, tmp_path):
+    """The same music 12 dB softer gets the same genre and nearly the same probabilities: the
+    shipped model brings each 3 s segment to one level before musicnn (features.segment_rms_db).
+    Without it, DEV tracks 20 dB softer changed genre or were called not music."""
+    import soundfile as sf
+
+    from genrekit.prediction import load_model
+
+    model = load_model()
+    assert model.feature_config.segment_rms_db is not None
+    y, sr = sf.read(gtzan_wav, dtype="float32")
+    soft = tmp_path / "soft.wav"
+    sf.write(soft, y * 10 ** (-12 / 20), sr, subtype="FLOAT")
+    loud, quiet = model.predict_file(gtzan_wav), model.predict_file(soft)
+    assert (quiet.genre, quiet.abstain) == (loud.genre, loud.abstain)
+    assert max(abs(loud.probabilities[g] - quiet.probabilities[g]) for g in model.labels) < 0.02
+
+
 # ---------------------------------------------------------------- leakage by content, failures
 
 

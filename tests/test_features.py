@@ -32,6 +32,7 @@ from genrekit.features import (
     mel_to_hz,
     n_segments,
     resize_images,
+    scale_to_level,
     segment_starts,
     waveform_segments,
 )
@@ -493,20 +494,68 @@ def test_fingerprint_changes_with_every_field():
     base = FeatureConfig()
     changed = dict(sr=16000, n_fft=1024, hop_length=256, n_mels=64, fmin=20.0, fmax=8000.0, top_db=60.0,
                    frontend="musicnn", pad_mode="reflect", segment_seconds=2.0, segment_hop_seconds=1.0,
-                   segment_count=5, image_size=(224, 224))
-    assert set(changed) | {"clip_seconds"} == {f.name for f in dataclasses.fields(FeatureConfig)}
+                   segment_count=5, image_size=(224, 224), segment_rms_db=-15.0)
+    assert set(changed) | {"clip_seconds", "max_gain_db"} == {f.name for f in dataclasses.fields(FeatureConfig)}
     prints = {base.fingerprint()}
     for name, value in changed.items():
         prints.add(dataclasses.replace(base, **{name: value}).fingerprint())
     parts = FeatureConfig(segment_count=5)  # clip_seconds applies only with segment_count
     prints |= {parts.fingerprint(), dataclasses.replace(parts, clip_seconds=20.0).fingerprint()}
-    assert len(prints) == len(changed) + 2
+    levelled = FeatureConfig(segment_rms_db=-15.0)  # max_gain_db applies only with a level
+    prints.add(dataclasses.replace(levelled, max_gain_db=20.0).fingerprint())
+    assert len(prints) == len(changed) + 3
 
 
 def test_fingerprints_of_older_settings_did_not_change():
     """Fields added later do not enter the hash at their defaults: the values from before them."""
     assert FeatureConfig().fingerprint() == "712ef4c882d3a3cf"
     assert MUSICNN_FEATURES.fingerprint() == "e5c84248f8ede2a6"
+
+
+LEVELLED = dataclasses.replace(MUSICNN_FEATURES, segment_rms_db=-15.0)
+
+
+def _chords(seconds=9.0, sr=16000) -> np.ndarray:
+    """Chords with a changing loudness and some noise, as music would have."""
+    t = np.arange(int(seconds * sr)) / sr
+    notes = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6, 440.0))
+    envelope = 0.3 + 0.25 * np.sin(2 * np.pi * 0.4 * t)
+    return (0.1 * envelope * notes + 0.01 * np.random.default_rng(0).normal(size=t.size)).astype(np.float32)
+
+
+def test_segment_level_makes_features_independent_of_gain():
+    """With segment_rms_db the same audio 10 dB softer gives the same features (not so without)."""
+    y = _chords()  # about -28 dBFS: 10 dB softer still needs less than max_gain_db to reach -15
+    soft = (y * 10 ** (-10 / 20)).astype(np.float32)
+    levelled = [waveform_segments(x, LEVELLED) for x in (y, soft)]
+    assert np.abs(levelled[0] - levelled[1]).max() < 1e-3
+    raw = [waveform_segments(x, MUSICNN_FEATURES) for x in (y, soft)]
+    assert np.abs(raw[0] - raw[1]).max() > 0.5
+    # a segment brought up to the level, one of near-silence boosted by max_gain_db only
+    spans = np.stack([y[:48000], np.full(48000, 1e-6, np.float32)])
+    scaled = scale_to_level(spans, LEVELLED)
+    assert 20 * np.log10(np.sqrt(np.mean(scaled[0].astype(np.float64) ** 2))) == pytest.approx(-15.0, abs=1e-3)
+    assert np.allclose(scaled[1], 1e-6 * 10 ** (30 / 20))
+
+
+def test_segment_level_settings_are_checked():
+    for bad in (5.0, -90.0, True, "loud"):
+        with pytest.raises(ConfigError, match="segment_rms_db"):
+            dataclasses.replace(MUSICNN_FEATURES, segment_rms_db=bad)
+    with pytest.raises(ConfigError, match="max_gain_db"):
+        dataclasses.replace(LEVELLED, max_gain_db=-3.0)
+    with pytest.raises(ConfigError, match="not with segment_count"):
+        dataclasses.replace(SEED_FEATURES, segment_rms_db=-15.0)
+    again = FeatureConfig.from_dict(json.loads(json.dumps(LEVELLED.to_dict())))
+    assert again == LEVELLED and again.fingerprint() != MUSICNN_FEATURES.fingerprint()
+
+
+def test_segment_level_numpy_equals_torch():
+    extractor = torch_extractor(LEVELLED)
+    y = _chords() * 0.05
+    ours = waveform_segments(y, LEVELLED)
+    theirs = np.concatenate([b.numpy() for b in iter_segments([y], LEVELLED, 10**9, extractor)])
+    assert np.abs(ours - theirs).max() <= TORCH_PARITY
 
 
 def test_image_size_from_json_is_a_tuple():

@@ -1,6 +1,7 @@
 """genrekit.heads: track heads on synthetic per-segment features (no audio, no torch)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -313,3 +314,36 @@ def test_recipe_priors_choose_their_taggers_and_stand_ins():
         HeadSpec(prior="mtt")
     with pytest.raises(ConfigError, match="head.class_balance must be one of weight, artist, none"):
         HeadSpec(class_balance="sample")
+
+
+def test_recipe_segment_level_reaches_the_features_and_their_cache(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from genrekit.config import MUSICNN_FEATURES
+    from genrekit.training import transfer
+
+    recipe = dict(sources=[{"spec": "folder:x"}], features={"segment_rms_db": -15})
+    assert transfer.TransferConfig(**recipe).feature_config() == \
+        dataclasses.replace(MUSICNN_FEATURES, segment_rms_db=-15)
+    with pytest.raises(ConfigError, match="only segment_rms_db, max_gain_db"):
+        transfer.TransferConfig(**{**recipe, "features": {"n_mels": 64}})
+    with pytest.raises(ConfigError, match="segment_rms_db must be"):
+        transfer.TransferConfig(**{**recipe, "features": {"segment_rms_db": 3}})
+
+    t = np.arange(16000 * 7) / 16000
+    path = tmp_path / "soft.wav"
+    sf.write(path, (0.01 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 2 * t))).astype(np.float32), 16000)
+    cache = tmp_path / "cache"
+    outputs = {}
+    for level in (None, -15):
+        config = dataclasses.replace(MUSICNN_FEATURES, segment_rms_db=level)
+        track = transfer.LabeledTrack("t", str(path), "pop", None, "cv", "test")
+        assert transfer.extract_features([track], ["MSD_musicnn"], cache, False, config) == []
+        outputs[level] = track.features["MSD_musicnn/tags"]
+    assert len(list(cache.glob("*.npz"))) == 2  # one file per setting
+    assert not np.allclose(outputs[None], outputs[-15], atol=1e-3)
+    monkeypatch.setattr(transfer, "_network_outputs", lambda *a: pytest.fail("recomputed a cached track"))
+    again = transfer.LabeledTrack("t", str(path), "pop", None, "cv", "test")
+    transfer.extract_features([again], ["MSD_musicnn"], cache, False, dataclasses.replace(MUSICNN_FEATURES,
+                                                                                         segment_rms_db=-15))
+    assert np.array_equal(again.features["MSD_musicnn/tags"], outputs[-15])

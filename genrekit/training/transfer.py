@@ -7,8 +7,10 @@ The recipe behind the shipped model (``genrekit train-transfer --config configs/
    folds; the others (``train``) join every training fold whose test artists they do
    not share.
 2. **Features.** Every 3 s patch of every track goes once through the shipped musicnn
-   ONNX networks (the graphs that run at inference, :mod:`genrekit.tagger`); the
-   outputs are cached per file under ``features_cache``, keyed by the file's SHA-256.
+   ONNX networks (the graphs that run at inference, :mod:`genrekit.tagger`), each patch
+   first brought to the recipe's ``features: {segment_rms_db: ...}`` level if it sets one
+   (the model keeps that setting, so prediction does the same); the outputs are cached
+   per file under ``features_cache``, keyed by the file's SHA-256 and those settings.
 3. **Cross-validation.** Artist-grouped, genre-stratified folds. In each outer fold, C
    is chosen from a grid by an inner artist-grouped CV (balanced accuracy); the pooled
    held-out predictions give balanced accuracy, macro-F1 and per-genre recall with
@@ -117,6 +119,9 @@ class DetectorSpec:
     max_music_false_alarms: float = 0.01  # CV share of music tracks answered "not music"
 
 
+LEVEL_KEYS = ("segment_rms_db", "max_gain_db")
+
+
 @dataclass
 class TransferConfig:
     """A transfer recipe (a YAML file maps onto these names)."""
@@ -133,6 +138,7 @@ class TransferConfig:
     seed: int = 0
     n_boot: int = 2000
     features_cache: str = "runs/transfer/features"
+    features: dict = field(default_factory=dict)  # overrides of musicnn's input: segment_rms_db, max_gain_db
 
     def __post_init__(self):
         self.sources = [strict_from_dict(Source, s, "source") for s in self.sources]
@@ -144,6 +150,16 @@ class TransferConfig:
             raise ConfigError(f"min_confidence must be in [0, 1), not {self.min_confidence!r}")
         if self.folds < 2:
             raise ConfigError(f"folds must be at least 2, not {self.folds!r}")
+        self.feature_config()  # checks the overrides
+
+    def feature_config(self):
+        """musicnn's input settings with the recipe's ``features`` overrides (the segment level)."""
+        from ..config import MUSICNN_FEATURES
+
+        unknown = sorted(set(self.features or {}) - set(LEVEL_KEYS))
+        if unknown:
+            raise ConfigError(f"features: only {', '.join(LEVEL_KEYS)} can be set for musicnn, not {unknown}")
+        return dataclasses.replace(MUSICNN_FEATURES, **(self.features or {}))
 
     @classmethod
     def from_file(cls, path) -> TransferConfig:
@@ -206,25 +222,30 @@ def file_sha256(path) -> str:
     return sha(path)
 
 
-def extract_features(tracks: list, networks: list[str], cache_dir, progress: bool = True) -> list[str]:
+def extract_features(tracks: list, networks: list[str], cache_dir, progress: bool = True,
+                     config=None) -> list[str]:
     """Fill each track's ``features`` (``"<network>/<kind>"`` → ``(n_segments, dim)``); returns failures.
 
-    One file per track in ``cache_dir`` (``<sha256>.npz``), written atomically, so a
+    One file per track in ``cache_dir`` (``<sha256>.npz``, or ``<sha256>-<settings
+    fingerprint>.npz`` for ``config`` other than musicnn's own), written atomically, so a
     run resumes and a changed file is recomputed. A track that fails is left out
     (its reason returned) and the others go on.
     """
     from tqdm import tqdm
 
+    from ..config import MUSICNN_FEATURES
     from ..errors import AudioError
     from ..io import atomic_path
     from ..tagger import iter_patches, load_tagger
 
+    config = config or MUSICNN_FEATURES
+    suffix = "" if config == MUSICNN_FEATURES else f"-{config.fingerprint()}"
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     names = [f"{n}/{k}" for n in networks for k in KINDS]
     failures = []
     for track in tqdm(tracks, desc="features", unit="track", disable=not progress):
-        path = cache_dir / f"{file_sha256(track.path)}.npz"
+        path = cache_dir / f"{file_sha256(track.path)}{suffix}.npz"
         cached = {}
         if path.is_file():
             with np.load(path) as z:
@@ -232,7 +253,7 @@ def extract_features(tracks: list, networks: list[str], cache_dir, progress: boo
         missing = [net for net in networks if any(f"{net}/{k}" not in cached for k in KINDS)]
         if missing:
             try:
-                cached |= _network_outputs(track.path, missing, iter_patches, load_tagger)
+                cached |= _network_outputs(track.path, missing, lambda p: iter_patches(p, config=config), load_tagger)
             except AudioError as e:
                 failures.append(f"{track.path}: {e.reason}")
                 continue
@@ -456,7 +477,7 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
     unknown = sorted({t.label for t in tracks} - set(labels))
     if unknown:
         raise ConfigError(f"labels {unknown} of the data are not among the recipe's labels {labels}")
-    failures = extract_features(tracks, config.head.networks, config.features_cache, progress)
+    failures = extract_features(tracks, config.head.networks, config.features_cache, progress, config.feature_config())
     tracks = [t for t in tracks if t.features]
     cv_tracks = [t for t in tracks if t.role == "cv"]
     extra = [t for t in tracks if t.role == "train"]
@@ -469,6 +490,7 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
     detector, detector_summary, threshold = _detector(config, tracks, progress)
     metadata = {
         "kind": "track_head", "name": config.name, "genrekit_version": __version__,
+        "feature_config": config.feature_config().to_dict(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "labels": labels,
         "display_names": config.display_names or {}, "head": head.to_dict(),
         "detector": detector.to_dict() if detector is not None else None, "not_music_threshold": threshold,
@@ -491,7 +513,8 @@ def _detector(config: TransferConfig, music: list, progress: bool):
         return None, None, 0.5
     nonmusic, _ = gather([Source(spec.nonmusic, role="train")])
     more, _ = gather([strict_from_dict(Source, s, "detector music source") for s in spec.music])
-    failures = extract_features(nonmusic + more, config.head.networks, config.features_cache, progress)
+    failures = extract_features(nonmusic + more, config.head.networks, config.features_cache, progress,
+                                config.feature_config())
     nonmusic = [t for t in nonmusic if t.features]
     seen = {file_sha256(t.path) for t in music}
     music = music + [t for t in more if t.features and file_sha256(t.path) not in seen]
