@@ -254,6 +254,14 @@ MUSICNN_FEATURES = FeatureConfig(
 )
 """musicnn's own input: 16 kHz, 96 mel bands, n_fft 512, hop 256, 3 s patches (187 frames)."""
 
+
+def check_musicnn_config(config: FeatureConfig) -> None:
+    """``config`` must be :data:`MUSICNN_FEATURES`; only the segment level (``segment_rms_db``,
+    ``max_gain_db``) may differ."""
+    if dataclasses.replace(config, segment_rms_db=None, max_gain_db=MUSICNN_FEATURES.max_gain_db) != MUSICNN_FEATURES:
+        raise ConfigError("musicnn needs its own input settings (genrekit.config.MUSICNN_FEATURES); only "
+                          "segment_rms_db and max_gain_db may differ")
+
 SEED_FEATURES = FeatureConfig(
     sr=44100, n_fft=2048, hop_length=512, top_db=80.0, frontend="stft_db", pad_mode="constant",
     segment_count=10, clip_seconds=30.0,

@@ -72,15 +72,20 @@ def _musicnn_module(networks: list[str], kinds: tuple[str, ...]):
     return MusicnnOutputs().eval()
 
 
-def musicnn_onnx_bytes(networks: list[str], metadata: dict, kinds: tuple[str, ...] = MUSICNN_OUTPUTS) -> bytes:
+def musicnn_onnx_bytes(networks: list[str], metadata: dict, kinds: tuple[str, ...] = MUSICNN_OUTPUTS,
+                       feature_config=None) -> bytes:
     """musicnn ``networks`` (``"MSD_musicnn"``, ``"MTT_musicnn"``) as one ONNX graph with outputs
-    ``"<network>/<kind>"`` and ``metadata`` (plus the feature settings and tag names) inside."""
-    from .config import MUSICNN_FEATURES
+    ``"<network>/<kind>"`` and ``metadata`` (plus the feature settings and tag names) inside.
+    ``feature_config``: :data:`~genrekit.config.MUSICNN_FEATURES` (default), or the same with a
+    segment level (:func:`genrekit.config.check_musicnn_config`)."""
+    from .config import MUSICNN_FEATURES, check_musicnn_config
     from .models.musicnn import canonical_name, load_tags
 
+    feature_config = feature_config or MUSICNN_FEATURES
+    check_musicnn_config(feature_config)
     networks = [canonical_name(n) for n in networks]
     names = [f"{net}/{kind}" for net in networks for kind in kinds]
-    document = {"feature_config": MUSICNN_FEATURES.to_dict(), "networks": networks,
+    document = {"feature_config": feature_config.to_dict(), "networks": networks,
                 "tags": {net: load_tags(net) for net in networks}, **metadata}
     return _traced_onnx(_musicnn_module(networks, kinds), MUSICNN_FEATURES.segment_shape, names, document)
 
@@ -105,7 +110,10 @@ def reexport_musicnn(source) -> bytes:
     kinds = tuple(dict.fromkeys(name.split("/", 1)[-1] for name in names))
     if not networks or [f"{net}/{kind}" for net in networks for kind in kinds] != names:
         raise CheckpointError(f"{source}: not a musicnn model file (outputs {names}, networks {networks})")
-    return musicnn_onnx_bytes(networks, metadata, kinds)
+    from .config import FeatureConfig
+
+    feature_config = FeatureConfig.from_dict(metadata["feature_config"]) if "feature_config" in metadata else None
+    return musicnn_onnx_bytes(networks, metadata, kinds, feature_config)
 
 
 def _traced_onnx(module, segment_shape, output_names: list[str], document: dict) -> bytes:

@@ -58,6 +58,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -444,9 +445,9 @@ def class_weights(y: np.ndarray, n_classes: int, class_balance: str, groups: Seq
     if groups is None or len(groups) != len(y):
         raise ConfigError("class_balance 'artist' needs one artist (group) per track")
     pairs = list(zip(y.tolist(), groups))
-    per_pair = {p: pairs.count(p) for p in set(pairs)}
-    artists = {c: sum(1 for p in per_pair if p[0] == c) for c in set(y.tolist())}
-    return np.array([counts[c] / (artists[c] * per_pair[(c, g)]) for c, g in pairs]) * balanced
+    tracks_of = Counter(pairs)  # (genre, artist) -> tracks
+    artists_of = Counter(c for c, _ in tracks_of)  # genre -> artists
+    return np.array([counts[c] / (artists_of[c] * tracks_of[c, g]) for c, g in pairs]) * balanced
 
 
 def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str], labels: Sequence[str],

@@ -25,14 +25,13 @@ Examples
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .config import MUSICNN_FEATURES
+from .config import MUSICNN_FEATURES, check_musicnn_config
 from .errors import ConfigError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -84,13 +83,6 @@ def iter_patches(source, sr: int | None = None, batch_size: int = PATCH_BATCH, c
     else:
         blocks = [_resampled(source, sr)]
     yield from iter_segments(blocks, config, batch_segments=batch_size)
-
-
-def check_musicnn_config(config) -> None:
-    """``config`` must be musicnn's input settings; only the segment level may differ."""
-    if dataclasses.replace(config, segment_rms_db=None, max_gain_db=MUSICNN_FEATURES.max_gain_db) != MUSICNN_FEATURES:
-        raise ConfigError("musicnn needs its own input settings (genrekit.config.MUSICNN_FEATURES); only "
-                          "segment_rms_db and max_gain_db may differ")
 
 
 def _resampled(y, sr: int | None) -> np.ndarray:

@@ -548,6 +548,11 @@ def test_segment_level_settings_are_checked():
         dataclasses.replace(SEED_FEATURES, segment_rms_db=-15.0)
     again = FeatureConfig.from_dict(json.loads(json.dumps(LEVELLED.to_dict())))
     assert again == LEVELLED and again.fingerprint() != MUSICNN_FEATURES.fingerprint()
+    from genrekit.config import check_musicnn_config
+
+    check_musicnn_config(dataclasses.replace(LEVELLED, max_gain_db=15.0))  # musicnn's input, levelled: fine
+    with pytest.raises(ConfigError, match="only segment_rms_db and max_gain_db may differ"):
+        check_musicnn_config(dataclasses.replace(LEVELLED, n_mels=64))
 
 
 def test_segment_level_numpy_equals_torch():

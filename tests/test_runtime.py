@@ -130,3 +130,19 @@ def test_several_files_share_the_cores_in_the_api_as_in_the_cli(monkeypatch, fma
     results = prediction.predict([fma_mp3, gtzan_wav])
     assert asked == [None, max(1, available_cores() // prediction.FILE_WORKERS)]
     assert [r.path for r in results] == [str(fma_mp3), str(gtzan_wav)]
+
+
+def test_musicnn_export_carries_the_segment_level_and_refuses_other_settings():
+    """A genre model's segment level travels in the file (prediction reads it from there)."""
+    import dataclasses
+
+    pytest.importorskip("torch")
+    from genrekit.config import MUSICNN_FEATURES
+    from genrekit.errors import ConfigError
+    from genrekit.export import musicnn_onnx_bytes
+
+    levelled = dataclasses.replace(MUSICNN_FEATURES, segment_rms_db=-15.0, max_gain_db=15.0)
+    net = OnnxNetwork(musicnn_onnx_bytes(["MSD_musicnn"], {"kind": "tagger"}, feature_config=levelled))
+    assert net.metadata["feature_config"] == levelled.to_dict()
+    with pytest.raises(ConfigError, match="musicnn needs its own input settings"):
+        musicnn_onnx_bytes(["MSD_musicnn"], {"kind": "tagger"}, feature_config=dataclasses.replace(levelled, n_mels=64))

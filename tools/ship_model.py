@@ -80,7 +80,8 @@ CHOICE_NOTE = (
     "averages 0.695 over the 5 fold splits below (`bench/results/transfer_cv/repeated-segment_rms_db-none.md`). "
     "Among designs that run one network its mean ties with the best (`res-msd-tags+fma`, 0.738, no disco "
     "stand-ins); two-network designs reach 0.747 (`res-both-emb+tags+fma-nestedC`) and 0.743 (`prior: "
-    "msd_proxy_fill`, `configs/gtzan_two_networks.yaml`) but cost about 0.15 s more per clip.")
+    "msd_proxy_fill`, `configs/gtzan_two_networks.yaml`) but need a second network (MTT's alone: 0.149 s "
+    "per 30 s clip on a 2-core AMD EPYC).")
 
 INPUT_NAMES = {"penultimate": "200-d penultimate embedding", "tags": "50 tag probabilities"}
 

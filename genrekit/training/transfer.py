@@ -36,6 +36,7 @@ import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -253,7 +254,7 @@ def extract_features(tracks: list, networks: list[str], cache_dir, progress: boo
         missing = [net for net in networks if any(f"{net}/{k}" not in cached for k in KINDS)]
         if missing:
             try:
-                cached |= _network_outputs(track.path, missing, lambda p: iter_patches(p, config=config), load_tagger)
+                cached |= _network_outputs(track.path, missing, partial(iter_patches, config=config), load_tagger)
             except AudioError as e:
                 failures.append(f"{track.path}: {e.reason}")
                 continue
@@ -490,7 +491,6 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
     detector, detector_summary, threshold = _detector(config, tracks, progress)
     metadata = {
         "kind": "track_head", "name": config.name, "genrekit_version": __version__,
-        "feature_config": config.feature_config().to_dict(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "labels": labels,
         "display_names": config.display_names or {}, "head": head.to_dict(),
         "detector": detector.to_dict() if detector is not None else None, "not_music_threshold": threshold,
@@ -555,5 +555,5 @@ def _write_model(config: TransferConfig, metadata: dict) -> Path:
     if out.is_dir():
         raise ConfigError(f"{out}: out must be the path of the .onnx file to write, not a folder")
     with atomic_path(out) as tmp:
-        tmp.write_bytes(musicnn_onnx_bytes(networks, metadata, kinds=KINDS))
+        tmp.write_bytes(musicnn_onnx_bytes(networks, metadata, kinds=KINDS, feature_config=config.feature_config()))
     return out
