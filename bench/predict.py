@@ -4,7 +4,7 @@ number: each variant's probabilities are checked against the first's within 1e-4
 on one thread for the features in every variant (genrekit.features.one_blas_thread); rows before
 2026-12-02 in bench/results/predict.csv compare that setting with numpy's default ("blas1").
 
-Usage: python bench/predict.py [--model M] [--fast-model F] [--repeats 9] [--no-csv]
+Usage: python bench/predict.py [--model M] [--fast-model F] [--versus OTHER] [--repeats 9] [--no-csv]
 
 Variants (ratio: warm latency / the first row's, measured round-robin so that a busy machine weighs on
 all of them alike):
@@ -14,7 +14,12 @@ all of them alike):
   (tools/reexport_network.py), given by --fast-model or made in memory (needs torch); --model itself
   when its graph is re-exported already, as the shipped files are since 2026-12-02. To measure the
   re-export, pass a graph of genrekit <= 0.1.0 as --model and the shipped file as --fast-model;
-- 1 thread / chunk 8: onnxruntime settings.
+- 1 thread / chunk 8: onnxruntime settings;
+- ``versus <file>`` (with --versus): another model, e.g. ``configs/gtzan_two_networks.yaml``'s, to
+  see what a second network costs on this machine.
+
+The first variant is also timed apart: the share of its warm time spent in the network's runs,
+against decoding, features and the head (printed, not in the CSV).
 
 Files: the FMA MP3s (30 s clips) in ../shared/data. Prints a side-by-side table and appends rows to
 bench/results/predict.csv. Targets: warm <= 0.3 s per 30 s clip, cold CLI <= 5 s.
@@ -77,6 +82,29 @@ def warm_latencies(models: dict, clip, repeats: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def network_share(model, clip, repeats: int) -> tuple[float, float]:
+    """Median ``(seconds per predict_file(clip), of which in the network's runs)``: what a faster CPU
+    or a cheaper network could change, against decoding, features and the head."""
+    original, spent, rows = model.network.run, [], []
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        spent.append(time.perf_counter() - start)
+        return out
+
+    model.network.run = timed
+    try:
+        for _ in range(repeats):
+            spent.clear()
+            start = time.perf_counter()
+            model.predict_file(clip)
+            rows.append((time.perf_counter() - start, sum(spent)))
+    finally:
+        model.network.run = original
+    return statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+
+
 def throughput(model, files) -> float:
     start = time.perf_counter()
     results = list(model.predict_files(files))
@@ -111,6 +139,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", help="model file (default: the shipped model)")
     parser.add_argument("--fast-model", help="the same model re-exported (default: re-exported in memory)")
+    parser.add_argument("--versus", help="another model file (e.g. one with two networks), measured round-robin with "
+                        "the variants and shown as one more row; its probabilities are not compared")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--no-csv", action="store_true")
     args = parser.parse_args()
@@ -120,13 +150,19 @@ def main():
     src = sources(args)
     models = {spec[0]: build(spec, src) for spec in VARIANTS}
     diff = check_equal(models, clip)
+    if args.versus:
+        from genrekit.prediction import load_model
+
+        models[f"versus {Path(args.versus).name}"] = load_model(args.versus)
     warm = warm_latencies(models, clip, args.repeats)
+    split = network_share(next(iter(models.values())), clip, args.repeats)
     rate = {name: throughput(model, files) for name, model in models.items()}
-    model_id = next(iter(models.values())).model_id
-    rows = [{"variant": name, "model": model_id, "warm_s_per_clip": round(warm[name], 3), "cold_cli_s": round(cold, 2),
-             "tracks_per_s": round(rate[name], 2), "n_files": len(files), "machine": machine(),
+    rows = [{"variant": name, "model": models[name].model_id, "warm_s_per_clip": round(warm[name], 3),
+             "cold_cli_s": round(cold, 2), "tracks_per_s": round(rate[name], 2), "n_files": len(files), "machine": machine(),
              "load_avg_1m": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d")} for name in models]
     report(rows, cold, len(files), diff)
+    print(f"first row, timed apart: {split[0]:.3f} s per clip, of which the network {split[1]:.3f} s "
+          f"({split[1] / split[0]:.0%}); decoding, features and the head {split[0] - split[1]:.3f} s")
     if not args.no_csv:
         append_rows(REPO / "bench" / "results" / "predict.csv", rows)
 

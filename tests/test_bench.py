@@ -168,3 +168,76 @@ def test_fewshot_trains_on_scarce_data_and_scores_only_held_out_folds(monkeypatc
         assert any(t.role == "extra" for t in train)
     summary = bench.summarise({"jazz": run})["jazz"]
     assert 0.0 <= summary["recall"] <= 1.0 and 0.0 <= summary["others_bal"] <= 1.0
+
+
+def _scarce_ideas():
+    import importlib.util
+
+    if "bench_scarce_ideas" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_scarce_ideas", REPO / "bench" / "scarce_ideas.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["bench_scarce_ideas"]
+
+
+def test_scarce_ideas_per_genre_penalty_is_the_library_fit_at_one_and_shrinks_a_scarce_genre():
+    import numpy as np
+    from scipy.optimize import minimize
+
+    from genrekit import heads
+
+    bench = _scarce_ideas()
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 20 + [1] * 20 + [2] * 3)
+    x = rng.normal(size=(len(y), 6)) + np.eye(6)[y] * 2
+    offset, weights = rng.normal(size=(len(y), 3)), np.ones(len(y))
+    library = heads._fit_softmax(x, y, offset, weights, 0.1, 2000, minimize)
+    same = bench._fit_per_genre(x, y, offset, weights, 0.1, 2000, minimize, np.ones(3))
+    assert np.allclose(library[0], same[0], atol=1e-8) and np.allclose(library[1], same[1], atol=1e-8)
+    shrunk = bench.shrink_scarce(1.0)(x, y, offset, weights, 0.1, 2000, minimize)
+    norms = np.linalg.norm(shrunk[0], axis=1) / np.linalg.norm(library[0], axis=1)
+    assert norms[2] < 0.8 and abs(norms[0] - 1) < 0.2  # the 3-track genre's penalty is 20/3 times larger
+
+
+def test_scarce_ideas_distilled_classical_tags_never_come_from_the_tracks_own_artist():
+    import numpy as np
+
+    from genrekit.heads import musicnn_tags
+
+    bench = _scarce_ideas()
+    tracks = _synthetic_tracks()
+    rng = np.random.default_rng(1)
+    for t in tracks:
+        t.features["MTT_musicnn/tags"] = rng.uniform(0.01, 0.9, (len(t.features["MSD_musicnn/tags"]), 50))
+    columns = [musicnn_tags("MTT_musicnn").index(t) for t in bench.CLASSICAL_TAGS]
+    first = bench.distilled(tracks)
+    changed = [dict(t.features) for t in tracks]
+    own = [i for i, t in enumerate(tracks) if bench.transfer.group_of(t) == bench.transfer.group_of(tracks[0])]
+    for i in own:  # the first track's artist: its targets change, so only the other artists' predictions may
+        tracks[i].features = {**tracks[i].features, "MTT_musicnn/tags": 1 - changed[i]["MTT_musicnn/tags"]}
+    second = bench.distilled(tracks)
+    def classical(run, i):
+        return run[i].features["MTT_musicnn/tags"][:, columns]
+
+    assert all(np.array_equal(classical(first, i), classical(second, i)) for i in own)
+    others = [i for i in range(len(tracks)) if i not in own]
+    assert any(not np.array_equal(classical(first, i), classical(second, i)) for i in others)
+    kept = [c for c in range(50) if c not in columns]  # only MTT's classical tags are replaced
+    assert np.array_equal(first[0].features["MTT_musicnn/tags"][:, kept], changed[0]["MTT_musicnn/tags"][:, kept])
+
+
+def test_scarce_ideas_restore_the_library_prior_and_fit_even_on_error():
+    from genrekit import heads
+
+    bench = _scarce_ideas()
+    proxies, fit = dict(heads.PROXY_TAGS), heads._fit_softmax
+    idea = bench.Idea("x", None, stand_ins=["instrumental"], fit=bench.shrink_scarce(1.0))
+    try:
+        with idea:
+            assert heads.PROXY_TAGS["classical"] == {"MSD_musicnn": ["instrumental"]}
+            assert heads._fit_softmax is idea.fit
+            raise RuntimeError("inside")
+    except RuntimeError:
+        pass
+    assert heads.PROXY_TAGS == proxies and heads._fit_softmax is fit

@@ -81,7 +81,13 @@ CHOICE_NOTE = (
     "Among designs that run one network its mean ties with the best (`res-msd-tags+fma`, 0.738, no disco "
     "stand-ins); two-network designs reach 0.747 (`res-both-emb+tags+fma-nestedC`) and 0.743 (`prior: "
     "msd_proxy_fill`, `configs/gtzan_two_networks.yaml`) but need a second network (MTT's alone: 0.149 s "
-    "per 30 s clip on a 2-core AMD EPYC).")
+    "per 30 s clip on a 2-core AMD EPYC; the two-network model takes 1.72x the shipped one's warm time side by "
+    "side, `python bench/predict.py --versus`), and vary more between splits (SD 0.047 against 0.012). "
+    "Ideas that need MSD only (MTT's classical tags predicted from MSD's "
+    "outputs, MSD tags as classical's stand-ins, a residual shrunk harder for genres with few tracks) come within "
+    "0.008 of the shipped mean, inside one SD (`python bench/scarce_ideas.py`, `bench/results/scarce_ideas.md`). "
+    "Weighting the pooled per-genre recalls by the held-out counts of issue 11 gives about 0.76 for the shipped "
+    "design and 0.79 for `prior: msd_proxy_fill`: arithmetic on 2-3 DEV tracks per scarce genre, not a measurement.")
 
 INPUT_NAMES = {"penultimate": "200-d penultimate embedding", "tags": "50 tag probabilities"}
 
