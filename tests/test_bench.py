@@ -241,3 +241,22 @@ def test_scarce_ideas_restore_the_library_prior_and_fit_even_on_error():
     except RuntimeError:
         pass
     assert heads.PROXY_TAGS == proxies and heads._fit_softmax is fit
+
+
+def test_bandwidth_bench_removes_the_highs_and_keeps_the_original_as_reference(tmp_path):
+    import importlib.util
+
+    import numpy as np
+    import soundfile as sf
+
+    spec = importlib.util.spec_from_file_location("bench_bandwidth", REPO / "bench" / "bandwidth.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    source = tmp_path / "noise.wav"
+    sf.write(source, np.random.default_rng(0).standard_normal(16000).astype("float32") * 0.1, 16000)
+    versions = bench.low_passed_versions([source], [2000.0], tmp_path)
+    assert versions[0.0] == [source] and len(versions[2000.0]) == 1
+    y, sr = sf.read(versions[2000.0][0], dtype="float32")
+    spectrum = np.abs(np.fft.rfft(y)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / sr)
+    assert spectrum[freqs > 4000].mean() < 1e-4 * spectrum[freqs < 1500].mean()  # about 36 dB per octave
