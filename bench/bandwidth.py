@@ -20,6 +20,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from level import answers, print_same_answers  # noqa: E402  (the level bench's answers and table)
 
 
 def low_passed_versions(tracks: list[Path], cutoffs: list[float], out: Path) -> dict[float, list[Path]]:
@@ -39,13 +42,6 @@ def low_passed_versions(tracks: list[Path], cutoffs: list[float], out: Path) -> 
     return versions
 
 
-def answers(model_path: str, versions: dict) -> dict[float, list[str]]:
-    from genrekit.prediction import load_model
-
-    model = load_model(model_path)
-    return {c: [(p.genre or p.abstain) for p in map(model.predict_file, paths)] for c, paths in versions.items()}
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", nargs="+", default=[str(REPO / "genrekit" / "weights" / "genrekit-gtzan.onnx")])
@@ -62,14 +58,7 @@ def main():
         results = {m: answers(m, versions) for m in args.model}
     print(f"{len(tracks)} DEV GTZAN WAVs (training tracks of the shipped model: invariance, not accuracy); "
           "per cut-off: same genre as unfiltered / answered not music")
-    print(f"{'cut-off Hz':>10}  " + "  ".join(f"{Path(m).name[:30]:>30}" for m in args.model))
-    for c in sorted(args.cutoffs, reverse=True):
-        cells = []
-        for m in args.model:
-            base, now = results[m][0.0], results[m][c]
-            same = sum(a == b for a, b in zip(base, now))
-            cells.append(f"{same}/{len(now)} same, {now.count('not_music')} not music".rjust(30))
-        print(f"{c:>10g}  " + "  ".join(cells))
+    print_same_answers(results, 0.0, sorted(args.cutoffs, reverse=True), "cut-off Hz", width=30)
 
 
 if __name__ == "__main__":

@@ -42,10 +42,25 @@ def softer_versions(data: Path, gains: list[float], out: Path) -> dict[float, li
 
 
 def answers(model_path: str, versions: dict) -> dict[float, list[str]]:
+    """Each model's answer (genre, or why it abstained) for every file of every version."""
     from genrekit.prediction import load_model
 
     model = load_model(model_path)
     return {g: [(p.genre or p.abstain) for p in map(model.predict_file, paths)] for g, paths in versions.items()}
+
+
+def print_same_answers(results: dict, reference: float, keys: list[float], header: str, width: int = 28) -> None:
+    """Per version (row) and model (column): how many files keep the answer of the ``reference``
+    version, and how many are answered "not music"."""
+    models = list(results)
+    print(f"{header:>10}  " + "  ".join(f"{Path(m).name[:width]:>{width}}" for m in models))
+    for key in keys:
+        cells = []
+        for m in models:
+            base, now = results[m][reference], results[m][key]
+            same = sum(a == b for a, b in zip(base, now))
+            cells.append(f"{same}/{len(now)} same, {now.count('not_music')} not music".rjust(width))
+        print(f"{key:>10g}  " + "  ".join(cells))
 
 
 def main():
@@ -61,14 +76,7 @@ def main():
         results = {m: answers(m, versions) for m in args.model}
     print(f"{len(TRACKS)} DEV tracks ({', '.join(Path(t).stem for t in TRACKS)}); per gain: "
           "same genre as at 0 dB / answered not music")
-    print(f"{'gain dB':>8}  " + "  ".join(f"{Path(m).name[:28]:>28}" for m in args.model))
-    for g in sorted(args.gains, reverse=True):
-        cells = []
-        for m in args.model:
-            base, now = results[m][0.0], results[m][g]
-            same = sum(a == b for a, b in zip(base, now))
-            cells.append(f"{same}/{len(now)} same, {now.count('not_music')} not music".rjust(28))
-        print(f"{g:>8g}  " + "  ".join(cells))
+    print_same_answers(results, 0.0, sorted(args.gains, reverse=True), "gain dB")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ STAND_INS = {"msd-instrumental": ["instrumental"], "msd-instrumental+ambient": [
 SHRINK_POWERS = (0.5, 1.0)
 # genre counts of the private held-out set (issue 11): the pooled recalls weighted by them give an
 # estimate of its accuracy, arithmetic on DEV's 2-3 tracks of the scarce genres, not a measurement
+CLASSICAL_COLUMNS = [heads.musicnn_tags("MTT_musicnn").index(t) for t in CLASSICAL_TAGS]
+LIBRARY_FIT = heads._fit_softmax  # the fit an Idea may replace, kept for shrink_scarce
 HELD_OUT_COUNTS = {"blues": 15, "classical": 13, "country": 14, "disco": 12, "hiphop": 2, "jazz": 7, "metal": 9,
                    "pop": 7, "reggae": 4, "rock": 4}
 
@@ -69,25 +71,35 @@ def msd_inputs(features: dict) -> np.ndarray:
     return np.hstack([features["MSD_musicnn/penultimate"], log_odds(features["MSD_musicnn/tags"])])
 
 
-def distilled(tracks: list, alpha: float = 10.0, parts: int = 5) -> list:
-    """Copies of ``tracks`` whose MTT classical tags are predicted from MSD's outputs by a ridge
-    regression fitted on the patches of other artists' tracks (no labels used)."""
+def classical_model(tracks: list, alpha: float = 10.0):
+    """Ridge regression from MSD's outputs to MTT's classical log-odds, fitted on ``tracks``' patches."""
     from sklearn.linear_model import Ridge
+
+    return Ridge(alpha=alpha).fit(np.vstack([msd_inputs(t.features) for t in tracks]),
+                                  np.vstack([log_odds(t.features["MTT_musicnn/tags"][:, CLASSICAL_COLUMNS])
+                                             for t in tracks]))
+
+
+def with_predicted_classical(track, model):
+    """A copy of ``track`` whose MTT classical tags are ``model``'s prediction from its MSD outputs."""
+    track = copy.copy(track)
+    tags = track.features["MTT_musicnn/tags"].copy()
+    tags[:, CLASSICAL_COLUMNS] = 1.0 / (1.0 + np.exp(-model.predict(msd_inputs(track.features))))
+    track.features = {**track.features, "MTT_musicnn/tags": tags}
+    return track
+
+
+def distilled(tracks: list, parts: int = 5) -> list:
+    """``tracks`` with MTT's classical tags predicted by a regression fitted on other artists' tracks
+    (no labels used)."""
     from sklearn.model_selection import GroupKFold
 
-    columns = [heads.musicnn_tags("MTT_musicnn").index(t) for t in CLASSICAL_TAGS]
-    x = [msd_inputs(t.features) for t in tracks]
-    y = [log_odds(t.features["MTT_musicnn/tags"][:, columns]) for t in tracks]
-    groups = [transfer.group_of(t) for t in tracks]
     out = [None] * len(tracks)
+    groups = [transfer.group_of(t) for t in tracks]
     for fit_on, predict in GroupKFold(parts).split(np.zeros(len(tracks)), groups=groups):
-        model = Ridge(alpha=alpha).fit(np.vstack([x[i] for i in fit_on]), np.vstack([y[i] for i in fit_on]))
+        model = classical_model([tracks[i] for i in fit_on])
         for i in predict:
-            track = copy.copy(tracks[i])
-            tags = track.features["MTT_musicnn/tags"].copy()
-            tags[:, columns] = 1.0 / (1.0 + np.exp(-model.predict(x[i])))
-            track.features = {**track.features, "MTT_musicnn/tags": tags}
-            out[i] = track
+            out[i] = with_predicted_classical(tracks[i], model)
     return out
 
 
@@ -97,31 +109,9 @@ def shrink_scarce(power: float):
 
     def fit(x, y, offset, weights, C, max_iter, minimize):
         counts = np.bincount(y, minlength=offset.shape[1]).astype(float)
-        return _fit_per_genre(x, y, offset, weights, C, max_iter, minimize, (np.median(counts) / counts) ** power)
+        return LIBRARY_FIT(x, y, offset, weights, C, max_iter, minimize, penalty=(np.median(counts) / counts) ** power)
 
     return fit
-
-
-def _fit_per_genre(x, y, offset, weights, C, max_iter, minimize, factor):
-    """``heads._fit_softmax`` with a penalty factor per genre (the same at ``factor = 1``)."""
-    n, d = x.shape
-    k = offset.shape[1]
-    onehot = np.eye(k)[y]
-    sw = weights / weights.sum()
-    reg = factor[:, None] / (C * weights.sum())
-
-    def loss_grad(theta):
-        w, b = theta[:k * d].reshape(k, d), theta[k * d:]
-        z = x @ w.T + b + offset
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        residual = sw[:, None] * (np.exp(logp) - onehot)
-        loss = -(sw * (onehot * logp).sum(axis=1)).sum() + 0.5 * (reg * w * w).sum()
-        return loss, np.concatenate([(residual.T @ x + reg * w).ravel(), residual.sum(axis=0)])
-
-    res = minimize(loss_grad, np.zeros(k * d + k), jac=True, method="L-BFGS-B",
-                   options={"maxiter": max_iter, "gtol": 1e-7, "ftol": 1e-11})
-    return res.x[:k * d].reshape(k, d), res.x[k * d:], bool(res.success)
 
 
 class Idea:
@@ -152,12 +142,16 @@ def ideas(spec, tracks: list) -> list[Idea]:
     return out
 
 
+def data_of(idea: Idea, tracks: list) -> tuple[list, list, list]:
+    """``(all tracks, CV tracks, training-only tracks)`` the idea trains on."""
+    data = idea.tracks or tracks
+    return data, [t for t in data if t.role == "cv"], [t for t in data if t.role == "train"]
+
+
 def repeated(idea: Idea, tracks: list, labels: list[str], splits: int, seed: int, folds: int) -> dict:
     from genrekit.metrics import balanced_accuracy
 
-    data = idea.tracks or tracks
-    cv_tracks = [t for t in data if t.role == "cv"]
-    extra = [t for t in data if t.role == "train"]
+    _, cv_tracks, extra = data_of(idea, tracks)
     scores, y_all, p_all = [], [], []
     with idea:
         for s in range(seed, seed + splits):
@@ -175,32 +169,15 @@ def synth_classical(idea: Idea, tracks: list, synth: list, labels: list[str], se
     """``"n/N"`` of the rendered scores called classical by the idea's head trained on all tracks."""
     if not synth:
         return ""
-    data = idea.tracks or tracks
-    cv_tracks = [t for t in data if t.role == "cv"]
-    extra = [t for t in data if t.role == "train"]
-    synth = distilled_synth(synth, tracks) if idea.tracks else synth
+    data, cv_tracks, extra = data_of(idea, tracks)
+    if idea.tracks:
+        model = classical_model(tracks)
+        synth = [with_predicted_classical(t, model) for t in synth]
     with idea:
         C, _, _ = transfer.choose_C(idea.spec, cv_tracks, extra, labels, seed)
         head = transfer.fit_head(idea.spec, data, labels, C)
         pred = transfer.logits_of(head, synth).argmax(1)
     return f"{int((pred == labels.index('classical')).sum())}/{len(synth)}"
-
-
-def distilled_synth(synth: list, tracks: list) -> list:
-    """The rendered scores with MTT's classical tags predicted by a regression fitted on all DEV tracks."""
-    from sklearn.linear_model import Ridge
-
-    columns = [heads.musicnn_tags("MTT_musicnn").index(t) for t in CLASSICAL_TAGS]
-    model = Ridge(alpha=10.0).fit(np.vstack([msd_inputs(t.features) for t in tracks]),
-                                  np.vstack([log_odds(t.features["MTT_musicnn/tags"][:, columns]) for t in tracks]))
-    out = []
-    for t in synth:
-        t = copy.copy(t)
-        tags = t.features["MTT_musicnn/tags"].copy()
-        tags[:, columns] = 1.0 / (1.0 + np.exp(-model.predict(msd_inputs(t.features))))
-        t.features = {**t.features, "MTT_musicnn/tags": tags}
-        out.append(t)
-    return out
 
 
 def load_synth(folder: Path | None, config) -> list:

@@ -522,20 +522,23 @@ def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str],
     return TrackHead(labels, list(inputs), dims, pooling, mean, scale, weight, bias, prior=prior, meta=meta)
 
 
-def _fit_softmax(x, y, offset, weights, C, max_iter, minimize):
-    """L-BFGS on ``C Σ s_i CE_i + ½‖W‖²``; returns ``(W (K, D), b (K,), converged)``."""
+def _fit_softmax(x, y, offset, weights, C, max_iter, minimize, penalty=None):
+    """L-BFGS on ``C Σ s_i CE_i + ½ Σ_k p_k ‖W_k‖²``; returns ``(W (K, D), b (K,), converged)``.
+    ``penalty``: the factors ``p_k`` per class (default 1)."""
     n, d = x.shape
     k = offset.shape[1]
     onehot = np.eye(k)[y]
     sw = weights / weights.sum()  # rescaled objective: same minimiser, better conditioned
     reg = 1.0 / (C * weights.sum())
+    if penalty is not None:
+        reg = reg * np.asarray(penalty, dtype=np.float64)[:, None]
 
     def loss_grad(theta):
         w, b = theta[:k * d].reshape(k, d), theta[k * d:]
         z = x @ w.T + b + offset
         z = z - z.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        loss = -(sw * (onehot * logp).sum(axis=1)).sum() + 0.5 * reg * (w * w).sum()
+        loss = -(sw * (onehot * logp).sum(axis=1)).sum() + 0.5 * (reg * w * w).sum()
         residual = sw[:, None] * (np.exp(logp) - onehot)
         grad_w = residual.T @ x + reg * w
         return loss, np.concatenate([grad_w.ravel(), residual.sum(axis=0)])

@@ -7,15 +7,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _transfer_cv():
+def _bench(name: str):
+    """``bench/<name>.py`` as module ``bench_<name>``, loaded once."""
     import importlib.util
 
-    if "bench_transfer_cv" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_transfer_cv", REPO / "bench" / "transfer_cv.py")
+    module_name = f"bench_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, REPO / "bench" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
+        sys.modules[module_name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
-    return sys.modules["bench_transfer_cv"]
+    return sys.modules[module_name]
 
 
 def _synthetic_tracks(n_per_genre=8, genres=("blues", "jazz", "rock"), role="cv", seed=0):
@@ -40,7 +42,7 @@ def _synthetic_tracks(n_per_genre=8, genres=("blues", "jazz", "rock"), role="cv"
 def test_transfer_cv_designs_use_the_library_recipe_and_its_feature_kinds():
     from genrekit.training import transfer
 
-    bench = _transfer_cv()
+    bench = _bench("transfer_cv")
     names = [d.name for d in bench.DESIGNS]
     assert len(names) == len(set(names)) and bench.CHOSEN in names
     assert all(k.split("/")[1] in transfer.KINDS for d in bench.DESIGNS for k in d.inputs)
@@ -50,7 +52,7 @@ def test_transfer_cv_designs_use_the_library_recipe_and_its_feature_kinds():
 
 
 def test_transfer_cv_exact_prior_keeps_only_tags_named_like_the_genre():
-    bench = _transfer_cv()
+    bench = _bench("transfer_cv")
     full, exact = bench.make_prior("msd"), bench.make_prior("msd-exact")
     assert exact.genre_tags["rock"] == {"MSD_musicnn": ["rock"]}
     assert exact.genre_tags["hiphop"] == {"MSD_musicnn": ["Hip-Hop"]}
@@ -64,7 +66,7 @@ def test_transfer_cv_exact_prior_keeps_only_tags_named_like_the_genre():
 def test_transfer_cv_cross_fitted_temperature_never_sees_its_own_fold():
     import numpy as np
 
-    bench = _transfer_cv()
+    bench = _bench("transfer_cv")
     rng = np.random.default_rng(0)
     y, fold = rng.integers(0, 10, 60), np.repeat(np.arange(3), 20)
     logits = rng.normal(0, 3, (60, 10))
@@ -90,7 +92,7 @@ def _check_cv(bench, name, C_grid=(0.1,)):
 def test_transfer_cv_fixed_and_segment_designs_learn_held_out_genres():
     import numpy as np
 
-    bench = _transfer_cv()
+    bench = _bench("transfer_cv")
     _check_cv(bench, "lr-msd-emb+fma")
     _, tracks = _check_cv(bench, "seg-lr-msd-emb")
     design = next(d for d in bench.DESIGNS if d.name == "seg-lr-msd-emb")
@@ -99,13 +101,13 @@ def test_transfer_cv_fixed_and_segment_designs_learn_held_out_genres():
 
 
 def test_transfer_cv_nested_design_runs_the_library_recipe():
-    _check_cv(_transfer_cv(), "res-msd-emb+tags-nestedC")
+    _check_cv(_bench("transfer_cv"), "res-msd-emb+tags-nestedC")
 
 
 def test_transfer_cv_repeated_splits_differ_and_count_every_track_once_per_split():
     import numpy as np
 
-    bench = _transfer_cv()
+    bench = _bench("transfer_cv")
     tracks, extra = _synthetic_tracks(6), _synthetic_tracks(2, role="train", seed=1)
     assert not np.array_equal(bench.outer_folds(tracks, 3, 0), bench.outer_folds(tracks, 3, 1))
     designs = [d for d in bench.DESIGNS if d.name in ("lr-msd-emb+fma", "zs-msd")]
@@ -119,21 +121,10 @@ def test_transfer_cv_repeated_splits_differ_and_count_every_track_once_per_split
     assert first.startswith("| lr-msd-emb+fma |") and second.startswith("| zs-msd |")  # best mean first
 
 
-def _fewshot_cv():
-    import importlib.util
-
-    if "bench_fewshot_cv" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_fewshot_cv", REPO / "bench" / "fewshot_cv.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["bench_fewshot_cv"]
-
-
 def test_fewshot_keeps_two_tracks_of_the_scarce_genre_from_two_artists():
     import numpy as np
 
-    bench = _fewshot_cv()
+    bench = _bench("fewshot_cv")
     tracks = _synthetic_tracks()
     kept = bench.scarce_subset(tracks, "jazz", 2, np.random.default_rng(0))
     jazz = [t for t in kept if t.label == "jazz"]
@@ -144,7 +135,7 @@ def test_fewshot_keeps_two_tracks_of_the_scarce_genre_from_two_artists():
 def test_fewshot_trains_on_scarce_data_and_scores_only_held_out_folds(monkeypatch):
     import numpy as np
 
-    bench = _fewshot_cv()
+    bench = _bench("fewshot_cv")
     tracks, extra = _synthetic_tracks(), _synthetic_tracks(4, role="extra", seed=1)
     fold = np.array([i // 2 % 4 for i in range(len(tracks))])  # artists (two tracks each) never split
     design = next(d for d in bench.tcv.DESIGNS if d.name == "res-msd-emb+tags+fma")
@@ -170,30 +161,19 @@ def test_fewshot_trains_on_scarce_data_and_scores_only_held_out_folds(monkeypatc
     assert 0.0 <= summary["recall"] <= 1.0 and 0.0 <= summary["others_bal"] <= 1.0
 
 
-def _scarce_ideas():
-    import importlib.util
-
-    if "bench_scarce_ideas" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_scarce_ideas", REPO / "bench" / "scarce_ideas.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["bench_scarce_ideas"]
-
-
 def test_scarce_ideas_per_genre_penalty_is_the_library_fit_at_one_and_shrinks_a_scarce_genre():
     import numpy as np
     from scipy.optimize import minimize
 
     from genrekit import heads
 
-    bench = _scarce_ideas()
+    bench = _bench("scarce_ideas")
     rng = np.random.default_rng(0)
     y = np.array([0] * 20 + [1] * 20 + [2] * 3)
     x = rng.normal(size=(len(y), 6)) + np.eye(6)[y] * 2
     offset, weights = rng.normal(size=(len(y), 3)), np.ones(len(y))
     library = heads._fit_softmax(x, y, offset, weights, 0.1, 2000, minimize)
-    same = bench._fit_per_genre(x, y, offset, weights, 0.1, 2000, minimize, np.ones(3))
+    same = heads._fit_softmax(x, y, offset, weights, 0.1, 2000, minimize, penalty=np.ones(3))
     assert np.allclose(library[0], same[0], atol=1e-8) and np.allclose(library[1], same[1], atol=1e-8)
     shrunk = bench.shrink_scarce(1.0)(x, y, offset, weights, 0.1, 2000, minimize)
     norms = np.linalg.norm(shrunk[0], axis=1) / np.linalg.norm(library[0], axis=1)
@@ -205,18 +185,20 @@ def test_scarce_ideas_distilled_classical_tags_never_come_from_the_tracks_own_ar
 
     from genrekit.heads import musicnn_tags
 
-    bench = _scarce_ideas()
+    bench = _bench("scarce_ideas")
     tracks = _synthetic_tracks()
     rng = np.random.default_rng(1)
     for t in tracks:
         t.features["MTT_musicnn/tags"] = rng.uniform(0.01, 0.9, (len(t.features["MSD_musicnn/tags"]), 50))
     columns = [musicnn_tags("MTT_musicnn").index(t) for t in bench.CLASSICAL_TAGS]
+    assert columns == bench.CLASSICAL_COLUMNS
     first = bench.distilled(tracks)
     changed = [dict(t.features) for t in tracks]
     own = [i for i, t in enumerate(tracks) if bench.transfer.group_of(t) == bench.transfer.group_of(tracks[0])]
     for i in own:  # the first track's artist: its targets change, so only the other artists' predictions may
         tracks[i].features = {**tracks[i].features, "MTT_musicnn/tags": 1 - changed[i]["MTT_musicnn/tags"]}
     second = bench.distilled(tracks)
+
     def classical(run, i):
         return run[i].features["MTT_musicnn/tags"][:, columns]
 
@@ -230,7 +212,7 @@ def test_scarce_ideas_distilled_classical_tags_never_come_from_the_tracks_own_ar
 def test_scarce_ideas_restore_the_library_prior_and_fit_even_on_error():
     from genrekit import heads
 
-    bench = _scarce_ideas()
+    bench = _bench("scarce_ideas")
     proxies, fit = dict(heads.PROXY_TAGS), heads._fit_softmax
     idea = bench.Idea("x", None, stand_ins=["instrumental"], fit=bench.shrink_scarce(1.0))
     try:
@@ -244,14 +226,10 @@ def test_scarce_ideas_restore_the_library_prior_and_fit_even_on_error():
 
 
 def test_bandwidth_bench_removes_the_highs_and_keeps_the_original_as_reference(tmp_path):
-    import importlib.util
-
     import numpy as np
     import soundfile as sf
 
-    spec = importlib.util.spec_from_file_location("bench_bandwidth", REPO / "bench" / "bandwidth.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench("bandwidth")
     source = tmp_path / "noise.wav"
     sf.write(source, np.random.default_rng(0).standard_normal(16000).astype("float32") * 0.1, 16000)
     versions = bench.low_passed_versions([source], [2000.0], tmp_path)
