@@ -1,17 +1,18 @@
-"""Ideas for the scarce genres that were measured and not shipped, each beside the shipped recipe.
+"""Ideas for classical that need musicnn-MSD only, measured and not shipped, beside MSD alone and the shipped recipe.
 
 Usage::
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/scarce_ideas.py [--fold-splits 5] [--synth runs/synth_classical]
 
 The private held-out set is mostly blues, classical, country and disco, of which DEV has 2–3
-tracks each. Classical is the one without a tag in musicnn-MSD, the network the shipped model
-runs; musicnn-MTT has "classical" but costs a second network (over the 0.3 s target). Each
-idea keeps the shipped recipe (``configs/default_model.yaml``: inputs, nested C, class weights,
-level step) and changes one thing:
+tracks each. Classical is the one without a tag in musicnn-MSD; musicnn-MTT has "classical" but
+costs a second network. Since 2026-12-02 the shipped recipe runs MTT on every 4th patch
+(``configs/default_model.yaml``, ``bench/patch_stride.py``); these ideas were tried before, to do
+without it. Each keeps that recipe (inputs, nested C, class weights, level step) with MSD alone
+(``msd only``: ``prior: msd_proxy``, shipped until 2026-12-02) and changes one thing:
 
-- ``mtt-prior``: MTT's "classical"/"classic" in the prior (``prior: msd_proxy_fill``), the
-  two-network reference;
+- ``shipped``: the recipe as it is (MTT's "classical"/"classic" from every 4th patch);
+- ``mtt-prior``: MTT's "classical"/"classic" from every patch (``prior: msd_proxy_fill``);
 - ``mtt-distilled``: the same prior with MTT's two tags *predicted from MSD's outputs*
   (penultimate embedding and tag log-odds → MTT tag log-odds, ridge regression on 3 s patches),
   which would need MSD only. The regression uses no labels, and a track's values come from a fit
@@ -135,10 +136,12 @@ class Idea:
 
 
 def ideas(spec, tracks: list) -> list[Idea]:
-    out = [Idea("shipped recipe", spec), Idea("mtt-prior", replace(spec, prior="msd_proxy_fill")),
-           Idea("mtt-distilled", replace(spec, prior="msd_proxy_fill"), tracks=distilled(tracks))]
-    out += [Idea(name, spec, stand_ins=tags) for name, tags in STAND_INS.items()]
-    out += [Idea(f"scarce-shrink-{g:g}", spec, fit=shrink_scarce(g)) for g in SHRINK_POWERS]
+    msd = replace(spec, prior="msd_proxy", patch_strides={})
+    mtt = replace(msd, prior="msd_proxy_fill")
+    out = [Idea("msd only", msd), Idea("shipped", spec), Idea("mtt-prior", mtt),
+           Idea("mtt-distilled", mtt, tracks=distilled(tracks))]
+    out += [Idea(name, msd, stand_ins=tags) for name, tags in STAND_INS.items()]
+    out += [Idea(f"scarce-shrink-{g:g}", msd, fit=shrink_scarce(g)) for g in SHRINK_POWERS]
     return out
 
 
@@ -149,20 +152,22 @@ def data_of(idea: Idea, tracks: list) -> tuple[list, list, list]:
 
 
 def repeated(idea: Idea, tracks: list, labels: list[str], splits: int, seed: int, folds: int) -> dict:
-    from genrekit.metrics import balanced_accuracy
+    from genrekit.metrics import balanced_accuracy, macro_f1
 
     _, cv_tracks, extra = data_of(idea, tracks)
-    scores, y_all, p_all = [], [], []
+    scores, f1s, y_all, p_all = [], [], [], []
     with idea:
         for s in range(seed, seed + splits):
             cv = transfer.cross_validate(idea.spec, cv_tracks, extra, labels, folds, s)
             pred = cv["logits"].argmax(1)
             scores.append(balanced_accuracy(cv["y"], pred, len(labels)))
+            f1s.append(macro_f1(cv["y"], pred, len(labels)))
             y_all.append(cv["y"])
             p_all.append(pred)
     y, p = np.concatenate(y_all), np.concatenate(p_all)
     recall = {g: float((p[y == k] == k).mean()) for k, g in enumerate(labels)}
-    return {"mean": float(np.mean(scores)), "sd": float(np.std(scores)), "recall": recall}
+    return {"mean": float(np.mean(scores)), "sd": float(np.std(scores)), "macro_f1": float(np.mean(f1s)),
+            "recall": recall}
 
 
 def synth_classical(idea: Idea, tracks: list, synth: list, labels: list[str], seed: int) -> str:

@@ -227,6 +227,7 @@ def main(argv=None) -> int:
     if not args.no_csv:
         write_row({"date": time.strftime("%Y-%m-%d %H:%M"), "commit": _git_commit(), "cpus": os.cpu_count(),
                    "python": "this venv" if args.python == sys.executable else args.python,
+                   "model": args.model or "shipped",
                    "workers_threads": args.workers_threads, "concurrency": args.concurrency, **s,
                    "peak_rss_mb": round(rss, 1)})
     return 0 if s["errors"] == 0 else 1

@@ -262,6 +262,38 @@ def check_musicnn_config(config: FeatureConfig) -> None:
         raise ConfigError("musicnn needs its own input settings (genrekit.config.MUSICNN_FEATURES); only "
                           "segment_rms_db and max_gain_db may differ")
 
+
+PATCH_BATCH = 32
+"""musicnn patches per batch when a file is classified or its features are extracted."""
+
+
+def check_patch_strides(strides) -> dict[str, int]:
+    """``{network: k}`` checked: that network runs on every k-th musicnn patch of a file only,
+    and each of the next k - 1 patches takes its outputs (:func:`genrekit.heads.hold_strided`).
+
+    ``k`` must divide :data:`PATCH_BATCH`, so that how a file's patches are batched never moves
+    which patches run. Strides of 1 are dropped.
+
+    Raises
+    ------
+    ConfigError
+        Not a mapping of names to such whole numbers.
+
+    Examples
+    --------
+    >>> check_patch_strides({"MTT_musicnn": 4, "MSD_musicnn": 1})
+    {'MTT_musicnn': 4}
+    """
+    if strides is None:
+        return {}
+    if not isinstance(strides, dict):
+        raise ConfigError(f"patch_strides must map network names to strides, not {strides!r}")
+    for network, k in strides.items():
+        if not isinstance(network, str) or isinstance(k, bool) or not isinstance(k, int) or k < 1 or PATCH_BATCH % k:
+            raise ConfigError(f"patch stride of {network!r} must be a whole number that divides {PATCH_BATCH} "
+                              f"(1, 2, 4, 8, 16 or 32), not {k!r}")
+    return {network: k for network, k in sorted(strides.items()) if k > 1}
+
 SEED_FEATURES = FeatureConfig(
     sr=44100, n_fft=2048, hop_length=512, top_db=80.0, frontend="stft_db", pad_mode="constant",
     segment_count=10, clip_seconds=30.0,

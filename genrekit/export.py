@@ -17,7 +17,7 @@ import json
 import warnings
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 METADATA_KEY = "genrekit"
 OPSET = 17
@@ -46,26 +46,31 @@ def onnx_bytes_from_payload(payload: dict) -> bytes:
 MUSICNN_OUTPUTS = ("tags", "penultimate", "max_pool", "mean_pool")
 
 
-def _musicnn_module(networks: list[str], kinds: tuple[str, ...]):
+def _musicnn_module(networks: list[str], kinds: tuple[str, ...], strides: dict[str, int]):
     import torch
 
     from .models.musicnn import load_musicnn
 
     class MusicnnOutputs(torch.nn.Module):
-        """Each network's requested outputs for a batch of patches, in a fixed order."""
+        """Each network's requested outputs for a batch of patches, in a fixed order; a network with
+        a stride k runs on every k-th patch of the batch, and the next k - 1 take its outputs."""
 
         def __init__(self):
             super().__init__()
             self.taggers = torch.nn.ModuleList([load_musicnn(name) for name in networks])
+            self.strides = [strides.get(name, 1) for name in networks]
 
         def forward(self, x):
             outputs = []
-            for tagger in self.taggers:
-                feats = tagger.features(x)
+            for tagger, stride in zip(self.taggers, self.strides):
+                feats = tagger.features(x if stride == 1 else x[::stride])
                 max_pool, mean_pool = tagger.backend.pool(feats)
                 penultimate = tagger.backend.penultimate(feats)
                 values = {"tags": torch.sigmoid(tagger.backend.output(penultimate)), "penultimate": penultimate,
                           "max_pool": max_pool, "mean_pool": mean_pool}
+                if stride > 1:
+                    held = torch.div(torch.arange(x.shape[0]), stride, rounding_mode="floor")
+                    values = {k: v[held] for k, v in values.items()}
                 outputs += [values[kind] for kind in kinds]
             return tuple(outputs)
 
@@ -73,21 +78,29 @@ def _musicnn_module(networks: list[str], kinds: tuple[str, ...]):
 
 
 def musicnn_onnx_bytes(networks: list[str], metadata: dict, kinds: tuple[str, ...] = MUSICNN_OUTPUTS,
-                       feature_config=None) -> bytes:
+                       feature_config=None, patch_strides: dict | None = None) -> bytes:
     """musicnn ``networks`` (``"MSD_musicnn"``, ``"MTT_musicnn"``) as one ONNX graph with outputs
     ``"<network>/<kind>"`` and ``metadata`` (plus the feature settings and tag names) inside.
     ``feature_config``: :data:`~genrekit.config.MUSICNN_FEATURES` (default), or the same with a
-    segment level (:func:`genrekit.config.check_musicnn_config`)."""
-    from .config import MUSICNN_FEATURES, check_musicnn_config
+    segment level (:func:`genrekit.config.check_musicnn_config`). ``patch_strides`` (network → k,
+    :func:`genrekit.config.check_patch_strides`): that network runs on every k-th patch of a batch
+    only, its outputs held over the next k - 1 (:func:`genrekit.heads.hold_strided`); the graph is
+    then run k patches at a time (:class:`genrekit.runtime.OnnxNetwork`)."""
+    from .config import MUSICNN_FEATURES, check_musicnn_config, check_patch_strides
     from .models.musicnn import canonical_name, load_tags
 
     feature_config = feature_config or MUSICNN_FEATURES
     check_musicnn_config(feature_config)
     networks = [canonical_name(n) for n in networks]
+    strides = check_patch_strides({canonical_name(n): k for n, k in (patch_strides or {}).items()})
+    if set(strides) - set(networks):
+        raise ConfigError(f"patch strides for {sorted(set(strides) - set(networks))}, not among {networks}")
     names = [f"{net}/{kind}" for net in networks for kind in kinds]
     document = {"feature_config": feature_config.to_dict(), "networks": networks,
                 "tags": {net: load_tags(net) for net in networks}, **metadata}
-    return _traced_onnx(_musicnn_module(networks, kinds), MUSICNN_FEATURES.segment_shape, names, document)
+    if strides:
+        document["patch_strides"] = strides
+    return _traced_onnx(_musicnn_module(networks, kinds, strides), MUSICNN_FEATURES.segment_shape, names, document)
 
 
 def reexport_musicnn(source) -> bytes:
@@ -113,7 +126,7 @@ def reexport_musicnn(source) -> bytes:
     from .config import FeatureConfig
 
     feature_config = FeatureConfig.from_dict(metadata["feature_config"]) if "feature_config" in metadata else None
-    return musicnn_onnx_bytes(networks, metadata, kinds, feature_config)
+    return musicnn_onnx_bytes(networks, metadata, kinds, feature_config, metadata.get("patch_strides"))
 
 
 def _traced_onnx(module, segment_shape, output_names: list[str], document: dict) -> bytes:

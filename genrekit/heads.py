@@ -34,10 +34,17 @@ either (MSD has no "disco"; MTT's "dance" also covers techno and electronic danc
 and **classical** has none in MSD (MTT has "classical" and "classic"). A zero-shot head
 therefore predicts an untagged genre only when no tagged genre's best tag reaches
 ``sigmoid(untagged_logit)``. :data:`PROXY_TAGS` optionally adds stand-ins (disco →
-"dance", "funk"; :meth:`TagPrior.with_proxies`, recipe ``prior: msd_proxy``, which the shipped
-model uses). With a fitted residual (:func:`fit_track_head` with
+"dance", "funk"; :meth:`TagPrior.with_proxies`, recipe ``prior: msd_proxy``; the shipped model
+uses ``msd_proxy_fill``: the same, and MTT's tags for classical). With a fitted residual (:func:`fit_track_head` with
 ``prior=``) the linear layer learns every genre on top of the prior, and its L2 penalty
 shrinks it toward the prior rather than toward uniform probabilities.
+
+**Patch strides.** A head may read a network only every k-th patch (``patch_strides``,
+e.g. ``{"MTT_musicnn": 4}``): each of the next k - 1 patches takes that patch's outputs
+(:func:`hold_strided`), so at inference the model's graph runs that network on a quarter of
+the patches (:func:`genrekit.export.musicnn_onnx_bytes`), and training, which caches every
+patch, sees exactly what inference will. Holding is idempotent: a head holds its inputs
+itself, whether or not the graph already did.
 
 Fitting (:func:`fit_track_head`) needs scipy (the ``[train]`` extra), imported inside it.
 
@@ -64,6 +71,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import check_patch_strides
 from .errors import CheckpointError, ConfigError
 
 FORMAT = "genrekit.track_head"
@@ -218,6 +226,31 @@ class TagPrior:
         return prior
 
 
+def hold_strided(features: Mapping[str, np.ndarray], strides: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """``features`` with the rows of each network in ``strides`` (network → k) replaced by those
+    of every k-th patch: row i takes row ``(i // k) * k``, what a network run on every k-th patch
+    gives. Idempotent.
+
+    >>> hold_strided({"MTT_musicnn/tags": np.arange(5)[:, None]}, {"MTT_musicnn": 2})["MTT_musicnn/tags"].ravel()
+    array([0, 0, 2, 2, 4])
+    """
+    out = dict(features)
+    for key, value in features.items():
+        k = strides.get(key.split("/", 1)[0], 1)
+        if k > 1:
+            value = np.asarray(value)
+            out[key] = value[(np.arange(len(value)) // k) * k]
+    return out
+
+
+def _patch_strides(strides) -> dict[str, int]:
+    strides = check_patch_strides(strides)
+    unknown = sorted(set(strides) - set(NETWORKS))
+    if unknown:
+        raise ConfigError(f"patch strides name {unknown}, not musicnn networks {NETWORKS}")
+    return strides
+
+
 def _n_segments(features: Mapping[str, np.ndarray]) -> int:
     return next(iter(features.values())).shape[0] if features else 1
 
@@ -243,10 +276,12 @@ class TrackHead:
     temperature : float
     meta : dict, optional
         Free JSON-able notes (how it was fitted).
+    patch_strides : dict, optional
+        Network → k: that network is read every k-th patch only (see the module docstring).
     """
 
     def __init__(self, labels, inputs, dims, pooling, mean, scale, weight, bias, prior: TagPrior | None = None,
-                 temperature: float = 1.0, meta: dict | None = None):
+                 temperature: float = 1.0, meta: dict | None = None, patch_strides: Mapping | None = None):
         self.labels, self.inputs, self.dims = list(labels), list(inputs), [int(d) for d in dims]
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
@@ -256,6 +291,7 @@ class TrackHead:
         self.mean, self.scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
         self.weight, self.bias = np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64)
         self.meta = dict(meta or {})
+        self.patch_strides = _patch_strides(dict(patch_strides) if patch_strides else None)
 
     @property
     def n_pooled(self) -> int:
@@ -274,7 +310,8 @@ class TrackHead:
     # inference
 
     def check_features(self, features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The required feature matrices as float64, checked: present, 2-D, same segment count, dims, finite."""
+        """The required feature matrices as float64, checked (present, 2-D, same segment count, dims,
+        finite) and held at the head's patch strides."""
         out, n = {}, None
         for key in self.required_features:
             if key not in features:
@@ -288,7 +325,7 @@ class TrackHead:
             if not np.isfinite(a).all():
                 raise ConfigError(f"feature {key!r} contains NaN or Inf")
             n, out[key] = a.shape[0], a
-        return out
+        return hold_strided(out, self.patch_strides)
 
     def _standardised_segments(self, feats: dict[str, np.ndarray]) -> np.ndarray:
         """Per-segment standardised input rows ``(n, D)`` whose mean over segments is the pooled track vector."""
@@ -325,7 +362,7 @@ class TrackHead:
                 "dims": self.dims, "pooling": self.pooling, "mean": _encode(self.mean), "scale": _encode(self.scale),
                 "weight": _encode(self.weight), "bias": _encode(self.bias),
                 "prior": self.prior.to_dict() if self.prior else None, "temperature": self.temperature,
-                "meta": self.meta}
+                "meta": self.meta, "patch_strides": self.patch_strides}
 
     @classmethod
     def from_dict(cls, d: Mapping, source: str = "<dict>") -> TrackHead:
@@ -373,8 +410,12 @@ class TrackHead:
         prior = TagPrior.from_dict(d["prior"], labels, source) if d.get("prior") is not None else None
         if n == 0 and prior is None:
             raise CheckpointError(f"{source}: track head has neither inputs nor a prior")
+        try:
+            strides = _patch_strides(d.get("patch_strides"))
+        except ConfigError as e:
+            raise CheckpointError(f"{source}: track head {e}") from None
         return cls(labels, inputs, dims, d["pooling"], prior=prior, temperature=temperature,
-                   meta=d.get("meta") or {}, **arrays)
+                   meta=d.get("meta") or {}, patch_strides=strides, **arrays)
 
     def save(self, path) -> Path:
         """Write the head as JSON (atomically)."""
@@ -453,7 +494,7 @@ def class_weights(y: np.ndarray, n_classes: int, class_balance: str, groups: Seq
 def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str], labels: Sequence[str],
                    inputs: Sequence[str] = ("MSD_musicnn/penultimate",), pooling: str = "mean", C: float = 1.0,
                    class_balance: str = "weight", prior: TagPrior | None = None, max_iter: int = 2000,
-                   groups: Sequence | None = None) -> TrackHead:
+                   groups: Sequence | None = None, patch_strides: Mapping | None = None) -> TrackHead:
     """Fit a class-balanced multinomial logistic regression with L2 on pooled track features.
 
     The objective is scikit-learn's ``LogisticRegression(C=C, class_weight=...)``:
@@ -481,6 +522,8 @@ def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str],
     prior : TagPrior, optional
     groups : sequence, optional
         Artist of each track (needed by ``class_balance="artist"``).
+    patch_strides : dict, optional
+        Network → k: read that network every k-th patch only (:func:`hold_strided`).
     """
     from scipy.optimize import minimize
 
@@ -495,6 +538,8 @@ def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str],
     if unknown or not len(tracks) or len(tracks) != len(y):
         raise ConfigError(f"need one genre of {labels} per track; got {len(tracks)} tracks, {len(y)} genres, "
                           f"unknown {unknown}")
+    strides = _patch_strides(dict(patch_strides) if patch_strides else None)
+    tracks = [hold_strided(t, strides) for t in tracks]
     yi = np.array([labels.index(g) for g in y])
     dims = [_input_dim(k) for k in inputs]
     bad = [(i, k) for i, t in enumerate(tracks) for k, d in zip(inputs, dims)
@@ -519,7 +564,8 @@ def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str],
     bias[absent] = np.median(b) if prior is not None else b.min() - 10.0
     meta = {"fit": "logistic regression", "C": C, "class_balance": class_balance, "n_tracks": len(tracks),
             "genres_without_tracks": [labels[i] for i in absent], "converged": converged}
-    return TrackHead(labels, list(inputs), dims, pooling, mean, scale, weight, bias, prior=prior, meta=meta)
+    return TrackHead(labels, list(inputs), dims, pooling, mean, scale, weight, bias, prior=prior, meta=meta,
+                     patch_strides=strides)
 
 
 def _fit_softmax(x, y, offset, weights, C, max_iter, minimize, penalty=None):
@@ -552,4 +598,5 @@ def with_temperature(head: TrackHead, temperature: float) -> TrackHead:
     """A copy of ``head`` with another temperature (e.g. fitted by :func:`genrekit.metrics.fit_temperature`
     on held-out logits computed at temperature 1)."""
     return TrackHead(head.labels, head.inputs, head.dims, head.pooling, head.mean, head.scale, head.weight,
-                     head.bias, prior=head.prior, temperature=temperature, meta=head.meta)
+                     head.bias, prior=head.prior, temperature=temperature, meta=head.meta,
+                     patch_strides=head.patch_strides)

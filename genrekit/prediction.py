@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FeatureConfig
+from .config import PATCH_BATCH, FeatureConfig
 from .errors import AudioError, CheckpointError, ConfigError, EmptyAudioError
 
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "genrekit-gtzan.onnx"
-SEGMENT_BATCH = 32
+SEGMENT_BATCH = PATCH_BATCH  # a multiple of every patch stride (genrekit.config.check_patch_strides)
 FILE_WORKERS = 2  # files decoded and classified at a time by predict_files
 
 
@@ -170,6 +170,10 @@ class GenreClassifier:
                                       f"{self.labels}")
             if metadata.get("detector"):
                 self.detector = TrackHead.from_dict(metadata["detector"], source)
+            graph_strides = getattr(network, "patch_strides", self.head.patch_strides)
+            if graph_strides != self.head.patch_strides:  # the head would read outputs it was not fitted on
+                raise CheckpointError(f"{source}: the graph's patch strides {graph_strides} are not the head's "
+                                      f"{self.head.patch_strides}")
         elif "probabilities" not in network.output_names:
             raise CheckpointError(f"{source}: a segment classifier must output 'probabilities'")
         self.not_music_threshold = float(metadata.get("not_music_threshold", 0.5))

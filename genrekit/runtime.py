@@ -23,12 +23,14 @@ Examples
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
+from .config import check_patch_strides
+from .errors import CheckpointError, ConfigError
 
 METADATA_KEY = "genrekit"
 CHUNK = 2  # segments per run of the graph: bounds the activations (musicnn: ~45 MB per segment, measured)
@@ -94,7 +96,9 @@ class OnnxNetwork:
         Intra-op threads (default: all cores). A service with several workers gives each
         ``cores // workers``.
     chunk : int
-        Segments per run of the graph.
+        Segments per run of the graph; for a graph with patch strides (a network run on every
+        k-th patch only, :func:`genrekit.export.musicnn_onnx_bytes`) a multiple of each k, so
+        that which patches that network sees does not depend on the chunks.
     """
 
     def __init__(self, source, threads: int | None = None, chunk: int = CHUNK):
@@ -102,7 +106,11 @@ class OnnxNetwork:
         self.source = "<in-memory model>" if isinstance(source, (bytes, bytearray)) else str(source)
         self.input = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.chunk = max(1, chunk)
+        try:
+            self.patch_strides = check_patch_strides(self.metadata.get("patch_strides"))
+        except ConfigError as e:
+            raise CheckpointError(f"{self.source}: {e}") from None
+        self.chunk = math.lcm(max(1, chunk), *self.patch_strides.values())
 
     def run(self, segments, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """``{output name: (n, ...) array}`` for segments ``(n, bins, frames)``, chunk by chunk."""

@@ -31,14 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MUSICNN_FEATURES, check_musicnn_config
+from .config import MUSICNN_FEATURES, PATCH_BATCH, check_musicnn_config
 from .errors import ConfigError
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 TAGGERS = {"msd": "MSD_musicnn", "mtt": "MTT_musicnn"}
 ALIASES = {"musicnn-msd": "msd", "musicnn-mtt": "mtt", "msd_musicnn": "msd", "mtt_musicnn": "mtt"}
 LAYERS = {"penultimate": 200, "max_pool": 753, "mean_pool": 753, "pool": 1506}
-PATCH_BATCH = 32
 
 
 def tagger_name(name: str) -> str:

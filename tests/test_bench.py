@@ -238,3 +238,24 @@ def test_bandwidth_bench_removes_the_highs_and_keeps_the_original_as_reference(t
     spectrum = np.abs(np.fft.rfft(y)) ** 2
     freqs = np.fft.rfftfreq(len(y), 1 / sr)
     assert spectrum[freqs > 4000].mean() < 1e-4 * spectrum[freqs < 1500].mean()  # about 36 dB per octave
+
+
+def test_patch_stride_simulation_from_patch_zero_is_what_the_library_holds():
+    import numpy as np
+
+    from genrekit.heads import hold_strided
+
+    bench = _bench("patch_stride")
+    tracks = _synthetic_tracks(n_per_genre=2)
+    for t in tracks:
+        n = len(t.features["MSD_musicnn/tags"])
+        t.features["MTT_musicnn/tags"] = np.arange(n)[:, None] * np.ones((1, 50))
+    for track, held in zip(tracks, bench.starting_at(tracks, 2, 0)):
+        expected = hold_strided(track.features, {"MTT_musicnn": 2})
+        assert all(np.array_equal(held.features[k], expected[k]) for k in expected)
+    shifted = bench.starting_at(tracks, 2, 1)[0].features
+    n = len(shifted["MTT_musicnn/tags"])
+    assert shifted["MTT_musicnn/tags"][:, 0].tolist() == [min(i // 2 * 2 + 1, n - 1) for i in range(n)]
+    assert np.array_equal(shifted["MSD_musicnn/tags"], tracks[0].features["MSD_musicnn/tags"])  # MSD untouched
+    names = [idea.name for idea, _ in bench.designs(bench.transfer.HeadSpec(prior="msd_proxy"), tracks, [4])]
+    assert names == ["msd only", "mtt every patch", "mtt stride 4", "mtt stride 4, other patches"]

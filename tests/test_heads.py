@@ -347,3 +347,72 @@ def test_recipe_segment_level_reaches_the_features_and_their_cache(tmp_path, mon
     transfer.extract_features([again], ["MSD_musicnn"], cache, False, dataclasses.replace(MUSICNN_FEATURES,
                                                                                          segment_rms_db=-15))
     assert np.array_equal(again.features["MSD_musicnn/tags"], outputs[-15])
+
+
+def _tracks_with_mtt(seed=0, n=10):
+    rng = np.random.default_rng(seed)
+    tracks, y = [], []
+    for c, genre in enumerate(["classical", "jazz", "rock"]):
+        for _ in range(6):
+            mtt = rng.uniform(0.01, 0.2, (n, 50)).astype(np.float32)
+            mtt[:, c] += 0.5
+            tracks.append({MSD_TAGS: rng.uniform(0, 1, (n, 50)).astype(np.float32), MTT_TAGS: mtt})
+            y.append(genre)
+    return tracks, y
+
+
+def test_hold_strided_reads_every_kth_patch_and_is_idempotent():
+    x = {MTT_TAGS: np.arange(11)[:, None] * np.ones((1, 50)), MSD_TAGS: np.arange(11)[:, None] * np.ones((1, 50))}
+    held = heads.hold_strided(x, {"MTT_musicnn": 4})
+    assert held[MTT_TAGS][:, 0].tolist() == [0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8]
+    assert held[MSD_TAGS][:, 0].tolist() == list(range(11))  # other networks untouched
+    again = heads.hold_strided(held, {"MTT_musicnn": 4})
+    assert all(np.array_equal(again[k], held[k]) for k in x)
+
+
+def test_strided_head_never_reads_the_patches_between_and_round_trips():
+    tracks, y = _tracks_with_mtt()
+    labels = ["classical", "jazz", "rock"]
+    prior = TagPrior(labels, {"classical": {"MTT_musicnn": ["classical"]}})
+    head = fit_track_head(tracks, y, labels, [MSD_TAGS, MTT_TAGS], C=0.1, prior=prior,
+                          patch_strides={"MTT_musicnn": 4})
+    assert head.patch_strides == {"MTT_musicnn": 4}
+    scrambled = []
+    for t in tracks:  # rows 1-3, 5-7, 9 of MTT changed: the fit and the logits must not move
+        mtt = t[MTT_TAGS].copy()
+        mtt[np.arange(len(mtt)) % 4 != 0] = 0.99
+        scrambled.append({**t, MTT_TAGS: mtt})
+    again = fit_track_head(scrambled, y, labels, [MSD_TAGS, MTT_TAGS], C=0.1, prior=prior,
+                           patch_strides={"MTT_musicnn": 4})
+    np.testing.assert_allclose(again.weight, head.weight, atol=1e-6)
+    np.testing.assert_allclose(head.logits(scrambled[0]), head.logits(tracks[0]), atol=1e-9)
+    unstrided = fit_track_head(scrambled, y, labels, [MSD_TAGS, MTT_TAGS], C=0.1, prior=prior)
+    assert not np.allclose(unstrided.weight, head.weight, atol=1e-3)  # the scrambled rows do matter without
+    loaded = TrackHead.from_dict(json.loads(json.dumps(head.to_dict())))
+    assert loaded.patch_strides == {"MTT_musicnn": 4}
+    np.testing.assert_allclose(loaded.logits(scrambled[3]), head.logits(tracks[3]), atol=1e-5)
+
+
+@pytest.mark.parametrize("strides,message", [({"MTT_musicnn": 3}, "must be a whole number that divides 32"),
+                                             ({"MTT_musicnn": "4"}, "must be a whole number"),
+                                             ({"VGG": 4}, "not musicnn networks")])
+def test_bad_patch_strides_are_refused_with_one_line(strides, message):
+    tracks, y = _tracks_with_mtt()
+    with pytest.raises(ConfigError, match=message):
+        fit_track_head(tracks, y, ["classical", "jazz", "rock"], [MTT_TAGS], patch_strides=strides)
+    head = fit_track_head(tracks, y, ["classical", "jazz", "rock"], [MTT_TAGS]).to_dict()
+    with pytest.raises(CheckpointError, match=f"^saved.json: track head .*{message}"):
+        TrackHead.from_dict({**head, "patch_strides": strides}, source="saved.json")
+
+
+def test_recipe_patch_strides_must_name_a_network_the_head_uses_and_spare_the_detector():
+    from genrekit.training.transfer import HeadSpec, TransferConfig
+
+    assert HeadSpec(prior="msd_proxy_fill", patch_strides={"MTT_musicnn": 4}).patch_strides == {"MTT_musicnn": 4}
+    with pytest.raises(ConfigError, match="does not use"):
+        HeadSpec(prior="msd_proxy", inputs=[MSD_TAGS], patch_strides={"MTT_musicnn": 4})
+    with pytest.raises(ConfigError, match="divides 32"):
+        HeadSpec(prior="msd_proxy_fill", patch_strides={"MTT_musicnn": 5})
+    with pytest.raises(ConfigError, match="detector.inputs use"):
+        TransferConfig(sources=[{"spec": "folder:x"}],
+                       head={"inputs": [MTT_TAGS], "prior": None, "patch_strides": {"MTT_musicnn": 2}})

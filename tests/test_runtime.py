@@ -146,3 +146,45 @@ def test_musicnn_export_carries_the_segment_level_and_refuses_other_settings():
     assert net.metadata["feature_config"] == levelled.to_dict()
     with pytest.raises(ConfigError, match="musicnn needs its own input settings"):
         musicnn_onnx_bytes(["MSD_musicnn"], {"kind": "tagger"}, feature_config=dataclasses.replace(levelled, n_mels=64))
+
+
+def test_strided_graph_runs_mtt_on_every_kth_patch_whatever_the_batches():
+    """The graph's held MTT outputs are the head's hold of MTT run on every patch, batched as prediction batches."""
+    pytest.importorskip("torch")
+    from genrekit.config import PATCH_BATCH
+    from genrekit.export import musicnn_onnx_bytes, reexport_musicnn
+    from genrekit.heads import hold_strided
+
+    x = np.random.default_rng(0).normal(size=(PATCH_BATCH + 7, 96, 187)).astype(np.float32)
+    full = OnnxNetwork(musicnn_onnx_bytes(["MSD_musicnn", "MTT_musicnn"], {"kind": "tagger"}, kinds=("tags",)))
+    strided_bytes = musicnn_onnx_bytes(["MSD_musicnn", "MTT_musicnn"], {"kind": "tagger"}, kinds=("tags",),
+                                       patch_strides={"MTT_musicnn": 4})
+    strided = OnnxNetwork(strided_bytes)
+    assert strided.chunk == 4 and strided.metadata["patch_strides"] == {"MTT_musicnn": 4}
+    expected = hold_strided(full.run(x), {"MTT_musicnn": 4})
+    batches = [strided.run(x[i:i + PATCH_BATCH]) for i in range(0, len(x), PATCH_BATCH)]
+    for name in expected:
+        got = np.concatenate([b[name] for b in batches])
+        np.testing.assert_allclose(got, expected[name], atol=1e-4)
+    assert not np.allclose(expected["MTT_musicnn/tags"], full.run(x)["MTT_musicnn/tags"], atol=1e-3)
+    assert OnnxNetwork(reexport_musicnn(strided_bytes)).metadata["patch_strides"] == {"MTT_musicnn": 4}
+
+
+def test_model_whose_graph_and_head_strides_differ_is_refused():
+    from genrekit.config import MUSICNN_FEATURES
+    from genrekit.errors import CheckpointError
+    from genrekit.heads import zero_shot_head
+    from genrekit.prediction import GenreClassifier
+
+    head = zero_shot_head(["blues", "classical"])
+    meta = {"kind": "track_head", "labels": ["blues", "classical"], "head": head.to_dict(),
+            "feature_config": MUSICNN_FEATURES.to_dict()}
+
+    class Graph:
+        output_names = ["MTT_musicnn/tags"]
+        patch_strides = {"MTT_musicnn": 4}
+
+    with pytest.raises(CheckpointError, match="m.onnx: the graph's patch strides"):
+        GenreClassifier(Graph(), meta, "m.onnx")
+    Graph.patch_strides = {}
+    assert GenreClassifier(Graph(), meta, "m.onnx").head.patch_strides == {}

@@ -41,7 +41,7 @@ def _latest(path: Path) -> dict | None:
     return rows[-1] if rows else None
 
 
-REPEATED = REPO / "bench" / "results" / "transfer_cv" / "repeated.md"
+STRIDES = REPO / "bench" / "results" / "patch_stride.csv"
 
 
 def _level(meta: dict) -> str:
@@ -53,41 +53,51 @@ def _level(meta: dict) -> str:
             f"mastered at does not change its genre")
 
 
-def _repeated_line(row: str) -> str:
-    """The chosen design's figures over several fold splits (``bench/transfer_cv.py --fold-splits``)."""
-    if not REPEATED.is_file():
+def _stride_rows() -> dict[str, dict]:
+    if not STRIDES.is_file():
+        return {}
+    with open(STRIDES, newline="", encoding="utf-8") as f:
+        return {r["design"]: r for r in csv.DictReader(f)}
+
+
+def _stride_line(head: dict) -> str:
+    """The shipped design over several fold splits, beside MSD alone and MTT on every patch
+    (``bench/patch_stride.py``)."""
+    k = (head.get("patch_strides") or {}).get("MTT_musicnn")
+    rows = _stride_rows()
+    names = ["msd only", "mtt every patch", f"mtt stride {k}", f"mtt stride {k}, other patches"]
+    if not k or any(n not in rows for n in names):
         return ""
-    lines = REPEATED.read_text(encoding="utf-8").splitlines()
-    splits = lines[0].split(": ", 1)[-1]
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("| ")][1:]
-    names = [r[0] for r in rows]  # best mean first
-    if row not in names:
-        return ""
-    cells = rows[names.index(row)]
-    mean, rest = cells[1].split(" ", 1)
-    return (f"\n\nOne fold split flatters the best of many designs. Over {splits} "
-            f"(`python bench/transfer_cv.py --fold-splits 5`, `bench/results/transfer_cv/repeated.md`) the "
-            f"same design's balanced accuracy is {mean} on average, SD and range {rest}; macro-F1 {cells[2]}. "
-            f"That mean is the less lucky estimate; it ranks {names.index(row) + 1} of the {len(rows)} designs "
-            f"repeated.")
+    one, every, chosen, others = (rows[n] for n in names)
+
+    def fig(r):
+        return f"{float(r['bal_acc_mean']):.3f} (SD {float(r['bal_acc_sd']):.3f}, macro-F1 {float(r['macro_f1']):.3f})"
+
+    return (f"\n\nOne fold split flatters the best of many designs. Over 5 artist-grouped fold splits "
+            f"(`python bench/patch_stride.py`, `bench/results/patch_stride.md`) this design's balanced accuracy "
+            f"is {fig(chosen)} on average; with MTT starting at other patches {fig(others)}; with MTT on every "
+            f"patch {fig(every)}; without MTT (`prior: msd_proxy`, shipped until 2026-12-02) {fig(one)}. "
+            f"Pooled classical recall {float(chosen['classical']):.2f} against {float(one['classical']):.2f} "
+            f"without MTT, jazz {float(chosen['jazz']):.2f} against {float(one['jazz']):.2f}. The network's time "
+            f"per 30 s clip is {float(chosen['ratio_to_msd_only']):.2f}x that of MSD alone "
+            f"({float(every['ratio_to_msd_only']):.2f}x with MTT on every patch), measured in the same run.")
 
 
 # quoted from bench/results/transfer_cv/tables.md (2026-12-02); edit with a rerun
-N_DESIGNS, CHOSEN_ROW = 50, "res-msd_proxy-tags+fma-nestedC"
+N_DESIGNS, CHOSEN_ROW = 50, "res-msd_proxy_fill-tags+fma-nestedC"
 CHOICE_NOTE = (
-    "Since 2026-12-02 (second change that day) each patch is brought to one level before musicnn "
-    "(`features: {segment_rms_db: -15, max_gain_db: 15}` in the recipe): the same design without it "
-    "averages 0.695 over the 5 fold splits below (`bench/results/transfer_cv/repeated-segment_rms_db-none.md`). "
-    "Among designs that run one network its mean ties with the best (`res-msd-tags+fma`, 0.738, no disco "
-    "stand-ins); two-network designs reach 0.747 (`res-both-emb+tags+fma-nestedC`) and 0.743 (`prior: "
-    "msd_proxy_fill`, `configs/gtzan_two_networks.yaml`) but need a second network (MTT's alone: 0.149 s "
-    "per 30 s clip on a 2-core AMD EPYC; the two-network model takes 1.72x the shipped one's warm time side by "
-    "side, `python bench/predict.py --versus`), and vary more between splits (SD 0.047 against 0.012). "
-    "Ideas that need MSD only (MTT's classical tags predicted from MSD's "
-    "outputs, MSD tags as classical's stand-ins, a residual shrunk harder for genres with few tracks) come within "
-    "0.008 of the shipped mean, inside one SD (`python bench/scarce_ideas.py`, `bench/results/scarce_ideas.md`). "
-    "Weighting the pooled per-genre recalls by the held-out counts of issue 11 gives about 0.76 for the shipped "
-    "design and 0.79 for `prior: msd_proxy_fill`: arithmetic on 2-3 DEV tracks per scarce genre, not a measurement.")
+    "Each patch is brought to one level before musicnn (`features: {segment_rms_db: -15, max_gain_db: 15}`): "
+    "without it the designs averaged 0.073 less (median over 25, `bench/results/transfer_cv/repeated.md` and "
+    "`repeated-segment_rms_db-none.md`). Since 2026-12-02 (third change that day) the prior also reads "
+    "musicnn-MTT's \"classical\" and \"classic\" tags for classical, which no MSD tag names, and MTT runs on every "
+    "4th patch only (`patch_strides: {MTT_musicnn: 4}`): on every patch it cost 2.03x the network time of MSD "
+    "alone, and which patches it hears moves the CV mean by less than the spread between fold splits. Strides 2 "
+    "and 8 score the same within that spread; 4 keeps the extra memory per run small (the graph runs 4 patches "
+    "at a time, 2 before). Ideas that need MSD only (MTT's classical tags predicted from MSD's outputs, MSD tags "
+    "as classical's stand-ins, a residual shrunk harder for genres with few tracks) came within 0.008 of MSD "
+    "alone (`python bench/scarce_ideas.py`, `bench/results/scarce_ideas.md`). Weighting the pooled per-genre "
+    "recalls by the held-out genre counts of issue 11 gives about 0.80 for this design and 0.76 for MSD alone: "
+    "arithmetic on 2-3 DEV tracks per scarce genre, not a measurement.")
 
 INPUT_NAMES = {"penultimate": "200-d penultimate embedding", "tags": "50 tag probabilities"}
 
@@ -116,6 +126,15 @@ def _prior_tags(head: dict) -> str:
     return "; ".join(named) + (f"; {', '.join(untagged)}: no tag" if untagged else "") + ")." + stand_ins
 
 
+def _mtt_line(meta: dict) -> str:
+    if "MTT_musicnn" not in (meta.get("networks") or []):
+        return ""
+    k = (meta["head"].get("patch_strides") or {}).get("MTT_musicnn", 1)
+    where = f"on every {k}th patch only (each of the next {k - 1} takes its tags)" if k > 1 else "on every patch"
+    return (f"\n  And musicnn pretrained on MagnaTagATune, frozen, run {where}: its tag probabilities, of which the "
+            "prior reads \"classical\" and \"classic\".")
+
+
 def card(meta: dict) -> str:
     cv, data, det = meta["cv_metrics"], meta["training_data"], meta.get("detector_metrics") or {}
     head = meta["head"]
@@ -140,7 +159,7 @@ A genre classifier for the 10 GTZAN genres ({', '.join(meta['labels'])}), writte
 
 - **Network:** musicnn pretrained on the Million Song Dataset (Pons & Serra 2019; ISC licence,
   `genrekit/models/weights/MUSICNN_LICENSE.txt`), frozen: its 200-d penultimate embedding (for the
-  not-music detector) and 50 tag probabilities per patch.
+  not-music detector) and 50 tag probabilities per patch.{_mtt_line(meta)}
 - **Genre head:** the mean of its {_head_inputs(head)} over the track's patches, standardised; a class-balanced logistic
   regression (L2, C = {head['meta'].get('C')}) fitted as a *residual* on a zero-shot prior: the log-odds of
   musicnn's own tags for each genre ({_prior_tags(head)}
@@ -167,7 +186,7 @@ whose test artists they do not share); C and temperature chosen inside each fold
 {N_DESIGNS} designs compared in this CV (`python bench/transfer_cv.py`,
 `bench/results/transfer_cv/tables.md`, row `{CHOSEN_ROW}`); the strong shrinkage and the tags-only inputs
 were chosen by a simulation of genres with two training tracks, the regime of blues, classical, country
-and disco (`python bench/fewshot_cv.py`, `bench/results/fewshot_cv.md`). {CHOICE_NOTE}{_repeated_line(CHOSEN_ROW)}
+and disco (`python bench/fewshot_cv.py`, `bench/results/fewshot_cv.md`). {CHOICE_NOTE}{_stride_line(head)}
 
 - **Balanced accuracy {_ci(cv, 'balanced_accuracy')}**
 - **Macro-F1 {_ci(cv, 'macro_f1')}**

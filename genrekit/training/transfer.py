@@ -1,6 +1,6 @@
 """Track-level transfer: a head on pretrained musicnn features, chosen and checked by artist-grouped CV.
 
-The recipe behind the shipped model (``genrekit train-transfer --config configs/default_model.yaml``):
+The recipe behind the shipped model (``genrekit train --config configs/default_model.yaml``):
 
 1. **Data.** Labelled tracks from one or more data sets; a label map lets another
    taxonomy join (FMA's ``Hip-Hop`` → ``hiphop``). Sources marked ``cv`` are dealt into
@@ -22,7 +22,8 @@ The recipe behind the shipped model (``genrekit train-transfer --config configs/
    the music tracks and a generated non-music set (:mod:`genrekit.datasets.nonmusic`),
    per 3 s segment; its threshold keeps CV false alarms on music at or below
    ``max_music_false_alarms``.
-6. **The model file**: the musicnn graph(s) the heads need, with the heads, thresholds,
+6. **The model file**: the musicnn graph(s) the heads need (a network with a
+   ``head.patch_strides`` entry run on every k-th patch only), with the heads, thresholds,
    labels, display names, training data (ids, artists, content hashes) and the CV
    figures in its metadata (:func:`genrekit.export.musicnn_onnx_bytes`).
 
@@ -90,6 +91,7 @@ class HeadSpec:
     prior: str | None = "msd"            # tag-name prior (PRIORS): msd, msd_proxy, msd_fill, msd_proxy_fill, both or none
     C: list = field(default_factory=lambda: [0.01, 0.1, 1.0])
     class_balance: str = "weight"        # weight, artist or none (genrekit.heads.class_weights)
+    patch_strides: dict = field(default_factory=dict)  # network -> k: run it on every k-th patch only
 
     def __post_init__(self):
         if self.prior is not None and self.prior not in PRIORS:
@@ -101,6 +103,12 @@ class HeadSpec:
         if self.class_balance not in CLASS_BALANCES:
             raise ConfigError(f"head.class_balance must be one of {', '.join(CLASS_BALANCES)}, "
                               f"not {self.class_balance!r}")
+        from ..config import check_patch_strides
+
+        object.__setattr__(self, "patch_strides", check_patch_strides(self.patch_strides))  # frozen
+        unused = sorted(set(self.patch_strides) - set(self.networks))
+        if unused:
+            raise ConfigError(f"head.patch_strides names {unused}, which the head does not use ({self.networks})")
 
     @property
     def networks(self) -> list[str]:
@@ -152,6 +160,10 @@ class TransferConfig:
         if self.folds < 2:
             raise ConfigError(f"folds must be at least 2, not {self.folds!r}")
         self.feature_config()  # checks the overrides
+        detector_networks = {k.split("/")[0] for k in self.detector.inputs or self.head.inputs}
+        strided = sorted(detector_networks & set(self.head.patch_strides))
+        if strided:
+            raise ConfigError(f"detector.inputs use {strided}, which head.patch_strides runs on some patches only")
 
     def feature_config(self):
         """musicnn's input settings with the recipe's ``features`` overrides (the segment level)."""
@@ -302,7 +314,7 @@ def fit_head(spec: HeadSpec, tracks: list, labels: list[str], C: float):
 
     return fit_track_head([t.features for t in tracks], [t.label for t in tracks], labels, spec.inputs,
                           spec.pooling, C, spec.class_balance, make_prior(spec.prior, labels),
-                          groups=[group_of(t) for t in tracks])
+                          groups=[group_of(t) for t in tracks], patch_strides=spec.patch_strides)
 
 
 def logits_of(head, tracks: list) -> np.ndarray:
@@ -513,12 +525,12 @@ def _detector(config: TransferConfig, music: list, progress: bool):
         return None, None, 0.5
     nonmusic, _ = gather([Source(spec.nonmusic, role="train")])
     more, _ = gather([strict_from_dict(Source, s, "detector music source") for s in spec.music])
-    failures = extract_features(nonmusic + more, config.head.networks, config.features_cache, progress,
-                                config.feature_config())
+    inputs = list(spec.inputs or config.head.inputs)
+    failures = extract_features(nonmusic + more, sorted({k.split("/")[0] for k in inputs}), config.features_cache,
+                                progress, config.feature_config())
     nonmusic = [t for t in nonmusic if t.features]
     seen = {file_sha256(t.path) for t in music}
     music = music + [t for t in more if t.features and file_sha256(t.path) not in seen]
-    inputs = list(spec.inputs or config.head.inputs)
     cv = detector_cv(music, nonmusic, inputs, spec.C, config.folds, config.seed)
     threshold = detector_threshold(cv, spec.max_music_false_alarms)
     summary = detector_report(cv, threshold) | {"failures": failures, "C": spec.C, "inputs": inputs,
@@ -555,5 +567,6 @@ def _write_model(config: TransferConfig, metadata: dict) -> Path:
     if out.is_dir():
         raise ConfigError(f"{out}: out must be the path of the .onnx file to write, not a folder")
     with atomic_path(out) as tmp:
-        tmp.write_bytes(musicnn_onnx_bytes(networks, metadata, kinds=KINDS, feature_config=config.feature_config()))
+        tmp.write_bytes(musicnn_onnx_bytes(networks, metadata, kinds=KINDS, feature_config=config.feature_config(),
+                                           patch_strides=config.head.patch_strides))
     return out
