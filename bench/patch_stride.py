@@ -169,7 +169,7 @@ def main():
         writer.writerow(["design", "bal_acc_mean", "bal_acc_sd", "macro_f1", *config.labels, "held_out_estimate",
                          "network_s", "ratio_to_msd_only", "synthetic_classical", "command"])
         for r in rows:
-            writer.writerow([r["name"], round(r["mean"], 4), round(r["sd"], 4), round(r["macro_f1"], 4),
+            writer.writerow([r["name"], round(r["mean"], 6), round(r["sd"], 6), round(r["macro_f1"], 6),
                              *[round(r["recall"][g], 4) for g in config.labels], round(r["estimate"], 4),
                              round(r["seconds"], 4) if r["seconds"] else "", round(r["ratio"], 3) if r["ratio"] else "",
                              r["synth"], command])
