@@ -35,13 +35,13 @@ and **classical** has none in MSD (MTT has "classical" and "classic"). A zero-sh
 therefore predicts an untagged genre only when no tagged genre's best tag reaches
 ``sigmoid(untagged_logit)``. :data:`PROXY_TAGS` optionally adds stand-ins (disco →
 "dance", "funk"; :meth:`TagPrior.with_proxies`, recipe ``prior: msd_proxy``; the shipped model
-uses ``msd_proxy_fill``: the same, and MTT's tags for classical). With a fitted residual (:func:`fit_track_head` with
-``prior=``) the linear layer learns every genre on top of the prior, and its L2 penalty
-shrinks it toward the prior rather than toward uniform probabilities.
+uses ``msd_proxy_fill``: the same, and MTT's tags for classical). With a fitted residual
+(:func:`fit_track_head` with ``prior=``) the linear layer learns every genre on top of the
+prior, and its L2 penalty shrinks it toward the prior rather than toward uniform probabilities.
 
 **Patch strides.** A head may read a network only every k-th patch (``patch_strides``,
-e.g. ``{"MTT_musicnn": 4}``): each of the next k - 1 patches takes that patch's outputs
-(:func:`hold_strided`), so at inference the model's graph runs that network on a quarter of
+e.g. ``{"MTT_musicnn": 2}``): each of the next k - 1 patches takes that patch's outputs
+(:func:`hold_strided`), so at inference the model's graph runs that network on 1 / k of
 the patches (:func:`genrekit.export.musicnn_onnx_bytes`), and training, which caches every
 patch, sees exactly what inference will. Holding is idempotent: a head holds its inputs
 itself, whether or not the graph already did.
