@@ -218,7 +218,8 @@ def model_from_checkpoint(payload: dict):
 def public_card(payload: dict) -> dict:
     """What a model file shows about itself: everything but the per-track training ids, artists and hashes."""
     keep = ("format", "genrekit_version", "created", "name", "labels", "display_names", "feature_config",
-            "model_config", "metrics", "test_metrics", "cv_metrics", "min_confidence")
+            "model_config", "networks", "patch_strides", "recipe", "metrics", "test_metrics", "cv_metrics",
+            "min_confidence")
     card = {k: payload[k] for k in keep if k in payload}
     training = payload.get("training_data", {})
     card["training_data"] = {k: v for k, v in training.items() if k not in PUBLIC_TRAINING_KEYS_DROPPED}

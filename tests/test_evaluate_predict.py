@@ -209,6 +209,8 @@ def test_shipped_model_predicts_offline(fma_mp3, capsys):
     card = model.card
     assert card["training_data"]["n_tracks"] > 0 and card["feature_config"]["sr"] > 0
     assert card["kind"] == "track_head" and card["abstention"]["detects_not_music"]
+    assert card["networks"] == ["MSD_musicnn", "MTT_musicnn"]  # the backbones, and how often each runs
+    assert card["patch_strides"] == card["recipe"]["head"]["patch_strides"] == {"MTT_musicnn": 2}
     assert main(["predict", str(fma_mp3), "--format", "json"]) == 0
     [result] = json.loads(capsys.readouterr().out)
     assert result["genre"] in GTZAN_GENRES
