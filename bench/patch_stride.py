@@ -142,10 +142,7 @@ def main():
     args.config, args.results = args.config.resolve(), args.results.resolve()
     os.chdir(REPO)
     config = transfer.TransferConfig.from_file(args.config)
-    tracks, _ = transfer.gather(config.sources)
-    transfer.extract_features(tracks, scarce_ideas.NETWORKS, config.features_cache, progress=sys.stderr.isatty(),
-                              config=config.feature_config())
-    tracks = [t for t in tracks if t.features]
+    tracks = scarce_ideas.dev_tracks(config)
     synth = scarce_ideas.load_synth(args.synth.resolve() if args.synth else None, config)
     rows = []
     for idea, others in designs(config.head, tracks, args.strides):
@@ -154,7 +151,7 @@ def main():
         r = {"name": idea.name, **averaged(runs), "seconds": None if others else network_seconds(idea.spec, args.repeats)}
         r["estimate"] = scarce_ideas.held_out_estimate(r["recall"])
         r["synth"] = "" if others else scarce_ideas.synth_classical(idea, tracks, synth, config.labels, config.seed)
-        r["ratio"] = r["seconds"] / rows[0]["seconds"] if r["seconds"] and rows else (1.0 if r["seconds"] else None)
+        r["ratio"] = r["seconds"] / (rows or [r])[0]["seconds"] if r["seconds"] else None  # to the first row
         rows.append(r)
         print(f"{r['name']:32s} {r['mean']:.3f} ({r['sd']:.3f})  F1 {r['macro_f1']:.3f}  "
               f"classical {r['recall']['classical']:.2f}  jazz {r['recall']['jazz']:.2f}  held-out mix {r['estimate']:.3f}"

@@ -195,6 +195,14 @@ def load_synth(folder: Path | None, config) -> list:
     return [t for t in synth if t.features]
 
 
+def dev_tracks(config) -> list:
+    """The recipe's tracks with both networks' features (cached), those that failed left out."""
+    tracks, _ = transfer.gather(config.sources)
+    transfer.extract_features(tracks, NETWORKS, config.features_cache, progress=sys.stderr.isatty(),
+                              config=config.feature_config())
+    return [t for t in tracks if t.features]
+
+
 def held_out_estimate(recall: dict) -> float:
     return sum(recall[g] * n for g, n in HELD_OUT_COUNTS.items()) / sum(HELD_OUT_COUNTS.values())
 
@@ -228,10 +236,7 @@ def main():
     os.chdir(REPO)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     config = transfer.TransferConfig.from_file(args.config)
-    tracks, _ = transfer.gather(config.sources)
-    transfer.extract_features(tracks, NETWORKS, config.features_cache, progress=sys.stderr.isatty(),
-                              config=config.feature_config())
-    tracks = [t for t in tracks if t.features]
+    tracks = dev_tracks(config)
     synth = load_synth(synth_dir, config)
     rows = []
     for idea in ideas(config.head, tracks):

@@ -243,8 +243,8 @@ def hold_strided(features: Mapping[str, np.ndarray], strides: Mapping[str, int])
     return out
 
 
-def _patch_strides(strides) -> dict[str, int]:
-    strides = check_patch_strides(strides)
+def _patch_strides(strides: Mapping | None) -> dict[str, int]:
+    strides = check_patch_strides(dict(strides) if isinstance(strides, Mapping) else strides)
     unknown = sorted(set(strides) - set(NETWORKS))
     if unknown:
         raise ConfigError(f"patch strides name {unknown}, not musicnn networks {NETWORKS}")
@@ -291,7 +291,7 @@ class TrackHead:
         self.mean, self.scale = np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64)
         self.weight, self.bias = np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64)
         self.meta = dict(meta or {})
-        self.patch_strides = _patch_strides(dict(patch_strides) if patch_strides else None)
+        self.patch_strides = _patch_strides(patch_strides)
 
     @property
     def n_pooled(self) -> int:
@@ -538,7 +538,7 @@ def fit_track_head(tracks: Sequence[Mapping[str, np.ndarray]], y: Sequence[str],
     if unknown or not len(tracks) or len(tracks) != len(y):
         raise ConfigError(f"need one genre of {labels} per track; got {len(tracks)} tracks, {len(y)} genres, "
                           f"unknown {unknown}")
-    strides = _patch_strides(dict(patch_strides) if patch_strides else None)
+    strides = _patch_strides(patch_strides)
     tracks = [hold_strided(t, strides) for t in tracks]
     yi = np.array([labels.index(g) for g in y])
     dims = [_input_dim(k) for k in inputs]

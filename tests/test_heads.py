@@ -395,7 +395,8 @@ def test_strided_head_never_reads_the_patches_between_and_round_trips():
 
 @pytest.mark.parametrize("strides,message", [({"MTT_musicnn": 3}, "must be a whole number that divides 32"),
                                              ({"MTT_musicnn": "4"}, "must be a whole number"),
-                                             ({"VGG": 4}, "not musicnn networks")])
+                                             ({"VGG": 4}, "not musicnn networks"),
+                                             (["MTT_musicnn", 4], "must map network names to strides")])
 def test_bad_patch_strides_are_refused_with_one_line(strides, message):
     tracks, y = _tracks_with_mtt()
     with pytest.raises(ConfigError, match=message):
