@@ -38,6 +38,31 @@ def test_generated_non_music_is_not_music(model, kind, tmp_path):
         assert r.music_probability < 0.5 and sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
 
 
+def coloured_noise(exponent: float, seconds: float, sr: int, rng) -> np.ndarray:
+    """Full-band noise made here, not by genrekit's generator: power ∝ f**exponent up to sr / 2."""
+    n = int(seconds * sr)
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    y = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * np.maximum(freqs, 20.0) ** (exponent / 2), n)
+    return y / np.abs(y).max()
+
+
+KNOWN_MISS = pytest.mark.xfail(strict=True, reason="known gap (bench/external_noise.py): P(not music) 0.85-0.97, "
+                                                 "under the 0.98 threshold that 1 % music false alarms allow")
+
+
+@pytest.mark.parametrize("exponent", [pytest.param(0.0, marks=KNOWN_MISS), pytest.param(-1.0, marks=KNOWN_MISS), -2.0])
+def test_full_band_noise_at_a_normal_level_is_not_music(model, exponent, tmp_path):
+    # Noise made here, not by the generator the detector learned from. The model shipped before
+    # 2026-12-02 called full-band pink noise "metal" (P(not music) 0.09) and white noise "disco"
+    # (0.70); the generator's full-band noise lifted both to about 0.9, still under the threshold.
+    # Strict: a detector that gets them right fails here, and the marks go.
+    rng = np.random.default_rng(int(-exponent))
+    path = tmp_path / "noise.wav"
+    sf.write(path, 0.5 * np.stack([coloured_noise(exponent, 30.0, 44100, rng) for _ in range(2)], axis=1), 44100)
+    r = model.predict_file(path)
+    assert (r.genre, r.abstain) == (None, "not_music"), (exponent, r.best_guess, r.music_probability)
+
+
 def test_speech_is_not_music(model, tmp_path):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")

@@ -259,3 +259,33 @@ def test_patch_stride_simulation_from_patch_zero_is_what_the_library_holds():
     assert np.array_equal(shifted["MSD_musicnn/tags"], tracks[0].features["MSD_musicnn/tags"])  # MSD untouched
     names = [idea.name for idea, _ in bench.designs(bench.transfer.HeadSpec(prior="msd_proxy"), tracks, [4])]
     assert names == ["msd only", "mtt every patch", "mtt stride 4", "mtt stride 4, other patches"]
+
+
+def test_external_noise_bench_makes_each_noise_each_way(tmp_path):
+    import shutil
+
+    import numpy as np
+    import pytest
+    import soundfile as sf
+
+    if not (shutil.which("ffmpeg") and shutil.which("sox")):
+        pytest.skip("needs ffmpeg and sox (apt-get install ffmpeg sox)")
+    bench = _bench("external_noise")
+    sources = bench.make_sources(tmp_path, 2.0)
+    assert len(sources) == len(bench.FFMPEG_COLOURS) + len(bench.SOX_COLOURS)
+    for path in sources:
+        y, sr = sf.read(path)
+        assert (sr, y.shape[1]) == (bench.SR, 2) and abs(len(y) / sr - 2.0) < 0.05
+        assert 20 * np.log10(np.abs(y).max()) == pytest.approx(bench.PEAK_DB, abs=0.1)
+        correlation = np.corrcoef(y[:, 0], y[:, 1])[0, 1]
+        assert correlation < 0.2 if path.name.startswith("ffmpeg") else correlation > 0.999  # sox: one noise
+    white = next(p for p in sources if "ffmpeg-white" in p.name)
+    treated = {t: bench.treat(white, t, tmp_path) for t in bench.TREATMENTS}
+    assert len(set(treated.values())) == len(bench.TREATMENTS) and treated["mp3 128k"].suffix == ".mp3"
+
+    def high_share(path):
+        y, sr = sf.read(path)
+        spectrum = np.abs(np.fft.rfft(y.mean(axis=1))) ** 2
+        return spectrum[np.fft.rfftfreq(len(y), 1 / sr) > 10000].sum() / spectrum.sum()
+
+    assert high_share(treated["low-pass 5 kHz"]) < 0.01 < high_share(treated["as made"])

@@ -86,7 +86,7 @@ def test_clips_of_a_kind_are_independent_of_other_kinds_and_indices():
 @pytest.mark.parametrize("colour, slope", [("white", 0.0), ("pink", -3.0), ("brown", -6.0), ("blue", 3.0),
                                            ("violet", 6.0)])
 def test_noise_colour_has_its_spectral_slope(colour, slope):
-    recipe = find_recipe("noise", colour=colour)
+    recipe = find_recipe("noise", colour=colour, eq=None, rolloff_hz=None)
     freqs, power = power_spectrum(nm.render(recipe, SR))
     band = (freqs >= 300) & (freqs <= 3000)
     fitted = np.polyfit(np.log2(freqs[band]), db(power[band]), 1)[0]  # dB per octave
@@ -99,6 +99,37 @@ def test_band_limited_noise_stays_in_its_band():
     inside = (freqs > recipe["low_hz"] * 1.1) & (freqs < recipe["high_hz"] / 1.1)
     outside = (freqs < recipe["low_hz"] / 1.5) | (freqs > recipe["high_hz"] * 1.5)
     assert db(power[inside].mean() / power[outside].mean()) > 40
+
+
+@pytest.mark.parametrize("split", nm.SETS)
+def test_some_noise_reaches_the_nyquist_frequency(split):
+    highs = [nm.draw_recipe("noise", nm.clip_rng(0, split, "noise", i), split)["high_hz"] for i in range(200)]
+    full = sum(h is None for h in highs)
+    assert 0.45 * 200 < full < 0.7 * 200  # a sixth are bands (always capped), 70 % of the others uncut
+    recipe = find_recipe("noise", split, colour="white", high_hz=None, source_sr=44100, rolloff_hz=None, eq=None)
+    assert {r["source_sr"] for r in (nm.draw_recipe("noise", nm.clip_rng(0, split, "noise", i), split)
+                                      for i in range(200)) if "source_sr" in r} == set(nm.SOURCE_RATES)
+    for sr in (SR, 48000):  # rendered at 44.1 kHz, then resampled to sr as the loader would
+        freqs, power = power_spectrum(nm.render(recipe, sr), sr)
+        nyquist = min(sr, 44100) / 2
+        top, middle = (freqs > 0.75 * nyquist) & (freqs < 0.88 * nyquist), (freqs > 1000) & (freqs < 3000)
+        assert abs(db(power[top].mean() / power[middle].mean())) < 1.0  # white up to the band edge
+        if sr > 44100:  # nothing above the source's Nyquist frequency
+            assert db(power[freqs > 1.02 * nyquist].mean() / power[middle].mean()) < -40
+
+
+def test_noise_filters_have_their_response():
+    recipe = {**find_recipe("noise", colour="white", rolloff_order=2), "eq": []}
+    freqs, power = power_spectrum(nm.render(recipe, SR))
+    ref = power[(freqs > 200) & (freqs < 400)].mean()
+    at = power[np.abs(freqs - recipe["rolloff_hz"]) < 100].mean()
+    assert db(at / ref) == pytest.approx(-3.0, abs=1.0)  # -3 dB at the cut frequency
+    flat = {**recipe, "rolloff_hz": None, "eq": [[1000.0, 9.0, 1.0]]}
+    freqs, power = power_spectrum(nm.render(flat, SR))
+    assert db(power[np.abs(freqs - 1000) < 30].mean() / power[(freqs > 4000) & (freqs < 6000)].mean()) == \
+        pytest.approx(9.0, abs=1.0)
+    edge = power[np.abs(freqs - 1000 * 2 ** 0.5) < 30].mean() / power[(freqs > 4000) & (freqs < 6000)].mean()
+    assert db(edge) == pytest.approx(4.5, abs=1.0)  # half the gain half a width away
 
 
 @pytest.mark.parametrize("split", nm.SETS)
@@ -378,6 +409,19 @@ def test_missing_espeak_is_a_one_line_error_naming_the_package(tmp_path, monkeyp
     assert "espeak-ng" in str(error.value) and "\n" not in str(error.value)
     assert not list(tmp_path.rglob("*.wav")), "refused before making anything"
     nm.generate_nonmusic(tmp_path / "ok", 1, kinds=["tone"], progress=False)  # other kinds need no espeak
+
+
+def test_a_set_made_by_older_recipes_is_not_extended(tmp_path):
+    nm.generate_nonmusic(tmp_path, 1, kinds=["tone"], progress=False)
+    info = json.loads((tmp_path / "nonmusic.json").read_text())
+    assert info["recipes"] == nm.RECIPES_VERSION
+    del info["recipes"]  # as the first version wrote it
+    (tmp_path / "nonmusic.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=f"{tmp_path}: .*recipes None \\(asked {nm.RECIPES_VERSION}\\)"):
+        nm.generate_nonmusic(tmp_path, 2, kinds=["tone"], progress=False)
+    assert not (tmp_path / "tone" / "tone_0001.wav").exists()
+    nm.generate_nonmusic(tmp_path, 2, kinds=["tone"], progress=False, overwrite=True)
+    assert (tmp_path / "tone" / "tone_0001.wav").exists()
 
 
 @pytest.mark.parametrize("args, message", [({"kinds": ["dubstep"]}, "unknown kind"), ({"sr": 8000}, "16000 Hz"),

@@ -47,6 +47,10 @@ KINDS = ("noise", "tone", "sweep", "click", "hiss", "near_silence", "hum", "spee
 SPEECH_KINDS = frozenset({"speech", "speech_noise"})
 MIN_SR = 16000
 MAX_FREQ = 7000.0  # every frequency a recipe names stays below this, so any sr >= 16 kHz renders it
+FULL_BAND_NOISE = 0.4  # share of noise clips with no high cut (None: up to the Nyquist frequency)
+ROLLED_OFF_NOISE = 0.3  # share with a gentle high cut (1st, 2nd or 4th order at 1.5-7 kHz) instead
+SOURCE_RATES = (16000, 22050, 44100, 48000)  # what full-band noise is rendered at before resampling
+RECIPES_VERSION = 2  # 2: full-band noise; a folder made by another version is not mixed with this one
 DURATION = (3.0, 30.0)
 ESPEAK = "espeak-ng"
 ESPEAK_SR = 22050
@@ -208,7 +212,13 @@ def render(recipe: dict, sr: int = 16000) -> np.ndarray:
     _check_sr(sr)
     _check_kind(recipe.get("kind"))
     n = int(round(recipe["duration"] * sr))
-    y = _RENDER[recipe["kind"]](recipe, sr, n, np.random.default_rng(recipe["seed"]))
+    source_sr = recipe.get("source_sr", sr)
+    y = _RENDER[recipe["kind"]](recipe, source_sr, int(round(recipe["duration"] * source_sr)),
+                                np.random.default_rng(recipe["seed"]))
+    if source_sr != sr:
+        import soxr
+
+        y = soxr.resample(np.asarray(y, np.float64), source_sr, sr, quality="HQ")
     y = _fit_length(np.asarray(y, np.float64), n)
     y = _apply_level(y, recipe["level"]) + recipe.get("dc", 0.0)
     return np.clip(y, -1.0, 1.0).astype(np.float32)
@@ -276,7 +286,8 @@ def generate_nonmusic(out_dir, n_per_kind: int, seed: int = 0, split: str = "tra
     """
     kinds = _check_request(kinds, n_per_kind, split, sr)
     out_dir = Path(out_dir)
-    _claim_folder(out_dir, {"split": split, "seed": int(seed), "sr": int(sr)}, overwrite)
+    _claim_folder(out_dir, {"split": split, "seed": int(seed), "sr": int(sr), "recipes": RECIPES_VERSION},
+                  overwrite)
     if SPEECH_KINDS & set(kinds):
         require_espeak()
     summary = NonmusicSummary(out_dir / "manifest.csv", split)
@@ -482,8 +493,22 @@ def _draw_noise(rng, split) -> dict:
         return {"variant": "band", "colour": "band", "low_hz": _r(low, 1), "high_hz": _r(high, 1),
                 "exponent": 0.0, "held_out": {"band_centre": token}}
     low, token = _band_value(rng, "noise_low_cut", split, 1)
-    return {"variant": colour, "colour": colour, "exponent": NOISE_EXPONENTS[colour], "low_hz": low,
-            "high_hz": _r(rng.uniform(5000.0, MAX_FREQ), 1), "held_out": {"low_cut": token}}
+    recipe = {"variant": colour, "colour": colour, "exponent": NOISE_EXPONENTS[colour], "low_hz": low,
+              "high_hz": _r(rng.uniform(5000.0, MAX_FREQ), 1), "held_out": {"low_cut": token}}
+    # Noise in a music library comes from a generator or an app at a common file rate, often through a
+    # filter or an equaliser, and is resampled by the loader. With only brick-wall cuts at 5-7 kHz in
+    # this set, the detector let full-band pink noise from a 44.1 kHz file through as "metal".
+    shape = rng.random()
+    if shape < FULL_BAND_NOISE:
+        recipe.update(high_hz=None, source_sr=int(_pick(rng, SOURCE_RATES)))
+    elif shape < FULL_BAND_NOISE + ROLLED_OFF_NOISE:
+        recipe.update(high_hz=None, source_sr=int(_pick(rng, SOURCE_RATES)),
+                      rolloff_hz=_r(np.exp(rng.uniform(np.log(1500.0), np.log(MAX_FREQ))), 1),
+                      rolloff_order=int(_pick(rng, (1, 2, 4))))
+    if rng.random() < 0.5:
+        recipe["eq"] = [[_r(np.exp(rng.uniform(np.log(100.0), np.log(6000.0))), 1), _r(rng.uniform(-9.0, 9.0), 2),
+                         _r(rng.uniform(0.5, 3.0), 2)] for _ in range(int(rng.integers(1, 4)))]
+    return recipe
 
 
 def _draw_tone(rng, split) -> dict:
@@ -737,7 +762,18 @@ def _decaying(rng, sr: int, ms: float, freq: float | None = None) -> np.ndarray:
 # ---------------------------------------------------------------- rendering, kind by kind
 
 def _render_noise(r, sr, n, rng):
-    return _shaped_noise(rng, n, sr, r["exponent"], r["low_hz"], r["high_hz"])
+    return _shaped_noise(rng, n, sr, r["exponent"], r["low_hz"], r["high_hz"], lambda f: _filter_gain(r, f))
+
+
+def _filter_gain(r: dict, freqs: np.ndarray) -> np.ndarray:
+    """The amplitude response of a recipe's gentle high cut (Butterworth-like) and equaliser bells."""
+    gain = np.ones_like(freqs)
+    if r.get("rolloff_hz"):
+        gain /= np.sqrt(1.0 + (freqs / r["rolloff_hz"]) ** (2 * r["rolloff_order"]))
+    for centre, gain_db, width in r.get("eq", ()):
+        octaves = np.log2(np.maximum(freqs, 1.0) / centre) / (width / 2)
+        gain *= 10 ** (gain_db / 20 * np.exp(-np.log(2) * octaves ** 2))  # half the dB gain at +-width/2
+    return gain
 
 
 def _render_tone(r, sr, n, rng):
