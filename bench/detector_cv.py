@@ -2,7 +2,8 @@
 
 Usage: python bench/detector_cv.py [--config configs/default_model.yaml] [--no-csv]
 
-For each variant (inputs × C) the detector is cross-validated with the recipe's folds
+For each variant (inputs × C × classes: music against all non-music, or against each family of it)
+the detector is cross-validated with the recipe's folds
 (music grouped by artist, generated non-music by recipe group): the threshold is set so
 that at most ``max_music_false_alarms`` of the music tracks are called not music, and
 the share of non-music detected at that threshold is printed, side by side. Only the
@@ -22,8 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-VARIANTS = [(inputs, C) for inputs in (["MSD_musicnn/penultimate", "MSD_musicnn/tags"], ["MSD_musicnn/penultimate"],
-                                       ["MSD_musicnn/tags"]) for C in (0.01, 0.1, 1.0)]
+VARIANTS = [(inputs, C, "binary") for inputs in (["MSD_musicnn/penultimate", "MSD_musicnn/tags"],
+                                                 ["MSD_musicnn/penultimate"], ["MSD_musicnn/tags"])
+            for C in (0.01, 0.1, 1.0)]
+VARIANTS += [(["MSD_musicnn/penultimate"], C, "families") for C in (0.1, 0.3, 1.0, 3.0)]
 
 
 def main():
@@ -56,12 +59,12 @@ def main():
           f"false-alarm budget {budget}")
     print(f"{'inputs':30}{'C':>6}{'threshold':>11}{'detected':>10}{'false alarms':>14}")
     rows = []
-    for inputs, C in VARIANTS:
-        cv = detector_cv(music, nonmusic, inputs, C, config.folds, config.seed)
+    for inputs, C, classes in VARIANTS:
+        cv = detector_cv(music, nonmusic, inputs, C, config.folds, config.seed, classes)
         th = detector_threshold(cv, budget)
         detected = float((cv["p_not_music"][~cv["is_music"]] >= th).mean())
         alarms = float((cv["p_not_music"][cv["is_music"]] >= th).mean())
-        name = "+".join(i.split("/")[1] for i in inputs)
+        name = "+".join(i.split("/")[1] for i in inputs) + ("" if classes == "binary" else f" ({classes})")
         print(f"{name:30}{C:6g}{th:11.3f}{detected:10.3f}{alarms:14.3f}", flush=True)
         rows.append({"date": time.strftime("%Y-%m-%d"), "machine": machine(),
                      "command": "python bench/detector_cv.py", "inputs": name, "C": C, "threshold": round(th, 4),

@@ -417,3 +417,46 @@ def test_recipe_patch_strides_must_name_a_network_the_head_uses_and_spare_the_de
     with pytest.raises(ConfigError, match="detector.inputs use"):
         TransferConfig(sources=[{"spec": "folder:x"}],
                        head={"inputs": [MTT_TAGS], "prior": None, "patch_strides": {"MTT_musicnn": 2}})
+
+
+def _detector_tracks(centre: float, n: int, group: str, rng) -> list:
+    from genrekit.training.transfer import LabeledTrack
+
+    tracks = []
+    for i in range(n):
+        x = rng.normal(0, 0.3, (10, 200))  # enough segments that 200 noise dimensions cannot part the classes
+        x[:, 0] += centre
+        tracks.append(LabeledTrack(f"{group}{i}", f"{group}{i}.wav", "x", f"{group}:b{i % 3}", "train", "manifest",
+                                   {"MSD_musicnn/penultimate": x.astype(np.float32)}))
+    return tracks
+
+
+def test_family_detector_bounds_music_on_both_sides():
+    # Music between two families of non-music on one axis: one plane cannot part music from both,
+    # a softmax over music and each family can. P(not music) is 1 - P(music) in both.
+    from genrekit.metrics import softmax
+    from genrekit.training.transfer import detector_cv, fit_detector
+
+    rng = np.random.default_rng(0)
+    music = _detector_tracks(0.0, 60, "song", rng)
+    nonmusic = _detector_tracks(3.0, 60, "noise", rng) + _detector_tracks(-3.0, 60, "tone", rng)
+    binary = fit_detector(music, nonmusic, ["MSD_musicnn/penultimate"], 1.0)
+    families = fit_detector(music, nonmusic, ["MSD_musicnn/penultimate"], 1.0, "families")
+    assert binary.labels == ["music", "not_music"] and families.labels == ["music", "steady", "tonal"]
+
+    def p_not_music(head, tracks):
+        return np.array([1 - softmax(head.logits(t.features))[0] for t in tracks])
+
+    assert p_not_music(families, nonmusic).min() > 0.8 > 0.2 > p_not_music(families, music).max()
+    assert p_not_music(binary, music).max() > p_not_music(binary, nonmusic).min()  # no threshold parts them
+    cv = detector_cv(music, nonmusic, ["MSD_musicnn/penultimate"], 1.0, 4, 0, "families")
+    assert cv["is_music"].sum() == 60 and (cv["p_not_music"][~cv["is_music"]] > 0.5).all()
+
+
+def test_recipe_detector_classes_are_checked():
+    from genrekit.training.transfer import TransferConfig
+
+    recipe = {"sources": [{"spec": "gtzan:/nowhere"}]}
+    assert TransferConfig(**recipe, detector={"classes": "families"}).detector.classes == "families"
+    with pytest.raises(ConfigError, match="detector.classes must be one of"):
+        TransferConfig(**recipe, detector={"classes": "kinds"})

@@ -45,6 +45,13 @@ STRIDES = REPO / "bench" / "results" / "patch_stride.csv"
 EXTERNAL_NOISE = REPO / "bench" / "results" / "external_noise.csv"
 
 
+def _detector_classes(meta: dict) -> str:
+    labels = (meta.get("detector") or {}).get("labels") or ["music", "not_music"]
+    if labels == ["music", "not_music"]:
+        return "music against not music"
+    return f"music against each family of non-music ({', '.join(labels[1:])})"
+
+
 def _external_noise_line() -> str:
     """The shipped model's latest row of bench/external_noise.py, in words."""
     rows = []
@@ -184,9 +191,9 @@ A genre classifier for the 10 GTZAN genres ({', '.join(meta['labels'])}), writte
   musicnn's own tags for each genre ({_prior_tags(head)}
   The penalty shrinks it toward the prior where data is thin. Temperature {head['temperature']:.3f}.
   Each patch's vote is the same head on that patch; the track's logits are their mean.
-- **Not music:** a second head (music / not music) on the patch embeddings, trained on every DEV music
-  track and {det.get('trained_on', 'generated non-music').split(', ')[-1]}; threshold
-  P(not music) ≥ {meta['not_music_threshold']:.3f}. The answer is then `"abstain": "not_music"`.
+- **Not music:** a second head on the patch embeddings, {_detector_classes(meta)}, trained on every DEV
+  music track and {det.get('trained_on', 'generated non-music').split(', ')[-1]}; threshold
+  P(not music) = 1 − P(music) ≥ {meta['not_music_threshold']:.3f}. The answer is then `"abstain": "not_music"`.
 - **Uncertain:** below a top probability of {meta['min_confidence']} the answer is `"abstain": "uncertain"`
   (`--min-confidence` overrides it).
 
@@ -234,9 +241,10 @@ Not music: in CV (music grouped by artist, generated clips by recipe) the detect
   shipped model sees all of them, but its figures for these genres are estimates from one or two artists.
 - The targets of the accuracy issue (CV balanced accuracy ≥ 0.80, no genre below 0.5 recall) are **not met**.
 - GTZAN labels and recordings (1990s–2000s radio and CD rips) are narrow; other music may be put into the
-  nearest of these 10 genres. Non-music unlike the generated kinds may get a genre: plain white and pink
-  noise from other programs still do (above), because the detector is linear on musicnn's embedding,
-  where steady filtered noise lies near distorted guitars, and its threshold keeps music false alarms at 1 %.
+  nearest of these 10 genres. Non-music unlike the generated kinds may get a genre: pink noise and white
+  noise low-passed at 5 kHz from other programs still do (above). In musicnn's embedding they lie near
+  distorted guitars, and the threshold keeps music false alarms at 1 %. Very quiet music may be called not
+  music: 1 of 5 DEV tracks played 30 dB softer, 3 of 5 at 40 dB softer (`python bench/level.py`).
 - Licences: musicnn weights ISC; GTZAN and FMA audio are not redistributed with genrekit.
 """
 

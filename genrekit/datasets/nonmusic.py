@@ -45,6 +45,11 @@ SETS = ("train", "test")
 KINDS = ("noise", "tone", "sweep", "click", "hiss", "near_silence", "hum", "speech", "speech_noise",
          "telephone", "room_tone", "applause", "alarm")
 SPEECH_KINDS = frozenset({"speech", "speech_noise"})
+# Kinds that sound alike, for a detector that names the family of non-music it hears (one linear
+# boundary between music and all of them lets steady noise pass as distorted guitars).
+FAMILIES = {"noise": "steady", "hiss": "steady", "room_tone": "steady", "near_silence": "steady",
+            "tone": "tonal", "sweep": "tonal", "hum": "tonal", "alarm": "tonal", "telephone": "tonal",
+            "click": "impulses", "applause": "impulses", "speech": "speech", "speech_noise": "speech"}
 MIN_SR = 16000
 MAX_FREQ = 7000.0  # every frequency a recipe names stays below this, so any sr >= 16 kHz renders it
 FULL_BAND_NOISE = 0.4  # share of noise clips with no high cut (None: up to the Nyquist frequency)
@@ -222,6 +227,18 @@ def render(recipe: dict, sr: int = 16000) -> np.ndarray:
     y = _fit_length(np.asarray(y, np.float64), n)
     y = _apply_level(y, recipe["level"]) + recipe.get("dc", 0.0)
     return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+def family_of(group: str) -> str:
+    """The family of a generated clip from its manifest group (``"noise:low_cut=b2"`` → ``"steady"``);
+    ``"other"`` for a group that does not start with a known kind.
+
+    Examples
+    --------
+    >>> family_of("speech_noise:snr=b3"), family_of("my-recordings")
+    ('speech', 'other')
+    """
+    return FAMILIES.get(str(group).split(":", 1)[0], "other")
 
 
 def clip_rng(seed: int, split: str, kind: str, index: int) -> np.random.Generator:

@@ -48,6 +48,7 @@ from .config import strict_from_dict
 
 KINDS = ("penultimate", "tags")
 MUSIC, NOT_MUSIC = "music", "not_music"
+DETECTOR_CLASSES = ("binary", "families")
 
 
 # ---------------------------------------------------------------- configuration
@@ -126,6 +127,7 @@ class DetectorSpec:
     inputs: list | None = None           # default: the genre head's inputs
     C: float = 0.1
     max_music_false_alarms: float = 0.01  # CV share of music tracks answered "not music"
+    classes: str = "binary"              # or "families": music against each family of non-music
 
 
 LEVEL_KEYS = ("segment_rms_db", "max_gain_db")
@@ -160,6 +162,8 @@ class TransferConfig:
         if self.folds < 2:
             raise ConfigError(f"folds must be at least 2, not {self.folds!r}")
         self.feature_config()  # checks the overrides
+        if self.detector.classes not in DETECTOR_CLASSES:
+            raise ConfigError(f"detector.classes must be one of {DETECTOR_CLASSES}, not {self.detector.classes!r}")
         detector_networks = {k.split("/")[0] for k in self.detector.inputs or self.head.inputs}
         strided = sorted(detector_networks & set(self.head.patch_strides))
         if strided:
@@ -418,17 +422,27 @@ def segment_samples(tracks: list, inputs: list[str]) -> list[dict]:
     return [{k: t.features[k][i:i + 1] for k in inputs} for t in tracks for i in range(len(t.features[inputs[0]]))]
 
 
-def fit_detector(music: list, nonmusic: list, inputs: list[str], C: float):
-    """A music / not-music head fitted on single segments (a track's score is the mean of its segments')."""
+def fit_detector(music: list, nonmusic: list, inputs: list[str], C: float, classes: str = "binary"):
+    """A music / not-music head fitted on single segments (a track's score is the mean of its segments').
+
+    ``classes="families"`` fits music against each family of generated non-music (steady noise,
+    tones, impulses, speech: :data:`genrekit.datasets.nonmusic.FAMILIES`, read from the clip's
+    manifest group). The softmax over several linear scores bounds music by several planes, where
+    one plane let steady noise pass as distorted guitars; P(not music) is still 1 - P(music).
+    """
+    from ..datasets.nonmusic import family_of
     from ..heads import fit_track_head
 
     samples = segment_samples(music, inputs) + segment_samples(nonmusic, inputs)
     y = [MUSIC] * sum(len(t.features[inputs[0]]) for t in music)
-    y += [NOT_MUSIC] * (len(samples) - len(y))
-    return fit_track_head(samples, y, [MUSIC, NOT_MUSIC], inputs, "mean", C, "weight")
+    for t in nonmusic:
+        y += [NOT_MUSIC if classes == "binary" else family_of(t.artist)] * len(t.features[inputs[0]])
+    labels = [MUSIC] + sorted(set(y) - {MUSIC})
+    return fit_track_head(samples, y, labels, inputs, "mean", C, "weight")
 
 
-def detector_cv(music: list, nonmusic: list, inputs: list[str], C: float, n_folds: int, seed: int) -> dict:
+def detector_cv(music: list, nonmusic: list, inputs: list[str], C: float, n_folds: int, seed: int,
+                classes: str = "binary") -> dict:
     """Held-out P(not music) of every music and non-music track (folds by artist / recipe group)."""
     from ..metrics import softmax
 
@@ -439,9 +453,9 @@ def detector_cv(music: list, nonmusic: list, inputs: list[str], C: float, n_fold
     for k in range(n_folds):
         train = [i for i, f in enumerate(fold) if f != k]
         head = fit_detector([everything[i] for i in train if labels[i] == MUSIC],
-                            [everything[i] for i in train if labels[i] == NOT_MUSIC], inputs, C)
+                            [everything[i] for i in train if labels[i] == NOT_MUSIC], inputs, C, classes)
         for i in np.flatnonzero(fold == k):
-            p[i] = softmax(head.logits(everything[i].features))[1]
+            p[i] = 1.0 - softmax(head.logits(everything[i].features))[head.labels.index(MUSIC)]
     return {"p_not_music": p, "is_music": np.array([lab == MUSIC for lab in labels])}
 
 
@@ -531,12 +545,13 @@ def _detector(config: TransferConfig, music: list, progress: bool):
     nonmusic = [t for t in nonmusic if t.features]
     seen = {file_sha256(t.path) for t in music}
     music = music + [t for t in more if t.features and file_sha256(t.path) not in seen]
-    cv = detector_cv(music, nonmusic, inputs, spec.C, config.folds, config.seed)
+    cv = detector_cv(music, nonmusic, inputs, spec.C, config.folds, config.seed, spec.classes)
     threshold = detector_threshold(cv, spec.max_music_false_alarms)
     summary = detector_report(cv, threshold) | {"failures": failures, "C": spec.C, "inputs": inputs,
+                                               "classes": spec.classes,
                                                "trained_on": f"{len(music)} music tracks, {len(nonmusic)} "
                                                              f"generated non-music clips ({spec.nonmusic})"}
-    return fit_detector(music, nonmusic, inputs, spec.C), summary, threshold
+    return fit_detector(music, nonmusic, inputs, spec.C, spec.classes), summary, threshold
 
 
 def _public_recipe(config: TransferConfig) -> dict:
