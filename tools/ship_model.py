@@ -53,13 +53,16 @@ def _detector_classes(meta: dict) -> str:
 
 
 def _external_noise_line() -> str:
-    """The shipped model's latest row of bench/external_noise.py, in words."""
+    """The latest row of bench/external_noise.py for the shipped file (same SHA-256), in words."""
+    from genrekit.cache.featurize import file_sha256
+
     rows = []
-    if EXTERNAL_NOISE.is_file():
+    if EXTERNAL_NOISE.is_file() and TARGET.is_file():
+        sha = file_sha256(TARGET)[:12]
         with open(EXTERNAL_NOISE, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r["model"] == str(TARGET.relative_to(REPO))]
+            rows = [r for r in csv.DictReader(f) if r.get("model_sha256") == sha]
     if not rows:
-        return "Noise made by other programs: not yet measured (`python bench/external_noise.py`)."
+        return "Noise made by other programs: not yet measured for this model (`python bench/external_noise.py`)."
     r = rows[-1]
     return (f"Noise made by other programs (ffmpeg and sox: 9 colours, each as made, low-passed, high-passed "
             f"with a bell, and as MP3; `{r['command']}`, {r['date']}, {r['machine']}): **{r['not_music']} of "

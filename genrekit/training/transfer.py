@@ -427,8 +427,9 @@ def fit_detector(music: list, nonmusic: list, inputs: list[str], C: float, class
 
     ``classes="families"`` fits music against each family of generated non-music (steady noise,
     tones, impulses, speech: :data:`genrekit.datasets.nonmusic.FAMILIES`, read from the clip's
-    manifest group). The softmax over several linear scores bounds music by several planes, where
-    one plane let steady noise pass as distorted guitars; P(not music) is still 1 - P(music).
+    manifest group, which a manifest track carries as its artist; "other" for unknown groups).
+    The softmax over several linear scores bounds music by several planes, where one plane let
+    steady noise pass as distorted guitars; P(not music) is still 1 - P(music).
     """
     from ..datasets.nonmusic import family_of
     from ..heads import fit_track_head
