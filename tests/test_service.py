@@ -62,10 +62,15 @@ bench = _load_bench()
 
 def audio_bytes(seconds: float, sr: int = 22050, channels: int = 1, fmt: str = "WAV", kind: str = "noise",
                 seed: int = 0, subtype: str = "PCM_16") -> bytes:
-    """An encoded file of ``seconds`` of noise, a constant level, silence or NaN."""
+    """An encoded file of ``seconds`` of noise, music (a synthetic rock stand-in), a constant level,
+    silence or NaN. The shipped model answers "not music" for the noise."""
     n = int(seconds * sr)
     if kind == "noise":
         y = 0.2 * np.random.default_rng(seed).standard_normal((n, channels))
+    elif kind == "music":
+        from tests.conftest import synthetic_track
+
+        y = np.repeat(synthetic_track("rock", seed + 1, seconds, sr)[:n, None], channels, axis=1)
     elif kind == "constant":
         y = np.full((n, channels), 1e-3)
     elif kind == "nan":
@@ -243,7 +248,8 @@ def test_min_confidence_when_the_app_loads_the_model(uploads):
     app = create_app(DEFAULT_MODEL, runtime="onnx", min_confidence=0.999, tmp_dir=uploads, threads=1)
     with TestClient(app) as c:
         assert c.get("/v1/model").json()["abstention"]["min_confidence"] == 0.999
-        assert c.post("/v1/predict", files={"file": ("n.wav", audio_bytes(4.0))}).json()["abstain"] == "uncertain"
+        music = audio_bytes(4.0, kind="music")
+        assert c.post("/v1/predict", files={"file": ("rock.wav", music)}).json()["abstain"] == "uncertain"
 
 
 def test_abstains_not_music_in_the_contract(make_app, model):
