@@ -417,7 +417,7 @@ def test_a_set_made_by_older_recipes_is_not_extended(tmp_path):
     assert info["recipes"] == nm.RECIPES_VERSION
     del info["recipes"]  # as the first version wrote it
     (tmp_path / "nonmusic.json").write_text(json.dumps(info))
-    with pytest.raises(DatasetError, match=f"{tmp_path}: .*recipes None \\(asked {nm.RECIPES_VERSION}\\)"):
+    with pytest.raises(DatasetError, match=f"{tmp_path}: .*recipes 1 \\(asked {nm.RECIPES_VERSION}\\)"):
         nm.generate_nonmusic(tmp_path, 2, kinds=["tone"], progress=False)
     assert not (tmp_path / "tone" / "tone_0001.wav").exists()
     nm.generate_nonmusic(tmp_path, 2, kinds=["tone"], progress=False, overwrite=True)

@@ -387,6 +387,7 @@ def _claim_folder(out_dir: Path, settings: dict, overwrite: bool) -> None:
     info_path = out_dir / "nonmusic.json"
     if info_path.is_file() and not overwrite:
         old = read_json(info_path)
+        old.setdefault("recipes", 1)  # folders made before the version was recorded
         differ = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if differ:
             said = ", ".join(f"{k} {a} (asked {b})" for k, (a, b) in differ.items())
