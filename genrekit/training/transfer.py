@@ -551,8 +551,21 @@ def _detector(config: TransferConfig, music: list, progress: bool):
     summary = detector_report(cv, threshold) | {"failures": failures, "C": spec.C, "inputs": inputs,
                                                "classes": spec.classes,
                                                "trained_on": f"{len(music)} music tracks, {len(nonmusic)} "
-                                                             f"generated non-music clips ({spec.nonmusic})"}
+                                                             f"generated non-music clips ({spec.nonmusic})",
+                                               "training_data": _detector_data(music, nonmusic, spec.nonmusic)}
     return fit_detector(music, nonmusic, inputs, spec.C, spec.classes), summary, threshold
+
+
+def _detector_data(music: list, nonmusic: list, nonmusic_spec: str) -> dict:
+    """The detector's music and non-music by content hash, and how the non-music set was made."""
+    from ..io import read_json
+
+    hashes = {name: sorted(file_sha256(t.path) for t in tracks) for name, tracks in
+              (("music_hashes", music), ("nonmusic_hashes", nonmusic))}
+    made = Path(nonmusic_spec.split(":", 1)[-1]).parent / "nonmusic.json"
+    return {**hashes, "nonmusic_set": read_json(made) if made.is_file() else None,
+            "fingerprint": hashlib.sha256("".join(hashes["music_hashes"] + hashes["nonmusic_hashes"])
+                                          .encode()).hexdigest()[:16]}
 
 
 def _public_recipe(config: TransferConfig) -> dict:
