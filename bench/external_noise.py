@@ -3,15 +3,15 @@
 Usage: python bench/external_noise.py [--model M.onnx ...] [--seconds 30] [--probabilities] [--no-csv]
 
 The detector learned "not music" from genrekit's own generator (tools/make_nonmusic.py), so
-bench/not_music.py measures it on clips of the same making. Here the noise comes from
-ffmpeg's ``anoisesrc`` (white, pink, brown, blue, violet, velvet) and sox's ``synth``
-(whitenoise, pinknoise, brownnoise), seeded so that every run makes the same files, each
-written as a 44.1 kHz stereo file at a peak of -6 dBFS (ffmpeg's with two independent channels, sox's with one noise in both) and then treated
-four ways, as noise is found in a music library: as made, low-passed at
-5 kHz (sox, 24 dB/octave), high-passed at 300 Hz with a +6 dB bell at 2 kHz (sox), and as a
-128 kbit/s MP3 (ffmpeg). 36 files. Needs the Debian packages ffmpeg and sox. Prints, per
-model, how many of each treatment are answered "not music", and appends one row per model
-to bench/results/external_noise.csv. To compare with the model shipped before::
+bench/not_music.py measures it on clips of the same making. Here the noise comes from ffmpeg's
+``anoisesrc`` (white, pink, brown, blue, violet, velvet) and sox's ``synth`` (whitenoise,
+pinknoise, brownnoise), seeded so that every run makes the same files. Each is written as a
+44.1 kHz stereo file at a peak of -6 dBFS (ffmpeg's with two independent channels, sox's with
+one noise in both) and treated four ways, as noise is found in a music library: as made,
+low-passed at 5 kHz (sox, 24 dB/octave), high-passed at 300 Hz with a +6 dB bell at 2 kHz
+(sox), and as a 128 kbit/s MP3 (ffmpeg). 36 files. Needs the Debian packages ffmpeg and sox.
+Prints, per model, how many of each treatment are answered "not music", and appends one row
+per model to bench/results/external_noise.csv. To compare with the model shipped before::
 
     git show HEAD:genrekit/weights/genrekit-gtzan.onnx > /tmp/before.onnx
     python bench/external_noise.py --model /tmp/before.onnx genrekit/weights/genrekit-gtzan.onnx
