@@ -30,11 +30,9 @@ trained on all DEV tracks, calls classical. The table goes to
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import os
-import shlex
 import sys
 import time
 from dataclasses import replace
@@ -130,20 +128,11 @@ def markdown(rows: list[dict], labels: list[str], command: str, n_cv: int, split
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", type=Path, default=REPO / "configs" / "default_model.yaml")
-    p.add_argument("--fold-splits", type=int, default=5)
+    p = scarce_ideas.bench_parser(__doc__.split("\n\n")[0])
     p.add_argument("--strides", type=int, nargs="+", default=[2, 4, 8])
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--synth", type=Path, help="a folder made by tools/render_classical.py")
-    p.add_argument("--results", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args()
-    command = " ".join(["python bench/patch_stride.py", *map(shlex.quote, sys.argv[1:])])
-    args.config, args.results = args.config.resolve(), args.results.resolve()
-    os.chdir(REPO)
-    config = transfer.TransferConfig.from_file(args.config)
-    tracks = scarce_ideas.dev_tracks(config)
-    synth = scarce_ideas.load_synth(args.synth.resolve() if args.synth else None, config)
+    command, config, tracks, synth = scarce_ideas.bench_setup(args, "patch_stride.py")
     rows = []
     for idea, others in designs(config.head, tracks, args.strides):
         runs = [scarce_ideas.repeated(i, tracks, config.labels, args.fold_splits, config.seed, config.folds)

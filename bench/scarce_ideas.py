@@ -6,12 +6,12 @@ Usage::
 
 The private held-out set is mostly blues, classical, country and disco, of which DEV has 2–3
 tracks each. Classical is the one without a tag in musicnn-MSD; musicnn-MTT has "classical" but
-costs a second network. Since 2026-12-02 the shipped recipe runs MTT on every 4th patch
+costs a second network. Since 2026-12-02 the shipped recipe runs MTT on every 2nd patch
 (``configs/default_model.yaml``, ``bench/patch_stride.py``); these ideas were tried before, to do
 without it. Each keeps that recipe (inputs, nested C, class weights, level step) with MSD alone
 (``msd only``: ``prior: msd_proxy``, shipped until 2026-12-02) and changes one thing:
 
-- ``shipped``: the recipe as it is (MTT's "classical"/"classic" from every 4th patch);
+- ``shipped``: the recipe as it is (MTT's "classical"/"classic" from every 2nd patch);
 - ``mtt-prior``: MTT's "classical"/"classic" from every patch (``prior: msd_proxy_fill``);
 - ``mtt-distilled``: the same prior with MTT's two tags *predicted from MSD's outputs*
   (penultimate embedding and tag log-odds → MTT tag log-odds, ridge regression on 3 s patches),
@@ -223,21 +223,33 @@ def markdown(rows: list[dict], labels: list[str], command: str, n_cv: int, split
     return "\n".join(lines) + "\n"
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """The options this bench and bench/patch_stride.py share: recipe, fold splits, synthetic set, results."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--config", type=Path, default=REPO / "configs" / "default_model.yaml")
     p.add_argument("--fold-splits", type=int, default=5)
     p.add_argument("--synth", type=Path, help="a folder made by tools/render_classical.py")
     p.add_argument("--results", type=Path, default=REPO / "bench" / "results")
-    args = p.parse_args()
-    command = " ".join(["python bench/scarce_ideas.py", *map(shlex.quote, sys.argv[1:])])
+    return p
+
+
+def bench_setup(args, script: str) -> tuple:
+    """``(command as typed, recipe, DEV tracks with features, synthetic classical)``; paths in
+    ``args`` resolved, then the working folder moved to the repository (the recipe's paths are
+    relative to it)."""
+    command = " ".join([f"python bench/{script}", *map(shlex.quote, sys.argv[1:])])
     args.config, args.results = args.config.resolve(), args.results.resolve()
     synth_dir = args.synth.resolve() if args.synth else None
     os.chdir(REPO)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     config = transfer.TransferConfig.from_file(args.config)
     tracks = dev_tracks(config)
-    synth = load_synth(synth_dir, config)
+    return command, config, tracks, load_synth(synth_dir, config)
+
+
+def main():
+    args = bench_parser(__doc__.split("\n\n")[0]).parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    command, config, tracks, synth = bench_setup(args, "scarce_ideas.py")
     rows = []
     for idea in ideas(config.head, tracks):
         r = {"name": idea.name, **repeated(idea, tracks, config.labels, args.fold_splits, config.seed, config.folds),

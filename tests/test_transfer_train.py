@@ -46,3 +46,21 @@ def test_family_detector_is_written_with_its_training_data(trained):
     music = model.predict_file(root / "music" / "rock" / "rock0.wav").music_probability
     noise = model.predict_file(root / "nonmusic" / "noise" / "noise_0000.wav").music_probability
     assert 0.0 <= noise < music <= 1.0 and np.isfinite(model.not_music_threshold)
+
+
+def test_file_hash_is_read_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    import os
+
+    from genrekit.cache import featurize
+    from genrekit.training import transfer
+
+    path = tmp_path / "a.wav"
+    path.write_bytes(b"abc")
+    reads = []
+    real = featurize.file_sha256
+    monkeypatch.setattr(featurize, "file_sha256", lambda p: reads.append(p) or real(p))
+    first = transfer.file_sha256(path)
+    assert transfer.file_sha256(str(path)) == first == real(path) and len(reads) == 1
+    path.write_bytes(b"abd")
+    os.utime(path, ns=(1, 10**9))  # an edit moves the modification time
+    assert transfer.file_sha256(path) == real(path) != first and len(reads) == 2

@@ -155,11 +155,18 @@ def _prior_tags(head: dict) -> str:
     return "; ".join(named) + (f"; {', '.join(untagged)}: no tag" if untagged else "") + ")." + stand_ins
 
 
+def _ordinal(k: int) -> str:
+    """``2`` → ``"2nd"``, ``4`` → ``"4th"``."""
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
 def _mtt_line(meta: dict) -> str:
     if "MTT_musicnn" not in (meta.get("networks") or []):
         return ""
     k = (meta["head"].get("patch_strides") or {}).get("MTT_musicnn", 1)
-    where = f"on every {k}th patch only (each of the next {k - 1} takes its tags)" if k > 1 else "on every patch"
+    held = "the next patch takes" if k == 2 else f"the next {k - 1} patches take"
+    where = f"on every {_ordinal(k)} patch only ({held} its tags)" if k > 1 else "on every patch"
     return (f"\n  And musicnn pretrained on MagnaTagATune, frozen, run {where}: its tag probabilities, of which the "
             "prior reads \"classical\" and \"classic\".")
 

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -234,9 +235,21 @@ def gather(sources: list[Source]) -> tuple[list[LabeledTrack], list[str]]:
 
 
 def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, read once per run while its size and modification time stay the same
+    (a recipe asks for each track's hash for its cache entry, the leakage guard and the model file)."""
+    stat = os.stat(path)
+    return _sha256_of(os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+@lru_cache(maxsize=65536)
+def _sha256_of(path: str, *stat_key: int) -> str:  # the key: any change to the file makes a new entry
     from ..cache.featurize import file_sha256 as sha
 
     return sha(path)
+
+
+def _fingerprint(hashes: list[str]) -> str:
+    return hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
 
 
 def extract_features(tracks: list, networks: list[str], cache_dir, progress: bool = True,
@@ -562,10 +575,9 @@ def _detector_data(music: list, nonmusic: list, nonmusic_spec: str) -> dict:
 
     hashes = {name: sorted(file_sha256(t.path) for t in tracks) for name, tracks in
               (("music_hashes", music), ("nonmusic_hashes", nonmusic))}
-    made = Path(nonmusic_spec.split(":", 1)[-1]).parent / "nonmusic.json"
+    made = Path(nonmusic_spec.partition(":")[2]).parent / "nonmusic.json"  # spec: manifest:CSV
     return {**hashes, "nonmusic_set": read_json(made) if made.is_file() else None,
-            "fingerprint": hashlib.sha256("".join(hashes["music_hashes"] + hashes["nonmusic_hashes"])
-                                          .encode()).hexdigest()[:16]}
+            "fingerprint": _fingerprint(hashes["music_hashes"] + hashes["nonmusic_hashes"])}
 
 
 def _public_recipe(config: TransferConfig) -> dict:
@@ -584,7 +596,7 @@ def _training_data(tracks: list, notes: list[str], failures: list[str], labels: 
             "per_source": dict(per_source), "sources": notes, "failures": failures,
             "train_track_ids": sorted({str(t.track_id) for t in tracks}),
             "train_artists": sorted({t.artist for t in tracks if t.artist}), "train_hashes": hashes,
-            "fingerprint": hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]}
+            "fingerprint": _fingerprint(hashes)}
 
 
 def _write_model(config: TransferConfig, metadata: dict) -> Path:
