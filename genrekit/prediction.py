@@ -104,11 +104,43 @@ class Prediction:
 
 @dataclass
 class Failure:
+    """A file that got no prediction, and why; ``abstain`` is ``"not_music"`` for all-silent audio,
+    which is an answer (there is no music in it), not a fault of the file."""
+
     path: str
     error: str
+    abstain: str | None = None
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "error": self.error}
+        return {"path": self.path, "error": self.error} | ({"abstain": self.abstain} if self.abstain else {})
+
+
+@dataclass(frozen=True)
+class ShortDetector:
+    """The per-patch not-music detector for files with fewer than ``below_segments`` patches.
+
+    A model whose detector reads the spread of the patch features over time carries it:
+    that spread is 0 for one patch and noisy for two, whatever the audio.
+    """
+
+    head: object  # genrekit.heads.TrackHead
+    threshold: float
+    below_segments: int
+
+    @classmethod
+    def from_dict(cls, d, source: str) -> ShortDetector | None:
+        if not d:
+            return None
+        from .heads import TrackHead
+
+        try:
+            short = cls(TrackHead.from_dict(d["head"], source), float(d["threshold"]), int(d["below_segments"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: invalid short_detector in the model metadata ({e})") from None
+        if short.head.pooling != "mean" or "music" not in short.head.labels or short.below_segments < 2:
+            raise CheckpointError(f"{source}: the short_detector must be a per-patch (mean) head with a 'music' "
+                                  f"label for files under at least 2 patches")
+        return short
 
 
 class TorchNetwork:
@@ -160,7 +192,7 @@ class GenreClassifier:
             self.feature_config = FeatureConfig.from_dict(metadata["feature_config"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{source}: model metadata without valid labels or feature settings ({e})") from None
-        self.head = self.detector = None
+        self.head = self.detector = self.short_detector = None
         if self.kind == "track_head":
             from .heads import TrackHead
 
@@ -170,6 +202,7 @@ class GenreClassifier:
                                       f"{self.labels}")
             if metadata.get("detector"):
                 self.detector = TrackHead.from_dict(metadata["detector"], source)
+                self.short_detector = ShortDetector.from_dict(metadata.get("short_detector"), source)
             graph_strides = getattr(network, "patch_strides", self.head.patch_strides)
             if graph_strides != self.head.patch_strides:  # the head would read outputs it was not fitted on
                 raise CheckpointError(f"{source}: the graph's patch strides {graph_strides} are not the head's "
@@ -194,8 +227,12 @@ class GenreClassifier:
     @property
     def abstention(self) -> dict:
         """When the model answers "not music" or "uncertain"."""
-        return {"min_confidence": self.min_confidence, "detects_not_music": self.detector is not None,
-                "not_music_threshold": self.not_music_threshold if self.detector is not None else None}
+        rules = {"min_confidence": self.min_confidence, "detects_not_music": self.detector is not None,
+                 "not_music_threshold": self.not_music_threshold if self.detector is not None else None}
+        if self.short_detector is not None:
+            rules["short_files"] = {"below_segments": self.short_detector.below_segments,
+                                    "not_music_threshold": self.short_detector.threshold}
+        return rules
 
     @property
     def card(self) -> dict:
@@ -205,6 +242,7 @@ class GenreClassifier:
         return {"model_id": self.model_id, "source": self.source, "kind": self.kind, "labels": self.labels,
                 "display_names": self.display_names, "runtime": self.runtime, "abstention": self.abstention,
                 **{k: v for k, v in public_card(self.payload).items() if k not in ("labels", "display_names")},
+                "min_confidence": self.min_confidence,  # the one in force (a caller may override the model's)
                 "feature_config": self.feature_config.to_dict()}
 
     # ------------------------------------------------------------ segments
@@ -254,10 +292,24 @@ class GenreClassifier:
 
     def music_probability(self, outputs: dict[str, np.ndarray]) -> float | None:
         """P(music) from the model's detector, None for a model without one."""
+        chosen = self._detector_for(outputs)
+        if chosen is None:
+            return None
+        head = chosen[0]
+        return float(head.predict_proba(outputs)[head.labels.index("music")])
+
+    def _detector_for(self, outputs: dict[str, np.ndarray]):
+        """``(detector head, threshold)`` for a track with these outputs, None without a detector.
+
+        A detector that reads the spread of the patches over time says nothing of a file too
+        short for it; such a file gets the model's per-patch detector.
+        """
         if self.detector is None:
             return None
-        proba = self.detector.predict_proba(outputs)
-        return float(proba[self.detector.labels.index("music")])
+        short = self.short_detector
+        if short is not None and len(outputs[self.detector.inputs[0]]) < short.below_segments:
+            return short.head, short.threshold
+        return self.detector, self.not_music_threshold
 
     # ------------------------------------------------------------ files
 
@@ -277,7 +329,7 @@ class GenreClassifier:
         order = np.argsort(-track)
         probabilities = {self.labels[i]: float(track[i]) for i in order}
         abstain = None
-        if music is not None and 1.0 - music >= self.not_music_threshold:
+        if music is not None and 1.0 - music >= self._detector_for(outputs)[1]:
             abstain = "not_music"
         elif float(track[order[0]]) < self.min_confidence:
             abstain = "uncertain"
@@ -308,7 +360,8 @@ class GenreClassifier:
             try:
                 return self.predict_file(path, max_duration)
             except AudioError as e:
-                return Failure(str(path), f"{e.reason}" + (f" ({e.detail})" if e.detail else ""))
+                return Failure(str(path), f"{e.reason}" + (f" ({e.detail})" if e.detail else ""),
+                               abstain="not_music" if getattr(e, "no_sound", False) else None)
             except Exception as e:  # one bad file must not end a batch
                 return Failure(str(path), f"unexpected error: {type(e).__name__}: {e}")
 

@@ -289,3 +289,20 @@ def test_external_noise_bench_makes_each_noise_each_way(tmp_path):
         return spectrum[np.fft.rfftfreq(len(y), 1 / sr) > 10000].sum() / spectrum.sum()
 
     assert high_share(treated["low-pass 5 kHz"]) < 0.01 < high_share(treated["as made"])
+
+
+def test_results_csv_widens_for_a_new_column_without_shifting_old_values(tmp_path):
+    import csv
+
+    append_rows = _bench("results_csv").append_rows
+
+    path = tmp_path / "r.csv"
+    append_rows(path, [{"date": "d1", "value": 1}])
+    append_rows(path, [{"date": "d2", "value": 2}])
+    append_rows(path, [{"date": "d3", "extra": "x", "value": 3}])
+    append_rows(path, [{"date": "d4", "value": 4}])
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["date"], r["value"], r["extra"]) for r in rows] == [
+        ("d1", "1", ""), ("d2", "2", ""), ("d3", "3", "x"), ("d4", "4", "")]
+    assert not list(tmp_path.glob(".*tmp"))

@@ -453,6 +453,47 @@ def test_family_detector_bounds_music_on_both_sides():
     assert cv["is_music"].sum() == 60 and (cv["p_not_music"][~cv["is_music"]] > 0.5).all()
 
 
+def test_spread_detector_parts_steady_noise_from_music_of_the_same_mean():
+    # Music moves between two sounds from patch to patch; steady noise sits between them. The mean
+    # of the patch features is the same for both, so a per-patch (mean) detector cannot part them;
+    # the spread of the patches over the track (mean_std) can.
+    from genrekit.metrics import softmax
+    from genrekit.training.transfer import detector_cv, fit_detector, long_enough
+
+    rng = np.random.default_rng(1)
+    inputs = ["MSD_musicnn/penultimate"]
+    music, nonmusic = _detector_tracks(0.0, 40, "song", rng), _detector_tracks(0.0, 40, "noise", rng)
+    for t in music + nonmusic:  # 80 tracks: 199 noisy dimensions would part the training folds by chance
+        t.features[inputs[0]][:, 5:] = 0.0
+    for t in music:
+        t.features[inputs[0]][:, 0] += np.tile([1.5, -1.5], 5)
+
+    def parted(pooling):
+        cv = detector_cv(music, nonmusic, inputs, 1.0, 4, 0, "families", pooling)
+        p, is_music = cv["p_not_music"], cv["is_music"]
+        return p[~is_music].min() > p[is_music].max()
+
+    assert parted("mean_std") and not parted("mean")
+    head = fit_detector(music, nonmusic, inputs, 1.0, "families", "mean_std")
+    assert head.pooling == "mean_std" and head.labels == ["music", "steady"]
+    assert 1 - softmax(head.logits(nonmusic[0].features))[0] > 0.5 > 1 - softmax(head.logits(music[0].features))[0]
+    short = [music[0], _detector_tracks(0.0, 1, "x", rng)[0]]
+    short[1].features["MSD_musicnn/penultimate"] = short[1].features["MSD_musicnn/penultimate"][:2]
+    assert long_enough(short, inputs, 3) == [music[0]]
+
+
+def test_recipe_detector_pooling_and_min_segments_are_checked():
+    from genrekit.training.transfer import TransferConfig
+
+    recipe = {"sources": [{"spec": "gtzan:/nowhere"}]}
+    assert TransferConfig(**recipe, detector={"pooling": "mean_std", "min_segments": 4}).detector.min_segments == 4
+    with pytest.raises(ConfigError, match="detector.pooling must be mean or mean_std"):
+        TransferConfig(**recipe, detector={"pooling": "max"})
+    for bad in (1, 2.5, "3"):
+        with pytest.raises(ConfigError, match="detector.min_segments must be an integer >= 2"):
+            TransferConfig(**recipe, detector={"pooling": "mean_std", "min_segments": bad})
+
+
 def test_recipe_detector_classes_are_checked():
     from genrekit.training.transfer import TransferConfig
 

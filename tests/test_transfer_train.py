@@ -1,7 +1,9 @@
 """A transfer recipe trained end to end on a tiny synthetic set: the genre head, the family detector
-and what the model file carries about the detector's training data."""
+with the spread of the patches (and its per-patch fallback for short files), and what the model
+file carries about the detector's training data."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -27,7 +29,8 @@ def trained(tmp_path_factory):
         name="tiny", out=str(root / "tiny.onnx"), features_cache=str(root / "cache"), folds=2,
         sources=[{"spec": f"folder:{root / 'music'}"}],
         head={"inputs": ["MSD_musicnn/penultimate"], "prior": None, "C": [0.1]},
-        detector={"nonmusic": f"manifest:{made.manifest}", "classes": "families", "C": 0.3})
+        detector={"nonmusic": f"manifest:{made.manifest}", "classes": "families", "C": 0.3,
+                  "pooling": "mean_std", "min_segments": 2})
     return root, train_transfer(config, progress=False)
 
 
@@ -48,6 +51,45 @@ def test_family_detector_is_written_with_its_training_data(trained):
     assert 0.0 <= noise < music <= 1.0 and np.isfinite(model.not_music_threshold)
 
 
+def test_short_files_get_the_per_patch_detector(trained):
+    from genrekit.metrics import softmax
+    from genrekit.prediction import load_model
+
+    _, result = trained
+    model = load_model(result.model)
+    short = model.short_detector
+    assert model.detector.pooling == "mean_std" and short.head.pooling == "mean" and short.below_segments == 2
+    assert model.abstention["short_files"] == {"below_segments": 2, "not_music_threshold": short.threshold}
+    metrics = result.metadata["detector_metrics"]
+    assert metrics["min_segments"] == 2 and {"short", "all_lengths"} <= set(metrics)
+
+    rng = np.random.default_rng(0)
+    key = "MSD_musicnn/penultimate"
+    one, two = ({key: rng.normal(size=(n, 200))} for n in (1, 2))
+    for outputs, head in ((one, short.head), (two, model.detector)):
+        expected = softmax(head.logits(outputs))[head.labels.index("music")]
+        assert model.music_probability(outputs) == pytest.approx(expected)
+    assert model.music_probability(one) != pytest.approx(softmax(model.detector.logits(one))[0])
+
+    model.short_detector = dataclasses.replace(short, threshold=0.0)  # each length is read with its own threshold
+    model.not_music_threshold = 1.01
+    assert model.decide("one", one, 3.0, 0.0).abstain == "not_music"
+    assert model.decide("two", two, 6.0, 0.0).abstain != "not_music"
+
+
+def test_a_model_with_a_bad_short_detector_is_refused(trained, tmp_path):
+    from genrekit.errors import CheckpointError
+    from genrekit.prediction import ShortDetector
+
+    _, result = trained
+    good = result.metadata["short_detector"]
+    assert ShortDetector.from_dict(good, "m.onnx").below_segments == 2
+    for bad in ({**good, "below_segments": 1}, {**good, "head": result.metadata["detector"]},
+                {k: v for k, v in good.items() if k != "threshold"}):
+        with pytest.raises(CheckpointError, match="m.onnx: .*short_detector"):
+            ShortDetector.from_dict(bad, "m.onnx")
+
+
 def test_file_hash_is_read_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
     import os
 
@@ -64,3 +106,18 @@ def test_file_hash_is_read_once_and_again_when_the_file_changes(tmp_path, monkey
     path.write_bytes(b"abd")
     os.utime(path, ns=(1, 10**9))  # an edit moves the modification time
     assert transfer.file_sha256(path) == real(path) != first and len(reads) == 2
+
+
+def test_a_lossless_copy_of_a_training_track_is_refused_as_test_data(trained, tmp_path):
+    # Another name, another container, the same samples: the file's hash differs, its decoded audio's does not.
+    from genrekit.errors import LeakageError
+    from genrekit.evaluation import evaluate
+
+    root, result = trained
+    assert len(result.metadata["training_data"]["train_audio_hashes"]) == 20
+    for genre in ("rock", "hiphop"):
+        (tmp_path / genre).mkdir()
+        y, sr = sf.read(root / "music" / genre / f"{genre}3.wav", dtype="int16")
+        sf.write(tmp_path / genre / f"copy of {genre}.flac", y, sr)
+    with pytest.raises(LeakageError, match="2 test file.*same content hash"):
+        evaluate(result.model, f"folder:{tmp_path}", split="all", n_boot=10)

@@ -52,6 +52,46 @@ def _detector_classes(meta: dict) -> str:
     return f"music against each family of non-music ({', '.join(labels[1:])})"
 
 
+def _detector_line(meta: dict, det: dict) -> str:
+    """How the not-music detector reads a track, and when it answers "not music"."""
+    trained = (f"trained on every DEV music track and "
+               f"{det.get('trained_on', 'generated non-music').split(', ')[-1]}")
+    short = meta.get("short_detector")
+    if not short:
+        return (f"a second head on the patch embeddings, {_detector_classes(meta)}, {trained}; threshold\n"
+                f"  P(not music) = 1 − P(music) ≥ {meta['not_music_threshold']:.3f}.")
+    below = short["below_segments"]
+    return (f"a second head, {_detector_classes(meta)},\n"
+            f"  on the mean **and the spread** (standard deviation over time) of the track's patch embeddings:\n"
+            f"  steady noise barely moves from one patch to the next, music does, and on the mean alone pink noise\n"
+            f"  sat beside distorted guitars. It is {trained}\n"
+            f"  (the spread head on the {det.get('n_not_music')} clips of at least {below} patches); threshold\n"
+            f"  P(not music) = 1 − P(music) ≥ {meta['not_music_threshold']:.3f}. A file of fewer than {below} patches "
+            f"({below * 3} s) has no\n  spread to read: a per-patch head (the mean of its patches' scores) decides "
+            f"it, at ≥ {short['threshold']:.3f}.")
+
+
+def _detector_cv_line(det: dict) -> str:
+    """The detector's CV figures, per length of file where the model has two heads."""
+    def share(d: dict, key: str) -> str:
+        return f"{d.get(key, float('nan')):.3f}"
+
+    if "short" not in det:
+        return (f"the detector answers not music for {share(det, 'not_music_detected')} of {det.get('n_not_music')} "
+                f"generated clips and for {share(det, 'music_false_alarms')} of {det.get('n_music')} music tracks.")
+    whole, short = det["all_lengths"], det["short"]
+    return (f"the detector, as shipped (the spread head for clips of at least {det['min_segments']} patches, "
+            f"the per-patch head below), answers not music for **{share(whole, 'not_music_detected')}** of "
+            f"{whole['n_not_music']} generated clips and for {share(whole, 'music_false_alarms')} of "
+            f"{whole['n_music']} music tracks; the per-patch head alone, as shipped until 2026-12-02, "
+            f"{share(short, 'not_music_detected')} and {share(short, 'music_false_alarms')}. On the "
+            f"{det['n_not_music']} clips of at least {det['min_segments']} patches the spread head answers "
+            f"{share(det, 'not_music_detected')}. Music cut short, as a short file of it would be, is called "
+            f"not music more often: {share(det, 'cut_music_false_alarms')} of the music tracks cut to their first "
+            f"{det['min_segments']} patches ({det['min_segments'] * 3} s, the spread head), "
+            f"{share(short, 'cut_music_false_alarms')} cut to one patch (the per-patch head).")
+
+
 def _external_noise_line() -> str:
     """The latest row of bench/external_noise.py for the shipped file (same SHA-256), in words."""
     from genrekit.cache.featurize import file_sha256
@@ -201,9 +241,7 @@ A genre classifier for the 10 GTZAN genres ({', '.join(meta['labels'])}), writte
   musicnn's own tags for each genre ({_prior_tags(head)}
   The penalty shrinks it toward the prior where data is thin. Temperature {head['temperature']:.3f}.
   Each patch's vote is the same head on that patch; the track's logits are their mean.
-- **Not music:** a second head on the patch embeddings, {_detector_classes(meta)}, trained on every DEV
-  music track and {det.get('trained_on', 'generated non-music').split(', ')[-1]}; threshold
-  P(not music) = 1 − P(music) ≥ {meta['not_music_threshold']:.3f}. The answer is then `"abstain": "not_music"`.
+- **Not music:** {_detector_line(meta, det)} The answer is then `"abstain": "not_music"`.
 - **Uncertain:** below a top probability of {meta['min_confidence']} the answer is `"abstain": "uncertain"`
   (`--min-confidence` overrides it).
 
@@ -213,8 +251,9 @@ A genre classifier for the 10 GTZAN genres ({', '.join(meta['labels'])}), writte
 Per genre: {', '.join(f"{g} {n}" for g, n in data['per_label'].items())}.
 All 87 DEV GTZAN tracks of `../shared/data` (fault-filter "train" and "excluded"), and the FMA small tracks
 whose top genre maps onto a GTZAN genre (Hip-Hop → hiphop, Pop → pop, Rock → rock). The model file lists
-every track id, artist and SHA-256 of the training files (fingerprint `{data['fingerprint']}`), so
-`genrekit evaluate` refuses them as test data under any name.
+every track id, artist and SHA-256 of the training files (fingerprint `{data['fingerprint']}`), and of
+their audio decoded at 16 kHz, so `genrekit evaluate` refuses them as test data under any name, and in any
+lossless container (a FLAC copy of a WAV decodes to the same samples).
 
 ## How good it is: artist-grouped, genre-stratified {cv['folds']}-fold CV on DEV GTZAN
 {cv['cv_tracks']} GTZAN tracks in the folds ({cv['training_only_tracks']} FMA tracks join every training fold
@@ -238,9 +277,7 @@ about {cal['ece_noise_floor']:.2f} (the median of simulated ones), so neither fi
 calibration, and the target of 0.05 cannot be measured on this data. At min_confidence {meta['min_confidence']}
 the CV answers "uncertain" for {cv['abstention']['uncertain_share']:.3f} of the tracks.
 
-Not music: in CV (music grouped by artist, generated clips by recipe) the detector answers not music for
-{det.get('not_music_detected', float('nan')):.3f} of {det.get('n_not_music')} generated clips and for
-{det.get('music_false_alarms', float('nan')):.3f} of {det.get('n_music')} music tracks. {nm_line}
+Not music: in CV (music grouped by artist, generated clips by recipe) {_detector_cv_line(det)} {nm_line}
 
 {_external_noise_line()}
 
@@ -251,10 +288,11 @@ Not music: in CV (music grouped by artist, generated clips by recipe) the detect
   shipped model sees all of them, but its figures for these genres are estimates from one or two artists.
 - The targets of the accuracy issue (CV balanced accuracy ≥ 0.80, no genre below 0.5 recall) are **not met**.
 - GTZAN labels and recordings (1990s–2000s radio and CD rips) are narrow; other music may be put into the
-  nearest of these 10 genres. Non-music unlike the generated kinds may get a genre: pink noise and white
-  noise low-passed at 5 kHz from other programs still do (above). In musicnn's embedding they lie near
-  distorted guitars, and the threshold keeps music false alarms at 1 %. Very quiet music may be called not
-  music: 1 of 5 DEV tracks played 30 dB softer, 3 of 5 at 40 dB softer (`python bench/level.py`).
+  nearest of these 10 genres. Non-music unlike the generated kinds may get a genre (noise from other
+  programs that still does is listed above). Files under 9 s are read by the per-patch head alone, which lets
+  more steady noise through: in musicnn's embedding its mean lies near distorted guitars. Music cut to 9 s
+  is called not music a little more often than whole tracks (above). Very quiet music may be called not
+  music: 0 of 5 DEV tracks played 30 dB softer, 1 of 5 at 40 dB softer (`python bench/level.py`).
 - Licences: musicnn weights ISC; GTZAN and FMA audio are not redistributed with genrekit.
 """
 

@@ -59,6 +59,18 @@ def audio_sha256(y: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(y, dtype=np.float32).tobytes()).hexdigest()
 
 
+def decoded_sha256(path, sr: int) -> str:
+    """:func:`audio_sha256` of a whole file decoded at ``sr``, read block by block (memory does not
+    grow with the file): the same audio in another lossless container or with other tags gives the
+    same value, as the leakage guard needs."""
+    from ..audio import stream_audio
+
+    digest = hashlib.sha256()
+    for block in stream_audio(path, sr, 0.0, None):
+        digest.update(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def _window(track: Track, options: PrepareOptions) -> tuple[float, float | None]:
     from ..audio import audio_info
 

@@ -125,5 +125,10 @@ def _run_transfer(args) -> int:
         print(f"not music: CV detects {d['not_music_detected']:.3f} of {d['n_not_music']} generated clips, "
               f"false alarms on {d['music_false_alarms']:.3f} of {d['n_music']} music tracks "
               f"(threshold {d['threshold']:.3f})")
+        if d.get("short"):
+            s = d["short"]
+            print(f"not music, files under {d['min_segments']} patches (per-patch detector): CV detects "
+                  f"{s['not_music_detected']:.3f}, false alarms {s['music_false_alarms']:.3f} "
+                  f"(threshold {s['threshold']:.3f})")
     print(f"model: {result.model}")
     return 0

@@ -129,6 +129,8 @@ class DetectorSpec:
     C: float = 0.1
     max_music_false_alarms: float = 0.01  # CV share of music tracks answered "not music"
     classes: str = "binary"              # or "families": music against each family of non-music
+    pooling: str = "mean"                # or "mean_std": also the spread of the patch features over the track
+    min_segments: int = 3                # mean_std: tracks with fewer patches get a per-patch ("mean") detector
 
 
 LEVEL_KEYS = ("segment_rms_db", "max_gain_db")
@@ -165,6 +167,11 @@ class TransferConfig:
         self.feature_config()  # checks the overrides
         if self.detector.classes not in DETECTOR_CLASSES:
             raise ConfigError(f"detector.classes must be one of {DETECTOR_CLASSES}, not {self.detector.classes!r}")
+        if self.detector.pooling not in ("mean", "mean_std"):
+            raise ConfigError(f"detector.pooling must be mean or mean_std, not {self.detector.pooling!r}")
+        if not isinstance(self.detector.min_segments, int) or self.detector.min_segments < 2:
+            raise ConfigError(f"detector.min_segments must be an integer >= 2 (the spread of one patch is 0), "
+                              f"not {self.detector.min_segments!r}")
         detector_networks = {k.split("/")[0] for k in self.detector.inputs or self.head.inputs}
         strided = sorted(detector_networks & set(self.head.patch_strides))
         if strided:
@@ -246,6 +253,20 @@ def _sha256_of(path: str, *stat_key: int) -> str:  # the key: any change to the 
     from ..cache.featurize import file_sha256 as sha
 
     return sha(path)
+
+
+def audio_sha256(path, sr: int) -> str:
+    """SHA-256 of a file's decoded audio at ``sr`` (:func:`genrekit.cache.featurize.decoded_sha256`),
+    decoded once per run while the file stays the same."""
+    stat = os.stat(path)
+    return _audio_sha256_of(os.path.realpath(path), sr, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+@lru_cache(maxsize=65536)
+def _audio_sha256_of(path: str, sr: int, *stat_key: int) -> str:
+    from ..cache.featurize import decoded_sha256
+
+    return decoded_sha256(path, sr)
 
 
 def _fingerprint(hashes: list[str]) -> str:
@@ -435,8 +456,16 @@ def segment_samples(tracks: list, inputs: list[str]) -> list[dict]:
     return [{k: t.features[k][i:i + 1] for k in inputs} for t in tracks for i in range(len(t.features[inputs[0]]))]
 
 
-def fit_detector(music: list, nonmusic: list, inputs: list[str], C: float, classes: str = "binary"):
-    """A music / not-music head fitted on single segments (a track's score is the mean of its segments').
+def fit_detector(music: list, nonmusic: list, inputs: list[str], C: float, classes: str = "binary",
+                 pooling: str = "mean"):
+    """A music / not-music head.
+
+    ``pooling="mean"`` fits it on single segments (a track's score is the mean of its
+    segments'). ``pooling="mean_std"`` fits it on whole tracks, pooled into the mean and the
+    standard deviation of their segment features: steady noise barely moves from one patch to
+    the next, music does, and in musicnn's embedding the mean alone puts pink noise beside
+    distorted guitars. Such a head needs several patches per track (see
+    :func:`long_enough`); give it only tracks it will score.
 
     ``classes="families"`` fits music against each family of generated non-music (steady noise,
     tones, impulses, speech: :data:`genrekit.datasets.nonmusic.FAMILIES`, read from the clip's
@@ -447,30 +476,53 @@ def fit_detector(music: list, nonmusic: list, inputs: list[str], C: float, class
     from ..datasets.nonmusic import family_of
     from ..heads import fit_track_head
 
-    samples = segment_samples(music, inputs) + segment_samples(nonmusic, inputs)
-    y = [MUSIC] * sum(len(t.features[inputs[0]]) for t in music)
-    for t in nonmusic:
-        y += [NOT_MUSIC if classes == "binary" else family_of(t.artist)] * len(t.features[inputs[0]])
+    def label(track):
+        return NOT_MUSIC if classes == "binary" else family_of(track.artist)
+
+    if pooling == "mean_std":
+        y = [MUSIC] * len(music) + [label(t) for t in nonmusic]
+        samples = [t.features for t in music + nonmusic]
+    else:
+        samples = segment_samples(music, inputs) + segment_samples(nonmusic, inputs)
+        y = [MUSIC] * sum(len(t.features[inputs[0]]) for t in music)
+        for t in nonmusic:
+            y += [label(t)] * len(t.features[inputs[0]])
     labels = [MUSIC] + sorted(set(y) - {MUSIC})
-    return fit_track_head(samples, y, labels, inputs, "mean", C, "weight")
+    return fit_track_head(samples, y, labels, inputs, pooling, C, "weight")
+
+
+def long_enough(tracks: list, inputs: list[str], min_segments: int) -> list:
+    """The tracks with at least ``min_segments`` segments (those a mean_std detector scores)."""
+    return [t for t in tracks if len(t.features[inputs[0]]) >= min_segments]
 
 
 def detector_cv(music: list, nonmusic: list, inputs: list[str], C: float, n_folds: int, seed: int,
-                classes: str = "binary") -> dict:
-    """Held-out P(not music) of every music and non-music track (folds by artist / recipe group)."""
+                classes: str = "binary", pooling: str = "mean", cut_music_to: int | None = None) -> dict:
+    """Held-out P(not music) of every music and non-music track (folds by artist / recipe group).
+
+    ``cut_music_to``: also score each music track cut to its first that many segments, as a short
+    file of it would be (``"p_cut_music"``).
+    """
     from ..metrics import softmax
 
     everything = music + nonmusic
     labels = [MUSIC] * len(music) + [NOT_MUSIC] * len(nonmusic)
     fold = group_folds(labels, [group_of(t) for t in everything], n_folds, seed)
-    p = np.zeros(len(everything))
+    p, p_cut = np.zeros(len(everything)), np.zeros(len(music))
+
+    def p_not_music(head, features):
+        return 1.0 - softmax(head.logits(features))[head.labels.index(MUSIC)]
+
     for k in range(n_folds):
         train = [i for i, f in enumerate(fold) if f != k]
         head = fit_detector([everything[i] for i in train if labels[i] == MUSIC],
-                            [everything[i] for i in train if labels[i] == NOT_MUSIC], inputs, C, classes)
+                            [everything[i] for i in train if labels[i] == NOT_MUSIC], inputs, C, classes, pooling)
         for i in np.flatnonzero(fold == k):
-            p[i] = 1.0 - softmax(head.logits(everything[i].features))[head.labels.index(MUSIC)]
-    return {"p_not_music": p, "is_music": np.array([lab == MUSIC for lab in labels])}
+            p[i] = p_not_music(head, everything[i].features)
+            if cut_music_to and i < len(music):
+                p_cut[i] = p_not_music(head, {key: v[:cut_music_to] for key, v in music[i].features.items()})
+    cv = {"p_not_music": p, "is_music": np.array([lab == MUSIC for lab in labels])}
+    return cv | ({"p_cut_music": p_cut} if cut_music_to else {})
 
 
 def detector_threshold(cv: dict, max_false_alarms: float) -> float:
@@ -528,14 +580,15 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
     report = cv_report(cv, labels, config.n_boot, config.seed, config.min_confidence)
     C = Counter(cv["C"]).most_common(1)[0][0]
     head = with_temperature(fit_head(config.head, tracks, labels, C), fit_temperature(cv["logits"], cv["y"]))
-    detector, detector_summary, threshold = _detector(config, tracks, progress)
+    detector, detector_summary, threshold, short_detector = _detector(config, tracks, progress)
     metadata = {
         "kind": "track_head", "name": config.name, "genrekit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "labels": labels,
         "display_names": config.display_names or {}, "head": head.to_dict(),
         "detector": detector.to_dict() if detector is not None else None, "not_music_threshold": threshold,
+        "short_detector": short_detector,
         "min_confidence": config.min_confidence, "recipe": _public_recipe(config),
-        "training_data": _training_data(tracks, notes, failures, labels),
+        "training_data": _training_data(tracks, notes, failures, labels, config.feature_config().sr),
         "cv_metrics": {k: v for k, v in report.items() if k != "confusion_matrix"} | {
             "design": f"{'+'.join(config.head.inputs)}, {config.head.pooling} pooling, prior "
                       f"{config.head.prior}, C chosen per fold from {config.head.C}",
@@ -550,7 +603,7 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
 def _detector(config: TransferConfig, music: list, progress: bool):
     spec = config.detector
     if spec.nonmusic is None:
-        return None, None, 0.5
+        return None, None, 0.5, None
     nonmusic, _ = gather([Source(spec.nonmusic, role="train")])
     more, _ = gather([strict_from_dict(Source, s, "detector music source") for s in spec.music])
     inputs = list(spec.inputs or config.head.inputs)
@@ -559,14 +612,51 @@ def _detector(config: TransferConfig, music: list, progress: bool):
     nonmusic = [t for t in nonmusic if t.features]
     seen = {file_sha256(t.path) for t in music}
     music = music + [t for t in more if t.features and file_sha256(t.path) not in seen]
-    cv = detector_cv(music, nonmusic, inputs, spec.C, config.folds, config.seed, spec.classes)
+    fallback, fallback_cv, fallback_threshold = _detector_stage(music, nonmusic, inputs, spec, "mean", config, 1)
+    summary = {"failures": failures, "C": spec.C, "inputs": inputs, "classes": spec.classes,
+               "pooling": spec.pooling,
+               "trained_on": f"{len(music)} music tracks, {len(nonmusic)} generated non-music clips ({spec.nonmusic})",
+               "training_data": _detector_data(music, nonmusic, spec.nonmusic)}
+    if spec.pooling == "mean":
+        return fallback, _stage_report(fallback_cv, fallback_threshold) | summary, fallback_threshold, None
+    long_music, long_nonmusic = (long_enough(ts, inputs, spec.min_segments) for ts in (music, nonmusic))
+    if min(len(long_music), len(long_nonmusic)) < config.folds:
+        from ..errors import DatasetError
+
+        raise DatasetError(f"detector.min_segments {spec.min_segments}: {len(long_music)} music tracks and "
+                           f"{len(long_nonmusic)} non-music clips are that long, too few for {config.folds} folds")
+    head, cv, threshold = _detector_stage(long_music, long_nonmusic, inputs, spec, spec.pooling, config,
+                                          spec.min_segments)
+    summary |= {"min_segments": spec.min_segments, "short": _stage_report(fallback_cv, fallback_threshold),
+                "all_lengths": detector_report(_as_shipped(fallback_cv, fallback_threshold, cv, threshold,
+                                                           [len(t.features[inputs[0]]) >= spec.min_segments
+                                                            for t in music + nonmusic]), 0.5)}
+    short = {"below_segments": spec.min_segments, "threshold": fallback_threshold, "head": fallback.to_dict()}
+    return head, _stage_report(cv, threshold) | summary, threshold, short
+
+
+def _detector_stage(music: list, nonmusic: list, inputs: list[str], spec: DetectorSpec, pooling: str,
+                    config: TransferConfig, cut_music_to: int):
+    """One detector head fitted on all of ``music`` and ``nonmusic``, its CV scores and threshold."""
+    cv = detector_cv(music, nonmusic, inputs, spec.C, config.folds, config.seed, spec.classes, pooling,
+                     cut_music_to)
     threshold = detector_threshold(cv, spec.max_music_false_alarms)
-    summary = detector_report(cv, threshold) | {"failures": failures, "C": spec.C, "inputs": inputs,
-                                               "classes": spec.classes,
-                                               "trained_on": f"{len(music)} music tracks, {len(nonmusic)} "
-                                                             f"generated non-music clips ({spec.nonmusic})",
-                                               "training_data": _detector_data(music, nonmusic, spec.nonmusic)}
-    return fit_detector(music, nonmusic, inputs, spec.C, spec.classes), summary, threshold
+    return fit_detector(music, nonmusic, inputs, spec.C, spec.classes, pooling), cv, threshold
+
+
+def _stage_report(cv: dict, threshold: float) -> dict:
+    """:func:`detector_report` and the false alarms on music cut short (the shortest file the head reads)."""
+    cut = cv["p_cut_music"]
+    return detector_report(cv, threshold) | {"cut_music_false_alarms": float((cut >= threshold).mean())}
+
+
+def _as_shipped(short_cv: dict, short_threshold: float, long_cv: dict, long_threshold: float, long: list) -> dict:
+    """CV verdicts of every track as the model gives them: the spread detector for tracks long enough for
+    it (``long``, in the order of ``short_cv``, whose tracks are a superset of ``long_cv``'s in the same
+    order), the per-patch one for the rest; as 0/1 scores, so that a threshold of 0.5 reads them."""
+    flagged = short_cv["p_not_music"] >= short_threshold
+    flagged[np.flatnonzero(long)] = long_cv["p_not_music"] >= long_threshold
+    return {"p_not_music": flagged.astype(float), "is_music": short_cv["is_music"]}
 
 
 def _detector_data(music: list, nonmusic: list, nonmusic_spec: str) -> dict:
@@ -587,8 +677,10 @@ def _public_recipe(config: TransferConfig) -> dict:
     return recipe
 
 
-def _training_data(tracks: list, notes: list[str], failures: list[str], labels: list[str]) -> dict:
-    """What the model saw: per label and source counts, ids, artists and content hashes (for the leakage guard)."""
+def _training_data(tracks: list, notes: list[str], failures: list[str], labels: list[str], sr: int) -> dict:
+    """What the model saw: per label and source counts, ids, artists and content hashes (for the leakage guard):
+    of each file, and of its audio decoded at the model's rate ``sr`` (a lossless copy of a training file in
+    another container decodes to the same samples)."""
     hashes = sorted({file_sha256(t.path) for t in tracks})
     per_label = Counter(t.label for t in tracks)
     per_source = Counter(f"{t.source} ({t.role})" for t in tracks)
@@ -596,6 +688,7 @@ def _training_data(tracks: list, notes: list[str], failures: list[str], labels: 
             "per_source": dict(per_source), "sources": notes, "failures": failures,
             "train_track_ids": sorted({str(t.track_id) for t in tracks}),
             "train_artists": sorted({t.artist for t in tracks if t.artist}), "train_hashes": hashes,
+            "train_audio_hashes": sorted({audio_sha256(t.path, sr) for t in tracks}),
             "fingerprint": _fingerprint(hashes)}
 
 
