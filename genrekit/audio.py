@@ -31,8 +31,10 @@ X s of the Y s the header gives") when the decode ends short of the header's len
   Ogg file without that page is truncated;
 - MP3 with a Xing/Info header (as encoders write for every VBR and most CBR file) and
   MP4: lengths that decoders may miss by a frame or two, so more than ``max(1 s, 2 %)``
-  short is truncated. An MP3 without a Xing header or ADTS AAC give no length: a cut
-  file cannot be told from a short one and decodes to what is there.
+  short is truncated. An MP3 without a Xing header or ADTS AAC give no length (what
+  libsndfile and FFmpeg report is a guess from the bit rate, seconds off for VBR): they
+  are decoded by FFmpeg to the real end, a window by decoding from the start, and a cut
+  file cannot be told from a short one, so it decodes to what is there.
 
 A window that only covers the part before the cut decodes without error.
 
@@ -55,7 +57,7 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -65,6 +67,7 @@ import numpy as np
 from .errors import (
     AudioError,
     AudioMissingError,
+    CancelledChannelsError,
     ConfigError,
     CorruptAudioError,
     EmptyAudioError,
@@ -77,9 +80,9 @@ from .errors import (
     UnsupportedAudioError,
 )
 
-AUDIO_EXTENSIONS = frozenset({
-    ".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".au", ".aiff", ".aif", ".m4a",
-    ".aac", ".mp4", ".wma", ".webm",
+AUDIO_EXTENSIONS = frozenset({  # what libsndfile or FFmpeg (PyAV) decode
+    ".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".au", ".aiff", ".aif", ".aifc", ".m4a",
+    ".m4b", ".aac", ".mp4", ".wma", ".webm", ".wv", ".mka", ".caf", ".w64", ".mp2", ".ac3", ".ape",
 })
 BLOCK_BYTES = 4 << 20  # one decoded block: frames × channels × 4 bytes (float32)
 # Header limits, checked before decoding. 32 channels is more than any music format
@@ -128,6 +131,24 @@ def is_audio_path(path) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
+def shown_path(path) -> str:
+    """A path as text that prints, and goes into JSON, CSV or SQLite text, anywhere: bytes of
+    a file name that are not valid UTF-8 are written as ``\\xNN`` (``café`` saved in Latin-1
+    shows as ``caf\\xe9``); other names are unchanged.
+
+    Examples
+    --------
+    >>> shown_path(os.fsdecode(b"caf\\xe9.mp3"))
+    'caf\\\\xe9.mp3'
+    """
+    if isinstance(path, bytes):
+        return path.decode("utf-8", "backslashreplace")
+    try:
+        return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def find_audio_files(paths) -> list[Path]:
     """Expand files and folders (recursively, by audio extension) into a sorted file list.
 
@@ -137,7 +158,9 @@ def find_audio_files(paths) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_audio_path(f)))
+            # A broken link is kept, so that the batch reports it rather than skipping it.
+            found.extend(sorted(f for f in p.rglob("*") if (f.is_file() or f.is_symlink() and not f.exists())
+                                and is_audio_path(f)))
         else:
             found.append(p)
     return found
@@ -226,6 +249,20 @@ def _au_frames(path: Path) -> int | None:
     return size // (width * channels)
 
 
+def _mp3_length_in_header(path: Path) -> bool:
+    """True if an MP3's first frame holds a Xing/Info or VBRI header giving its length.
+    Without one, libsndfile estimates the length from the file size and the first frame's
+    bit rate, and stops decoding there (a VBR file: seconds too soon, or "truncated")."""
+    from mutagen.mp3 import MPEGFrame, MPEGInfo
+
+    try:
+        with open(path, "rb") as f:
+            f.seek(MPEGInfo(f).frame_offset)
+            return "length" in vars(MPEGFrame(f))  # set only from a Xing or VBRI header
+    except Exception:  # mutagen cannot parse it: no length known
+        return False
+
+
 def _ogg_ends_cleanly(path: Path) -> bool:
     """True if the first logical stream of an Ogg file ends with its end-of-stream page."""
     from mutagen.ogg import OggPage
@@ -252,7 +289,8 @@ class _SoundfileReader:
     def __init__(self, path: Path):
         import soundfile as sf
 
-        self._sf = sf.SoundFile(str(path))
+        # Bytes: soundfile encodes a str strictly, failing on names that are not valid UTF-8.
+        self._sf = sf.SoundFile(os.fsencode(path) if os.name == "posix" else str(path))
         self.samplerate = self._sf.samplerate
         self.channels = self._sf.channels
         held = self._sf.frames
@@ -266,6 +304,7 @@ class _SoundfileReader:
         if self._sf.format == "OGG" and not _ogg_ends_cleanly(path):
             self.cut = "the Ogg stream ends without its last page"
         self.duration = None if self.frames is None else self.frames / self.samplerate
+        self.estimated = self._sf.format == "MP3" and not _mp3_length_in_header(path)
 
     def blocks(self, start: int, count: int | None, block_frames: int):
         """Yield ``(n, channels)`` float32 blocks of frames ``[start, start + count)``."""
@@ -293,8 +332,13 @@ class _PyAVReader:
     """FFmpeg through PyAV, for what libsndfile cannot read (M4A/AAC, WMA, ...)."""
 
     PREROLL_SECONDS = 0.5  # decode this much before a seek target: codecs (AAC's MDCT) need warm-up
+    # Raw streams whose length and timestamps FFmpeg guesses from the bit rate: no length
+    # is claimed, and a window is read by decoding from the start (a seek would land
+    # where the guess says).
+    GUESSED_FORMATS = frozenset({"aac", "mp3", "ac3", "eac3", "dts"})
     exact = False
     cut = None
+    estimated = False
 
     def __init__(self, path: Path):
         import av
@@ -311,7 +355,10 @@ class _PyAVReader:
         self.channels = self._stream.codec_context.channels or 1
         dur = self._stream.duration
         self.frames = None  # exact only where the container stores the stream's length
-        if dur is not None and self._stream.time_base is not None:
+        self._guessed = bool(self.GUESSED_FORMATS & set(self._container.format.name.split(",")))
+        if self._guessed:
+            self.duration = None
+        elif dur is not None and self._stream.time_base is not None:
             self.duration = float(dur * self._stream.time_base)
             self.frames = int(round(self.duration * self.samplerate))
         elif self._container.duration:
@@ -324,8 +371,8 @@ class _PyAVReader:
         import av
 
         offset = start / self.samplerate
-        skip = None if start else 0
-        if start:
+        skip = None if start and not self._guessed else start
+        if skip is None:
             # Seek lands on a packet at or before the target; the rest is skipped by count.
             target = max(0.0, offset - self.PREROLL_SECONDS)
             self._container.seek(int(target * 1_000_000), any_frame=False)
@@ -365,6 +412,8 @@ def _open(path: Path):
         filter_decoder_messages()  # libsndfile may hand it to libmpg123
     try:
         reader = _SoundfileReader(path)
+        if reader.estimated:
+            reader = _whole_mp3_reader(path, reader)
     except Exception as sf_error:  # libsndfile refused: try FFmpeg
         try:
             reader = _PyAVReader(path)
@@ -380,6 +429,17 @@ def _open(path: Path):
         reader.close()
         raise
     return reader
+
+
+def _whole_mp3_reader(path: Path, reader: _SoundfileReader):
+    """FFmpeg for an MP3 whose header gives no length: libsndfile stops at its estimate."""
+    try:
+        whole = _PyAVReader(path)
+    except Exception:  # FFmpeg cannot: libsndfile, with no claim about the length
+        reader.frames = reader.duration = None
+        return reader
+    reader.close()
+    return whole
 
 
 def _check_limits(path: Path, samplerate: int, channels: int) -> None:
@@ -486,8 +546,9 @@ def _check_complete(path: Path, reader, plan: _Plan, got: int) -> None:
         raise _truncated(path, got, expected, sr)
 
 
-def _decoded_blocks(path: Path, reader, plan: _Plan, frames_per_block: int) -> Iterator[np.ndarray]:
-    """The reader's blocks as mono float32, with decoder failures as CorruptAudioError."""
+def _decoded_blocks(path: Path, reader, plan: _Plan, frames_per_block: int, meter) -> Iterator[np.ndarray]:
+    """The reader's blocks as mono float32, with decoder failures as CorruptAudioError;
+    ``meter.channel_peak`` follows the peak before the downmix."""
     blocks = reader.blocks(plan.start, plan.count, frames_per_block)
     got = 0
     while True:
@@ -502,6 +563,8 @@ def _decoded_blocks(path: Path, reader, plan: _Plan, frames_per_block: int) -> I
         got += len(block)
         if not np.isfinite(block).all():
             raise NonFiniteAudioError(path)
+        if block.shape[1] > 1 and meter.channel_peak < SILENCE_PEAK:
+            meter.channel_peak = float(np.abs(block).max(initial=0.0))
         yield _downmix(block)
     _check_complete(path, reader, plan, got)
 
@@ -578,7 +641,28 @@ def stream_audio(path, sr: int = 22050, offset: float = 0.0, duration: float | N
     NonFiniteAudioError
         NaN or Inf samples.
     """
-    path = Path(path)
+    return _AudioBlocks(lambda meter: _stream_audio(Path(path), sr, offset, duration, meter))
+
+
+class _AudioBlocks:
+    """The blocks of :func:`stream_audio`, and ``channel_peak``: the peak of the channels
+    before the downmix, as far as needed to tell silence from channels that cancel."""
+
+    def __init__(self, make: Callable):
+        self.channel_peak = 0.0
+        self._blocks = make(self)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return next(self._blocks)
+
+    def close(self) -> None:
+        self._blocks.close()
+
+
+def _stream_audio(path: Path, sr: int, offset: float, duration: float | None, meter) -> Iterator[np.ndarray]:
     if offset < 0 or (duration is not None and duration <= 0):
         raise ConfigError("offset must be >= 0 and duration > 0")
     if not MIN_SAMPLERATE <= sr <= MAX_SAMPLERATE:
@@ -587,7 +671,7 @@ def stream_audio(path, sr: int = 22050, offset: float = 0.0, duration: float | N
     try:
         _check_offset(path, reader, offset)
         plan = _plan_window(reader.samplerate, sr, offset, duration)
-        blocks = _decoded_blocks(path, reader, plan, block_frames(reader.channels, reader.samplerate, sr))
+        blocks = _decoded_blocks(path, reader, plan, block_frames(reader.channels, reader.samplerate, sr), meter)
         if reader.samplerate != sr:
             blocks = _resampled(blocks, reader.samplerate, sr)
         empty = True
@@ -602,13 +686,14 @@ def stream_audio(path, sr: int = 22050, offset: float = 0.0, duration: float | N
 
 # --- the policy: long enough, not silent ------------------------------------------------
 
-def _refuse_unusable(path, samples: int, peak: float, sr: int, min_duration: float, allow_silent: bool) -> None:
+def _refuse_unusable(path, samples: int, peak: float, sr: int, min_duration: float, allow_silent: bool,
+                     channel_peak: float = 0.0) -> None:
     if samples == 0:
         raise EmptyAudioError(path, "decoded to 0 samples")
     if samples < min_duration * sr:
         raise TooShortError(path, f"{samples / sr:.2f} s < {min_duration:.2f} s")
     if not allow_silent and peak < SILENCE_PEAK:
-        raise SilentAudioError(path)
+        raise CancelledChannelsError(path) if channel_peak >= SILENCE_PEAK else SilentAudioError(path)
 
 
 class CheckedStream:
@@ -663,7 +748,8 @@ class CheckedStream:
             self.samples += len(block)
             self.peak = max(self.peak, float(np.abs(block).max(initial=0.0)))
             yield block
-        _refuse_unusable(self.path, self.samples, self.peak, self.sr, self.min_duration, self.allow_silent)
+        _refuse_unusable(self.path, self.samples, self.peak, self.sr, self.min_duration, self.allow_silent,
+                         getattr(self._blocks, "channel_peak", 0.0))
 
 
 def check_waveform(y: np.ndarray, sr: int, path, min_duration: float = MIN_DURATION,
@@ -791,6 +877,7 @@ _FILTER_ENV = "GENREKIT_STDERR_FILTERED"  # "device:inode" of the pipe fd 2 was 
 _KEEP_ENV = "GENREKIT_DECODER_MESSAGES"  # "show": leave standard error alone
 _CODE_ENV = "GENREKIT_STDERR_FILTER_CODE"  # the helper's code
 _filter_lock = threading.Lock()
+_HELPER_COMMAND = f"import os, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); exec(os.environ[{_CODE_ENV!r}])"
 
 
 def filter_decoder_messages() -> bool:
@@ -836,8 +923,10 @@ def _install_filter() -> bool:
     read_fd, write_fd = os.pipe()
     original = os.dup(2)
     try:
-        # The code goes in the environment, so that ps shows a short command line.
-        helper = subprocess.Popen([sys.executable, "-I", "-S", "-c", f"import os; exec(os.environ[{_CODE_ENV!r}])"],
+        # The code goes in the environment, so that ps shows a short command line. Ctrl-C
+        # reaches the whole process group: the helper ignores it, so that it passes on what
+        # this process writes as it stops, and ends when the pipe closes.
+        helper = subprocess.Popen([sys.executable, "-I", "-S", "-c", _HELPER_COMMAND],
                                   stdin=read_fd, stdout=original, stderr=original, close_fds=True,
                                   env={**os.environ, _CODE_ENV: _FILTER_SOURCE + "\nforward()\n"})
     except OSError:

@@ -40,7 +40,8 @@ CHECKPOINT_FORMAT = 2
 LEGACY_FORMATS = (1,)  # genrekit 0.1's torch.save() payloads (.pt), read with weights_only=True
 METADATA_KEY = "genrekit"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on the JSON header
-PUBLIC_TRAINING_KEYS_DROPPED = ("train_track_ids", "valid_track_ids", "train_artists", "train_hashes")
+PUBLIC_TRAINING_KEYS_DROPPED = ("train_track_ids", "valid_track_ids", "train_artists", "train_hashes",
+                                "train_audio_hashes")
 
 
 # ---------------------------------------------------------------- nested structures with tensors
@@ -170,11 +171,18 @@ def _load_safetensors(path: Path, map_location: str) -> dict:
         raise CheckpointError(f"{path}: damaged checkpoint (tensor {e} missing)") from None
 
 
+NOT_A_MODEL = "not a genrekit model file (.onnx, or a .safetensors checkpoint)"
+LEGACY_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save: a zip archive, or before PyTorch 1.6 a pickle
+
+
 def _load_legacy(path: Path, map_location: str) -> dict:
     import pickle
 
     import torch
 
+    with open(path, "rb") as f:
+        if not f.read(4).startswith(LEGACY_MAGIC):
+            raise CheckpointError(f"{path}: {NOT_A_MODEL}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -255,6 +255,43 @@ MUSICNN_FEATURES = FeatureConfig(
 """musicnn's own input: 16 kHz, 96 mel bands, n_fft 512, hop 256, 3 s patches (187 frames)."""
 
 
+PREPARE_FLAGS = {"sr": "--sr", "n_fft": "--n-fft", "hop_length": "--hop-length", "n_mels": "--n-mels",
+                 "fmin": "--fmin", "fmax": "--fmax", "top_db": "--top-db", "segment_seconds": "--segment-seconds",
+                 "segment_hop_seconds": "--segment-hop", "segment_count": "--segment-count",
+                 "clip_seconds": "--clip-seconds", "image_size": "--image-size", "segment_rms_db": "--segment-rms-db",
+                 "max_gain_db": "--max-gain-db"}
+"""The ``genrekit prepare`` option of each FeatureConfig field it can set."""
+
+
+def feature_preset(name: str) -> FeatureConfig:
+    """The settings of ``genrekit prepare --features NAME``: ``logmel``, ``musicnn`` or ``seed``."""
+    return {"musicnn": MUSICNN_FEATURES, "seed": SEED_FEATURES}.get(name, FeatureConfig())
+
+
+def prepare_flags(config: FeatureConfig) -> str | None:
+    """The ``genrekit prepare`` options that build ``config``; None if its options cannot.
+
+    Examples
+    --------
+    >>> prepare_flags(dataclasses.replace(MUSICNN_FEATURES, segment_rms_db=-15, max_gain_db=15))
+    '--features musicnn --segment-rms-db -15 --max-gain-db 15'
+    """
+    preset = {"musicnn": "musicnn", "stft_db": "seed"}.get(config.frontend, "logmel")
+    base, flags = feature_preset(preset), [] if preset == "logmel" else ["--features", preset]
+    for name in (f.name for f in dataclasses.fields(config)):
+        value = getattr(config, name)
+        if value == getattr(base, name):
+            continue
+        if name not in PREPARE_FLAGS or value is None:
+            return None
+        flags += [PREPARE_FLAGS[name], *(_flag_value(v) for v in (value if name == "image_size" else [value]))]
+    return " ".join(flags)
+
+
+def _flag_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def check_musicnn_config(config: FeatureConfig) -> None:
     """``config`` must be :data:`MUSICNN_FEATURES`; only the segment level (``segment_rms_db``,
     ``max_gain_db``) may differ."""

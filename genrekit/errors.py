@@ -46,6 +46,14 @@ class TooShortError(AudioError):
 
 class SilentAudioError(AudioError):
     reason = "audio is all silent"
+    no_sound = True  # an answer (there is no music in it), not a fault of the file
+
+
+class CancelledChannelsError(SilentAudioError):
+    """The channels are not silent but their mean is: one is another inverted (L = -R)."""
+
+    reason = "audio is silent after the downmix to mono (the channels cancel out)"
+    no_sound = False  # music that genrekit cannot read
 
 
 class NonFiniteAudioError(AudioError):

@@ -40,7 +40,7 @@ def leakage_check(payload: dict, tracks) -> list[str]:
     artists = {a for a in tracks["artist"] if isinstance(a, str) and a} & set(data.get("train_artists", []))
     if artists:
         problems.append(f"{len(artists)} test artist(s) also appear in the training data, e.g. {sorted(artists)[:3]}")
-    hashes = set(data.get("train_hashes", []))
+    hashes = set(data.get("train_hashes", [])) | set(data.get("train_audio_hashes", []))
     if hashes:
         same = [row.path for row in tracks.itertuples()
                 if {getattr(row, "sha256", None), getattr(row, "audio_sha256", None)} & hashes]
@@ -50,14 +50,14 @@ def leakage_check(payload: dict, tracks) -> list[str]:
     return problems
 
 
-def _load_tracks(classifier, data, split, track_ids=None):
+def _load_tracks(classifier, data, split, track_ids=None, dataset_options=None):
     """``(track table, segments per track, failures)`` from a cache folder or a data set spec."""
     from .cache import FeatureCache
     from .datasets import KINDS
 
     kind, sep, _ = str(data).partition(":")
     if sep and kind in KINDS and not Path(data).exists():
-        return _tracks_from_spec(classifier, data, split)
+        return _tracks_from_spec(classifier, data, split, dataset_options or {})
     if not Path(data).exists():
         raise DatasetError(f"{data}: no such file or folder (give a feature cache folder or a data set spec "
                            f"such as gtzan:ROOT)")
@@ -73,13 +73,13 @@ def _load_tracks(classifier, data, split, track_ids=None):
     return tracks, segments, cache.failures
 
 
-def _tracks_from_spec(classifier, spec, split):
+def _tracks_from_spec(classifier, spec, split, dataset_options: dict):
     import pandas as pd
 
     from .cache.featurize import PrepareOptions, failure_record, featurize_or_reason
     from .datasets import open_dataset
 
-    dataset = open_dataset(spec)
+    dataset = open_dataset(spec, **dataset_options)
     tracks = [t for t in dataset.tracks if split is None or t.split in split]
     if not tracks:
         raise ConfigError(f"no tracks in split {split} of {spec}; splits there: "
@@ -97,7 +97,8 @@ def _tracks_from_spec(classifier, spec, split):
 
 
 def evaluate(model, data, split="test", allow_leak: bool = False, n_boot: int = 2000, seed: int = 0,
-             device: str = "cpu", track_ids=None) -> dict:
+             device: str = "cpu", track_ids=None, dataset_options: dict | None = None,
+             only_model_labels: bool = False) -> dict:
     """Score a model (an ``.onnx`` file or a checkpoint) on the tracks of ``split``.
 
     Parameters
@@ -110,6 +111,12 @@ def evaluate(model, data, split="test", allow_leak: bool = False, n_boot: int = 
         Run even when test tracks were trained on (the report is then marked ``leaky``).
     track_ids : iterable, optional
         Restrict a cache's split to these tracks (e.g. a run's carved-out validation).
+    dataset_options : dict, optional
+        Keyword arguments of :func:`genrekit.datasets.open_dataset` for a data set spec
+        (``metadata`` for ``fma:``, ``splits`` for ``gtzan:``, ...).
+    only_model_labels : bool
+        Leave out, with a note, tracks whose label the model does not have (a label
+        written as the model's display name, such as FMA's ``Hip-Hop``, counts as the model's).
 
     Raises
     ------
@@ -120,28 +127,51 @@ def evaluate(model, data, split="test", allow_leak: bool = False, n_boot: int = 
 
     classifier = load_model(model, device=device)
     splits = None if split in (None, "all") else ([split] if isinstance(split, str) else list(split))
-    tracks, segments, failures = _load_tracks(classifier, data, splits, track_ids)
+    tracks, segments, failures = _load_tracks(classifier, data, splits, track_ids, dataset_options)
+    tracks, segments, notes = _model_labels(classifier, tracks, segments, only_model_labels)
     if len(tracks) == 0:
         raise DatasetError(f"{data}: none of the {len(failures)} track(s) of split {split!r} could be decoded"
                            + (f", e.g. {failures[0]['path']}: {failures[0]['reason']}" if failures else ""))
     problems = leakage_check(classifier.payload, tracks)
     if problems and not allow_leak:
-        raise LeakageError("refusing to evaluate on training data: " + "; ".join(problems)
-                           + " (use --allow-leak to run anyway; the report is then marked leaky)")
+        raise LeakageError(f"refusing to evaluate {model} on {data}: the model was trained on these tracks, so "
+                           "the scores would not measure how it does on new music (" + "; ".join(problems)
+                           + "); --allow-leak runs anyway and marks the report leaky")
     labels = classifier.labels
-    unknown = sorted(set(tracks["label"]) - set(labels))
-    if unknown:
-        raise ConfigError(f"test labels {unknown} are not among the model's labels {labels}")
     scored = _score_tracks(classifier, segments, metrics.encode(tracks["label"], labels))
     report = _report(scored, labels, n_boot, seed)
     valid_ids = set(classifier.payload.get("training_data", {}).get("valid_track_ids", []))
     return {"model": str(model), "data": str(data), "split": split, "leaky": bool(problems),
             "leakage_problems": problems, "model_selection_overlap": len(set(map(str, tracks["track_id"])) & valid_ids),
-            **report, "failures": failures,
+            **report, "failures": failures, "notes": notes,
             "predictions": [{"track_id": str(t), "path": p, "label": labels[y], "predicted": labels[m],
                              "majority": labels[v], "abstain": a}
                             for t, p, y, m, v, a in zip(tracks["track_id"], tracks["path"], scored["y"],
                                                         scored["mean"], scored["majority"], scored["abstain"])]}
+
+
+def _model_labels(classifier, tracks, segments, only_model_labels: bool):
+    """Tracks with the model's labels (display names such as ``Hip-Hop`` renamed), and a note on those left out.
+
+    Raises :class:`~genrekit.errors.ConfigError` for labels the model does not have, unless
+    ``only_model_labels``.
+    """
+    by_name = {name.casefold(): label for label, name in classifier.display_names.items()}
+    by_name.update({label.casefold(): label for label in classifier.labels})
+    tracks = tracks.assign(label=[by_name.get(str(x).casefold(), x) for x in tracks["label"]])
+    unknown = tracks["label"].map(lambda x: x not in classifier.labels).to_numpy(dtype=bool)
+    if not unknown.any():
+        return tracks, segments, []
+    counts = tracks.loc[unknown, "label"].value_counts().sort_index()
+    found = ", ".join(f"{label} ({n})" for label, n in counts.items())
+    if not only_model_labels:
+        raise ConfigError(f"test labels the model does not have: {found}; the model's labels are "
+                          f"{classifier.labels} (--only-model-labels leaves those tracks out)")
+    keep = np.flatnonzero(~unknown)
+    if not len(keep):
+        raise ConfigError(f"no test track has a label the model has ({classifier.labels}); found: {found}")
+    note = f"{int(unknown.sum())} track(s) left out, their labels are not the model's: {found}"
+    return tracks.iloc[keep].reset_index(drop=True), [segments[i] for i in keep], [note]
 
 
 def _score_tracks(classifier, segments: list[np.ndarray], y: np.ndarray) -> dict:
@@ -182,9 +212,19 @@ def _report(scored: dict, labels: list[str], n_boot: int, seed: int) -> dict:
     abstentions = {reason: sum(a == reason for a in scored["abstain"]) for reason in ("not_music", "uncertain")}
     return {"n_tracks": int(len(y)), "n_segments": int(len(scored["seg_true"])), "labels": labels, **headline,
             "track_accuracy": track["accuracy"], "track_accuracy_ci": track["accuracy_ci"],
-            "per_class": track["per_class"], "track": _summary(track), "track_majority": _summary(major),
+            "per_class": _undefined_as_none(track["per_class"]), "track": _summary(track), "track_majority": _summary(major),
             "segment": _summary(segment), "segment_accuracy": segment["accuracy"], "calibration": calibration,
             "abstentions": abstentions, "confusion": track["confusion_matrix"], "n_classes": k}
+
+
+def _undefined_as_none(per_class: dict) -> dict:
+    """Per-genre scores with ``None`` for a 0/0: precision of a genre never predicted, F1 of one neither
+    true nor predicted (left out of macro-F1), as recall already is for a genre with no true track."""
+    def fix(m):
+        return dict(m, precision=m["precision"] if m["predicted"] else None,
+                    f1=m["f1"] if m["predicted"] or m["support"] else None)
+
+    return {label: fix(m) for label, m in per_class.items()}
 
 
 def _summary(report: dict) -> dict:
@@ -204,8 +244,9 @@ def format_table(report: dict) -> str:
         lines.append(f"track {key.replace('_', ' ')} 95% CI (bootstrap over tracks): [{lo:.3f}, {hi:.3f}]")
     lines.append(f"\n{'genre':14}{'precision':>10}{'recall':>8}{'f1':>7}{'support':>9}{'predicted':>10}")
     for label, m in report["per_class"].items():
-        recall = "     –" if m["recall"] is None else f"{m['recall']:8.3f}"
-        lines.append(f"{label:14}{m['precision']:10.3f}{recall:>8}{m['f1']:7.3f}{m['support']:9d}{m['predicted']:10d}")
+        precision, recall, f1 = (_table_cell(m[key], width) for key, width in (("precision", 10), ("recall", 8),
+                                                                                ("f1", 7)))
+        lines.append(f"{label:14}{precision}{recall}{f1}{m['support']:9d}{m['predicted']:10d}")
     cal = report["calibration"]
     lines.append(f"\ncalibration: ECE (15 bins) {cal['ece_before']:.3f} before, {cal['ece_after']:.3f} after the "
                  "model's temperature")
@@ -213,6 +254,7 @@ def format_table(report: dict) -> str:
     if ab["not_music"] or ab["uncertain"]:
         lines.append(f"the model would abstain on {ab['not_music']} track(s) as not music and {ab['uncertain']} as "
                      "uncertain (scored above by their most probable genre)")
+    lines += [f"note: {note}" for note in report.get("notes", [])]
     if report["model_selection_overlap"]:
         lines.append(f"note: {report['model_selection_overlap']} of these tracks were its training run's "
                      "validation set (the best checkpoint is chosen on them)")
@@ -220,6 +262,11 @@ def format_table(report: dict) -> str:
         lines.append(f"\nFAILED: {len(report['failures'])} track(s) could not be decoded and are not scored:")
         lines += [f"  {f['path']}: {f['reason']}" for f in report["failures"]]
     return "\n".join(lines)
+
+
+def _table_cell(value, width: int) -> str:
+    """A score right-aligned in ``width`` characters, ``–`` where it is undefined (``None``)."""
+    return f"{'–':>{width}}" if value is None else f"{value:{width}.3f}"
 
 
 def write_report(report: dict, out_dir) -> dict:

@@ -18,7 +18,8 @@ FLAC, Speex) or MP4 atoms (M4A/MP4). It behaves as beets and MusicBrainz Picard 
 Beside the genre a ``GENREKIT`` marker (JSON: label, written genre, confidence, model)
 tells later runs that genrekit tagged the file. Only tag blocks are rewritten; audio
 frames stay byte for byte. ID3 frames are read as stored (no v2.3 → v2.4 translation)
-and saved in the file's own ID3 version, so only the frames genrekit sets change.
+and saved in the file's own ID3 version, so only the frames genrekit sets change. An
+MP3's ID3v1 tag is kept byte for byte but for its genre byte, and counts as a genre.
 
 Each file's outcome is committed to the database as soon as it is known: an interrupted
 run resumes where it stopped, and a dry run's predictions are reused by a later write.
@@ -52,7 +53,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import ConfigError, GenrekitError
+from .audio import shown_path
+from .errors import ConfigError, EmptyAudioError, GenrekitError
 
 MARKER = "GENREKIT"
 MP4_MARKER = "----:com.genrekit:genrekit"
@@ -168,8 +170,12 @@ class _ID3:
     def load_as_stored(audio, path: Path) -> None:
         # mutagen translates v2.3 frames to v2.4 and merges an ID3v1 tag in as it loads;
         # saving that would change frames genrekit never set ("(17)" → "Rock", TYER → TDRC).
+        # The ID3v1 tag is kept apart, as bytes (see _TagFile.v1): mutagen would rebuild it
+        # from the ID3v2 frames on save, zeroing the fields only ID3v1 holds.
         tags = audio.tags
-        if tags is not None and tags.version >= (2, 3, 0):
+        if tags is not None and tags.version < (2, 0, 0):  # only an ID3v1 tag, read in as frames
+            audio.tags = None
+        elif tags is not None and tags.version >= (2, 3, 0):
             audio.tags = type(tags)(path, translate=False, load_v1=False)
 
     @staticmethod
@@ -352,6 +358,51 @@ class _MP4:
 _FAMILIES = (_ID3, _Vorbis, _MP4)
 
 
+# ID3v1: a 128-byte block at the end of an MP3 whose last byte is a genre number. genrekit
+# keeps it byte for byte and changes only that byte (mutagen can only rebuild the whole
+# block from the ID3v2 frames, which zeroes what only ID3v1 holds).
+
+def _read_id3v1(path: Path) -> bytes | None:
+    """The file's ID3v1 block as stored, found as mutagen finds it; None without one."""
+    from mutagen.id3._id3v1 import find_id3v1
+
+    with open(path, "rb") as f:
+        frames, offset = find_id3v1(f)
+        if frames is None:
+            return None
+        f.seek(offset, os.SEEK_END)
+        return f.read()
+
+
+def _put_id3v1(path: Path, block: bytes | None) -> None:
+    """Make ``block`` the file's ID3v1 block (none if None), replacing whatever is there."""
+    from mutagen.id3._id3v1 import find_id3v1
+
+    with open(path, "r+b") as f:
+        frames, offset = find_id3v1(f)
+        f.seek(offset if frames is not None else 0, os.SEEK_END)
+        f.truncate()
+        f.write(block or b"")
+
+
+def _id3v1_genres(block: bytes | None) -> list[str]:
+    from mutagen._constants import GENRES
+
+    if block is None or len(block) != 128 or block[127] >= len(GENRES):
+        return []
+    return [GENRES[block[127]]]
+
+
+def _id3v1_with_genre(block: bytes | None, genre: str) -> bytes | None:
+    """``block`` with its genre byte set to ``genre`` (255, "none", if ID3v1 lacks it)."""
+    from mutagen._constants import GENRES
+
+    if block is None or len(block) != 128:
+        return block
+    number = next((i for i, g in enumerate(GENRES) if g.lower() == genre.lower()), 255)
+    return block[:127] + bytes([number])
+
+
 class _TagFile:
     """An audio file opened with mutagen, with the tag family genrekit handles in it."""
 
@@ -373,14 +424,20 @@ class _TagFile:
         except (mutagen.MutagenError, OSError) as e:
             raise TagError(path, f"cannot read tags ({e})") from None
         self.audio, self.family = audio, family
+        self.has_v1 = isinstance(audio, _mp3_type())  # ID3v1 lives at the end of MP3s only
+        try:
+            self.v1 = _read_id3v1(path) if self.has_v1 else None
+        except OSError as e:
+            raise TagError(path, f"cannot read tags ({e})") from None
 
     @property
     def tags(self):
         return self.audio.tags
 
     def genres(self) -> list[str]:
-        """Every genre value, in order, blank ones left out."""
-        return [] if self.tags is None else [g for g in self.family.genres(self.tags) if g.strip()]
+        """Every genre value, in order, blank ones left out (ID3v1's where ID3v2 has none)."""
+        found = [] if self.tags is None else [g for g in self.family.genres(self.tags) if g.strip()]
+        return found or _id3v1_genres(self.v1)
 
     def marker_text(self) -> str | None:
         return None if self.tags is None else self.family.marker(self.tags)
@@ -392,6 +449,8 @@ class _TagFile:
     def snapshot(self) -> dict:
         """The fields genrekit may change, as they are now (JSON-able, for undo)."""
         fields = {} if self.tags is None else self.family.snapshot(self.tags)
+        if self.has_v1:
+            fields["v1"] = None if self.v1 is None else base64.b64encode(self.v1).decode("ascii")
         return json.loads(json.dumps({"format": self.family.name, "had_tags": self.tags is not None, **fields}))
 
     def digest(self) -> str:
@@ -399,13 +458,15 @@ class _TagFile:
         h = hashlib.sha256(self.family.name.encode())
         if self.tags is not None:
             self.family.digest(self.tags, h)
+        if self.v1 is not None:
+            h.update(b"ID3v1\0" + self.v1)
         return h.hexdigest()
 
     def write(self, genre: str, marker: str) -> None:
         if self.tags is None:
             self.audio.add_tags()
         self.family.write(self.tags, genre, marker)
-        self._save(self.family.save)
+        self._save(self.family.save, _id3v1_with_genre(self.v1, genre))
 
     def restore(self, before: dict) -> None:
         if before["format"] != self.family.name:
@@ -413,19 +474,34 @@ class _TagFile:
         if self.tags is None:
             self.audio.add_tags()
         self.family.restore(self.tags, before if before["had_tags"] else _EMPTY[self.family.name])
+        v1 = self._saved_v1(before)
         if not before["had_tags"] and self.family.is_empty(self.tags):
-            self._save(lambda audio: audio.delete())  # there was no tag block at all
+            self._save(lambda audio: audio.delete(), v1)  # there was no tag block at all
         else:
-            self._save(self.family.save)
+            self._save(self.family.save, v1)
 
-    def _save(self, save: Callable) -> None:
+    def _saved_v1(self, before: dict) -> bytes | None:
+        if "v1" not in before:  # recorded before genrekit kept ID3v1 apart: leave it as it is
+            return self.v1
+        return None if before["v1"] is None else base64.b64decode(before["v1"])
+
+    def _save(self, save: Callable, v1: bytes | None) -> None:
+        """Save with mutagen, then put ``v1`` back as the ID3v1 block (MP3 only)."""
         import mutagen
 
         try:
             with _sigint_deferred():
                 save(self.audio)
+                if self.has_v1:
+                    _put_id3v1(self.path, v1)
         except (mutagen.MutagenError, OSError) as e:
             raise TagError(self.path, f"cannot write tags ({e})") from None
+
+
+def _mp3_type():
+    from mutagen.mp3 import MP3
+
+    return MP3
 
 
 _EMPTY = {"id3": {"frames": {}}, "vorbis": {"entries": []}, "mp4": {"genre": None, "marker": None}}
@@ -433,9 +509,12 @@ _EMPTY = {"id3": {"frames": {}}, "vorbis": {"entries": []}, "mp4": {"genre": Non
 
 def _same_fields(a: dict, b: dict) -> bool:
     """Snapshots equal, taking "no tag block" as "a tag block without genre or marker"."""
+    ignored = {"had_tags"} | ({"v1"} if "v1" not in a or "v1" not in b else set())  # older records lack it
+
     def fields(snap: dict) -> dict:
-        return {k: v for k, v in snap.items() if k != "had_tags"} if snap["had_tags"] else \
-            {"format": snap["format"], **_EMPTY[snap["format"]]}
+        v1 = {"v1": snap["v1"]} if "v1" not in ignored and "v1" in snap else {}
+        return {k: v for k, v in snap.items() if k not in ignored} if snap["had_tags"] else \
+            {"format": snap["format"], **_EMPTY[snap["format"]], **v1}
 
     return fields(a) == fields(b)
 
@@ -551,6 +630,8 @@ def read_genre_map(path) -> dict[str, str]:
     {'hiphop': 'Hip Hop', 'metal': 'Heavy Metal'}
     """
     path = Path(path)
+    if path.is_dir():
+        raise GenreMapError(path, "is a folder, not a genre map file")
     if not path.is_file():
         raise GenreMapError(path, "no such file")
     try:
@@ -769,17 +850,17 @@ class _Store:
         self.con = con
 
     def file(self, key: str):
-        return self.con.execute("SELECT * FROM files WHERE path = ?", (key,)).fetchone()
+        return self.con.execute("SELECT * FROM files WHERE path = ?", (_db_path(key),)).fetchone()
 
     def undo(self, key: str):
-        return self.con.execute("SELECT * FROM undo WHERE path = ?", (key,)).fetchone()
+        return self.con.execute("SELECT * FROM undo WHERE path = ?", (_db_path(key),)).fetchone()
 
     def put_file(self, row: dict) -> None:
         with _transaction(self.con):
             self._put_file(row)
 
     def _put_file(self, row: dict) -> None:
-        row = {**row, "updated_at": _now()}
+        row = {**row, "path": _db_path(row["path"]), "updated_at": _now()}
         self.con.execute(f"INSERT OR REPLACE INTO files ({', '.join(_FILE_COLUMNS)}) VALUES "
                          f"({', '.join('?' * len(_FILE_COLUMNS))})", [row.get(c) for c in _FILE_COLUMNS])
 
@@ -787,35 +868,49 @@ class _Store:
         """Save the original fields before the file changes (digest NULL: write in progress)."""
         with _transaction(self.con):
             self.con.execute("INSERT OR REPLACE INTO undo (path, before, marker, digest, written_at) "
-                             "VALUES (?, ?, ?, NULL, ?)", (key, json.dumps(before), marker, _now()))
+                             "VALUES (?, ?, ?, NULL, ?)", (_db_path(key), json.dumps(before), marker, _now()))
 
     def abort_write(self, key: str, previous) -> None:
         with _transaction(self.con):
-            self.con.execute("DELETE FROM undo WHERE path = ?", (key,))
+            self.con.execute("DELETE FROM undo WHERE path = ?", (_db_path(key),))
             if previous is not None:
                 self.con.execute("INSERT INTO undo (path, before, marker, digest, written_at) VALUES (?, ?, ?, ?, ?)",
                                  tuple(previous))
 
     def end_write(self, key: str, digest: str, row: dict) -> None:
         with _transaction(self.con):
-            self.con.execute("UPDATE undo SET digest = ?, written_at = ? WHERE path = ?", (digest, _now(), key))
+            self.con.execute("UPDATE undo SET digest = ?, written_at = ? WHERE path = ?",
+                             (digest, _now(), _db_path(key)))
             self._put_file(row)
 
     def end_undo(self, key: str, st) -> None:
         with _transaction(self.con):
-            self.con.execute("DELETE FROM undo WHERE path = ?", (key,))
+            self.con.execute("DELETE FROM undo WHERE path = ?", (_db_path(key),))
             self.con.execute("UPDATE files SET status = ?, written = 0, error = NULL, size = ?, mtime_ns = ?, "
-                             "updated_at = ? WHERE path = ?", (RESTORED, st.st_size, st.st_mtime_ns, _now(), key))
+                             "updated_at = ? WHERE path = ?",
+                             (RESTORED, st.st_size, st.st_mtime_ns, _now(), _db_path(key)))
 
     def drop_undo(self, key: str) -> None:
         with _transaction(self.con):
-            self.con.execute("DELETE FROM undo WHERE path = ?", (key,))
+            self.con.execute("DELETE FROM undo WHERE path = ?", (_db_path(key),))
 
     def undo_keys(self) -> list[str]:
         """Every file genrekit wrote or restored, per this database."""
         rows = self.con.execute(f"SELECT path FROM undo UNION SELECT path FROM files "
                                 f"WHERE written = 1 OR status = '{RESTORED}' ORDER BY path")
-        return [r[0] for r in rows]
+        return sorted(os.fsdecode(r[0]) if isinstance(r[0], bytes) else r[0] for r in rows)
+
+
+def _db_path(key: str) -> str | bytes:
+    """A path as the database stores it: text, or the file name's bytes (a BLOB) where it is
+    not valid UTF-8 (SQLite text must be), so that every file name is kept exactly."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(key)
+    return key
+
+
 
 
 def export_csv(db_path, csv_path) -> int:
@@ -841,7 +936,7 @@ def export_csv(db_path, csv_path) -> int:
                 writer.writerow(_FILE_COLUMNS)
                 n = 0
                 for row in rows:
-                    writer.writerow(tuple(row))
+                    writer.writerow((shown_path(row[0]), *tuple(row)[1:]))
                     n += 1
     finally:
         con.close()
@@ -874,7 +969,7 @@ class FileResult:
 
     def describe(self) -> str:
         """One line for the user, e.g. ``a.mp3: would write genre 'Hip-Hop' (hiphop 91%)``."""
-        return f"{self.path}: {self._message()}"
+        return f"{shown_path(self.path)}: {self._message()}"
 
     def _message(self) -> str:
         if self.status in (TAGGED, WOULD_TAG):
@@ -939,7 +1034,7 @@ class TagSummary(_Summary):
             lines.append(f"interrupted after {len(self.results)} of {self.total} files; run again to resume")
         if self.failed:
             lines.append("failures:")
-            lines.extend(f"  {r.path}: {r.reason}" for r in self.failed)
+            lines.extend(f"  {shown_path(r.path)}: {r.reason}" for r in self.failed)
         return "\n".join(lines)
 
     def _abstain_counts(self) -> str:
@@ -985,7 +1080,7 @@ class UndoSummary(_Summary):
         for title, results in (("not restored:", self.refused), ("failures:", self.failed)):
             if results:
                 lines.append(title)
-                lines.extend(f"  {r.path}: {r.reason}" for r in results)
+                lines.extend(f"  {shown_path(r.path)}: {r.reason}" for r in results)
         return "\n".join(lines)
 
 
@@ -997,7 +1092,7 @@ class _Guess:
 
     label: str | None
     abstain: str | None
-    confidence: float
+    confidence: float | None  # None: the model was not asked (all-silent audio)
     probabilities: dict[str, float]
     music_probability: float | None = None
 
@@ -1019,6 +1114,9 @@ def _checked_prediction(path: Path, pred) -> _Guess:
     if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
         raise TagError(path, f"the model returned an invalid confidence ({confidence})")
     return _Guess(label, abstain, confidence, probabilities, None if music is None else float(music))
+
+
+_SILENCE = _Guess(None, "not_music", None, {})  # all-silent audio: not music, the model not asked
 
 
 def _reason(error: GenrekitError) -> str:
@@ -1056,7 +1154,7 @@ class _TagRun:
         except OSError as e:
             return self._record(path, key, None, FAILED, reason=f"cannot read file ({e.strerror or e})")
         if st.st_size == 0:
-            return self._record(path, key, st, FAILED, reason="empty file (0 bytes)")
+            return self._record(path, key, st, FAILED, reason=_reason(EmptyAudioError(path, "0 bytes")))
         row = None if self.force else self.store.file(key)
         unchanged = row is not None and (row["size"], row["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
         if unchanged and row["status"] == TAGGED and row["written"]:
@@ -1083,6 +1181,8 @@ class _TagRun:
         try:
             guess = self._predict(path, row)
         except GenrekitError as e:  # AudioError from the model, or an unusable prediction
+            if getattr(e, "no_sound", False):  # all-silent audio: not music
+                return self._record(path, key, st, ABSTAINED, _SILENCE, old=old, reason=f"not music: {e.reason}")
             return self._record(path, key, st, FAILED, reason=_reason(e))
         except Exception as e:  # noqa: BLE001 - a file that always crashes must not block every re-run
             return self._record(path, key, st, FAILED, reason=f"unexpected error: {type(e).__name__}: {e}")
@@ -1155,7 +1255,8 @@ class _TagRun:
                "confidence": confidence, "old_genres": None if old is None else json.dumps(old, ensure_ascii=False),
                "written": int(written), "model": model_id, "min_confidence": self.min_confidence if guess else None,
                "error": reason or None, "size": st.st_size if st else -1, "mtime_ns": st.st_mtime_ns if st else -1,
-               "probabilities": None if guess is None else json.dumps(guess.probabilities, sort_keys=True)}
+               "probabilities": json.dumps(guess.probabilities, sort_keys=True) if guess and guess.probabilities
+               else None}
         return FileResult(str(path), status, label, tag_genre, confidence, model_id, old, abstain, reason), row
 
 
@@ -1303,13 +1404,14 @@ def _undo_one(store: _Store, key: str, shown: str) -> FileResult:
 
 def _genres_of(before: dict) -> list[str]:
     """Genre values in a saved snapshot, for the report."""
+    v1 = _id3v1_genres(base64.b64decode(before["v1"])) if before.get("v1") else []
     if not before.get("had_tags"):
-        return []
+        return v1
     if before["format"] == "id3":
         from mutagen.id3 import TCON
 
         frame = before["frames"].get("TCON")
-        return [] if frame is None else [g for g in TCON(**frame).genres if g.strip()]
+        return v1 if frame is None else [g for g in TCON(**frame).genres if g.strip()] or v1
     if before["format"] == "vorbis":
         return [v for _, k, v in before["entries"] if k.lower() == "genre" and v.strip()]
     return [g for g in before["genre"] or [] if g.strip()]

@@ -813,3 +813,69 @@ def test_find_audio_files(tmp_path, write_wav):
     assert found == [tmp_path / "a" / "b" / "one.wav", tmp_path / "a" / "two.WAV", odd]
     assert is_audio_path("x.M4A") and not is_audio_path("x.txt")
     assert find_audio_files(str(odd)) == [odd]
+
+
+# --------------------------------------------------------------------------- lengths that are estimates
+
+def _ffmpeg(tmp_path, name, *args, silence_first=0.0, seconds=12.0):
+    """A stereo 44.1 kHz tone (quiet, then loud: VBR frame sizes vary) encoded by ffmpeg."""
+    import shutil
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed")
+    sr, t = 44100, np.arange(int(seconds * 44100)) / 44100
+    y = (0.3 * np.sin(2 * np.pi * 440 * t) * (t > seconds / 2) + 0.01 * np.sin(2 * np.pi * 220 * t))
+    y = np.concatenate([np.zeros(int(silence_first * sr)), y]).astype(np.float32)
+    wav = tmp_path / "src.wav"
+    sf.write(wav, np.stack([y, y], axis=1), sr)
+    out = tmp_path / name
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), *args, str(out)], check=True)
+    return out, len(y) / sr
+
+
+@pytest.mark.parametrize("silence_first", [0.0, 2.0])
+def test_vbr_mp3_without_xing_header_decodes_to_its_end(silence_first, tmp_path):
+    path, seconds = _ffmpeg(tmp_path, "vbr.mp3", "-q:a", "2", "-write_xing", "0", silence_first=silence_first)
+    y = load_audio(path, sr=22050)
+    assert abs(len(y) / 22050 - seconds) < 0.1
+    window = load_audio(path, sr=22050, offset=7.0, duration=2.0)
+    start = round(7.0 * 22050)
+    np.testing.assert_allclose(window, y[start:start + len(window)], atol=1e-3)
+    assert len(window) == 2 * 22050
+
+
+def test_raw_adts_aac_decodes_to_its_end(tmp_path):
+    path, seconds = _ffmpeg(tmp_path, "raw.aac", "-c:a", "aac", "-b:a", "96k")
+    y = load_audio(path, sr=22050)
+    assert abs(len(y) / 22050 - seconds) < 0.1
+    assert audio_info(path).duration is None  # the bit rate's guess is no length
+
+
+def test_cut_vbr_mp3_without_xing_is_read_as_far_as_it_goes(tmp_path):
+    path, seconds = _ffmpeg(tmp_path, "vbr.mp3", "-q:a", "2", "-write_xing", "0")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 4])
+    y = load_audio(path, sr=22050)  # a cut file cannot be told from a short one: no error
+    assert 1.0 < len(y) / 22050 < seconds
+
+
+def test_channels_that_cancel_are_named_as_such(tmp_path):
+    y = tone(2.0)
+    sf.write(tmp_path / "inverted.wav", np.stack([y, -y], axis=1), 22050, subtype="FLOAT")  # exactly -y
+    with pytest.raises(SilentAudioError, match="silent after the downmix to mono.*channels cancel"):
+        load_audio(tmp_path / "inverted.wav")
+    sf.write(tmp_path / "silent.wav", np.zeros((44100, 2), np.float32), 22050)
+    with pytest.raises(SilentAudioError) as caught:
+        load_audio(tmp_path / "silent.wav")
+    assert str(caught.value).endswith("audio is all silent")
+    assert len(load_audio(tmp_path / "inverted.wav", allow_silent=True)) == 2 * 22050
+
+
+def test_folder_scan_reports_broken_links_and_finds_every_decodable_extension(tmp_path):
+    for name in ("a.wv", "b.mka", "c.m4b", "d.mp3", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "gone.flac").symlink_to(tmp_path / "missing.flac")
+    found = [p.name for p in find_audio_files([tmp_path])]
+    assert found == ["a.wv", "b.mka", "c.m4b", "d.mp3", "gone.flac"]
+    with pytest.raises(AudioMissingError, match="broken symlink"):
+        load_audio(tmp_path / "gone.flac")

@@ -188,3 +188,68 @@ def test_segments_do_not_depend_on_blas_threads(tmp_path):
         with threadpool_limits(limits=threads, user_api="blas"):
             results.append(featurize_track(track, FeatureConfig(), PrepareOptions())[1])
     assert np.array_equal(results[0], results[1])
+
+
+# ---------------------------------------------------------------- files in shards/ that genrekit did not write
+
+FOREIGN = {"notes.json": "my notes, not JSON", "readme.json": '{"about": "my cache"}',
+           "20240101T000000-0badf00d.json": "shard-like name, but genrekit never wrote it"}
+
+
+def _add_foreign_files(out) -> None:
+    for name, text in FOREIGN.items():
+        (out / "shards" / name).write_text(text)
+
+
+def test_resume_keeps_json_files_genrekit_did_not_write(audio_tree, tmp_path, capsys):
+    out = tmp_path / "cache"
+    dataset = _prepared(audio_tree, out)
+    _add_foreign_files(out)
+    capsys.readouterr()
+    summary = prepare(dataset, out, SMALL, workers=1, progress=False)
+    assert summary.repaired == 0 and summary.skipped == 6
+    printed = capsys.readouterr().out
+    for name, text in FOREIGN.items():
+        assert (out / "shards" / name).read_text() == text
+        assert sum(name in line for line in printed.splitlines()) == 1, printed
+    assert "deleted" not in printed
+
+
+def test_foreign_json_files_do_not_make_the_cache_unreadable(audio_tree, tmp_path):
+    out = tmp_path / "cache"
+    _prepared(audio_tree, out)
+    for name in ("notes.json", "readme.json"):
+        (out / "shards" / name).write_text(FOREIGN[name])
+    assert len(FeatureCache(out)) == 6
+
+
+def test_overwrite_keeps_json_files_genrekit_did_not_write(audio_tree, tmp_path, capsys):
+    out = tmp_path / "cache"
+    assert run_prepare(f"folder:{audio_tree}", out) == 0
+    _add_foreign_files(out)
+    capsys.readouterr()
+    assert run_prepare(f"folder:{audio_tree}", out, "--overwrite") == 0
+    printed = capsys.readouterr().out
+    for name, text in FOREIGN.items():
+        assert (out / "shards" / name).read_text() == text
+        assert sum(name in line for line in printed.splitlines()) >= 1, printed
+
+
+def test_a_damaged_shard_genrekit_wrote_carries_its_marker(audio_tree, tmp_path):
+    out = tmp_path / "cache"
+    _prepared(audio_tree, out)
+    index = sorted((out / "shards").glob("*.json"))[0]
+    assert json.loads(index.read_text())["writer"] == "genrekit"
+    index.write_text(index.read_text()[:30])  # truncated, but still genrekit's
+    store = CacheStore(out)
+    assert store.index().proven >= {index.stem}
+    store.remove()
+    assert not index.exists()
+
+
+def test_an_unproven_damaged_shard_is_named_with_what_to_do(audio_tree, tmp_path):
+    out = tmp_path / "cache"
+    _prepared(audio_tree, out)
+    (out / "shards" / "20240101T000000-0badf00d.json").write_text("not genrekit's")
+    with pytest.raises(CacheError, match="20240101T000000-0badf00d.*cannot prove.*delete it yourself"):
+        FeatureCache(out)

@@ -125,6 +125,23 @@ def test_garbage_model_files_get_one_line(tmp_path, content, reason, capsys):
         assert "Traceback" not in err and str(path) in err, err
 
 
+@pytest.mark.parametrize("name", ["notes.txt", "notes.pt", "notes"])
+def test_a_text_file_as_model_gets_a_plain_reason(tmp_path, name, capsys):
+    path = tmp_path / name
+    path.write_text("some notes\nthat are no model\n")
+    assert main(["predict", str(tmp_path / "x.wav"), "--model", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: not a genrekit model file (.onnx, or a .safetensors checkpoint)" in err, err
+    assert "KeyError" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_legacy_pt_in_the_old_pickle_format_still_loads(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"format": 1, "labels": ["a"]}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="no 'feature_config'"):  # read, then found incomplete
+        load_checkpoint(path)
+
+
 def test_checkpoint_without_state_dict_or_with_wrong_head(tmp_path):
     payload = _small_payload()
     broken = dict(payload)
@@ -135,3 +152,10 @@ def test_checkpoint_without_state_dict_or_with_wrong_head(tmp_path):
     wrong = payload | {"labels": ["a", "b", "c"]}
     with pytest.raises(CheckpointError, match="3 labels but its head has 2"):
         model_from_checkpoint(wrong)
+
+
+def test_export_help_names_the_checkpoint_format_train_writes(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "training checkpoint (.safetensors" in out and "(.pt)" not in out

@@ -316,3 +316,18 @@ assert not loaded, loaded
 """
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_fetch_prune_deletes_only_shards_genrekit_wrote(tmp_path):
+    from genrekit.cache import fetch_cache
+    from genrekit.cache.format import new_shard_name
+
+    source, local = CacheStore(tmp_path / "source"), tmp_path / "copy"
+    source.write_manifest(FeatureConfig(n_mels=4), {"name": "prune"})
+    source.write_shard(new_shard_name(), [], [], [{"track_id": "a", "path": "/a.wav", "reason": "x"}])
+    fetch_cache(str(tmp_path / "source"), local)
+    gone = new_shard_name()
+    CacheStore(local).write_shard(gone, [], [], [])  # a shard the source no longer has
+    (local / "shards" / "notes.json").write_text("mine")
+    assert fetch_cache(str(tmp_path / "source"), local, prune=True).pruned == 1
+    assert (local / "shards" / "notes.json").read_text() == "mine" and not (local / "shards" / f"{gone}.json").exists()

@@ -291,3 +291,90 @@ def test_python_api_refuses_bytes_and_none(tiny_checkpoint):
             genrekit.predict(bad, model=model)
     with pytest.raises(ConfigError, match="model must be a path"):
         genrekit.load_model(42)
+
+
+# ---------------------------------------------------------------- the shipped model on an FMA data set spec
+
+
+@pytest.fixture
+def fma_fixture(tmp_path):
+    """``fma:AUDIO_DIR`` and a label CSV: two synthetic 7 s MP3s the shipped model never saw (Hip-Hop and Rock,
+    as FMA writes its genres) and one of a genre it does not have (Folk)."""
+    from tests.conftest import synthetic_track
+
+    audio = tmp_path / "fma_small"
+    rows = [(990001, "Hip-Hop", "hiphop"), (990002, "Rock", "rock"), (990003, "Folk", "rock")]
+    for track_id, _, sound in rows:
+        path = audio / f"{track_id:06d}"[:3] / f"{track_id:06d}.mp3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, synthetic_track(sound, track_id, 7.0, 22050), 22050, format="MP3")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("track_id,genre_top,split\n" + "".join(f"{t},{g},test\n" for t, g, _ in rows))
+    return audio, labels
+
+
+def test_shipped_model_evaluates_an_fma_spec_with_metadata(fma_fixture, tmp_path, capsys):
+    from genrekit.cli import main
+
+    audio, labels = fma_fixture
+    args = ["evaluate", "genrekit/weights/genrekit-gtzan.onnx", f"fma:{audio}", "--metadata", str(labels),
+            "--split", "all", "--bootstrap", "20"]
+    assert main(args) == 1  # Folk is no genre of the model's: refused, and the way out is named
+    err = capsys.readouterr().err
+    assert "Folk (1)" in err and "--only-model-labels" in err and len(err.strip().splitlines()) == 1
+    assert main([*args, "--only-model-labels", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_tracks"] == 2 and not report["leaky"]
+    assert sorted(p["label"] for p in report["predictions"]) == ["hiphop", "rock"]  # FMA's Hip-Hop is hiphop
+    assert report["notes"] == ["1 track(s) left out, their labels are not the model's: Folk (1)"]
+
+
+def test_evaluate_help_lists_the_data_set_specs(capsys):
+    from genrekit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "gtzan:ROOT, fma:AUDIO_DIR (with --metadata), folder:ROOT or manifest:CSV" in out and "--metadata" in out
+
+
+def test_shipped_model_on_its_own_fma_training_clips_is_refused_clearly(shared_data, capsys):
+    from genrekit.cli import main
+
+    assert main(["evaluate", "genrekit/weights/genrekit-gtzan.onnx", f"fma:{shared_data / 'fma_small'}",
+                 "--metadata", str(shared_data / "fma_metadata" / "labels.csv"), "--split", "all",
+                 "--only-model-labels"]) == 1
+    err = capsys.readouterr().err
+    assert "the model was trained on these tracks" in err and "--allow-leak" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_precision_of_a_genre_never_predicted_is_undefined_not_zero():
+    from genrekit.evaluation import _report, format_table, to_json
+
+    y, pred = np.array([0, 0, 1, 1, 3]), np.array([0, 0, 0, 1, 0])  # jazz: never true nor predicted; rock: not predicted
+    probs = np.eye(4)[pred] * 0.8 + 0.05
+    scored = {"y": y, "mean": pred, "majority": pred, "probs": probs, "raw_probs": probs, "seg_true": y,
+              "seg_pred": pred, "abstain": [None] * 5}
+    report = _report(scored, ["blues", "disco", "jazz", "rock"], n_boot=20, seed=0)
+    report.update(split="test", leaky=False, model_selection_overlap=0, failures=[])
+    assert report["per_class"]["disco"]["precision"] == 1.0
+    assert report["per_class"]["jazz"]["precision"] is None and report["per_class"]["jazz"]["f1"] is None
+    assert report["per_class"]["rock"] == {"precision": None, "recall": 0.0, "f1": 0.0, "support": 1, "predicted": 0}
+    assert json.loads(to_json(report))["per_class"]["rock"]["precision"] is None
+    rows = {line.split()[0]: line.split() for line in format_table(report).splitlines() if line.startswith(("j", "r"))}
+    assert rows["jazz"] == ["jazz", "–", "–", "–", "0", "0"]
+    assert rows["rock"] == ["rock", "–", "0.000", "0.000", "1", "0"]
+
+
+def test_all_silent_audio_is_a_not_music_answer_and_cancelling_channels_a_failure(tmp_path):
+    from genrekit.prediction import Failure, load_model
+
+    sf.write(tmp_path / "silent.wav", np.zeros(3 * 22050, np.float32), 22050)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * 22050) / 22050).astype(np.float32)
+    sf.write(tmp_path / "cancel.wav", np.stack([tone, -tone], axis=1), 22050, subtype="FLOAT")
+    silent, cancel = load_model().predict_files([tmp_path / "silent.wav", tmp_path / "cancel.wav"])
+    assert isinstance(silent, Failure) and silent.abstain == "not_music"
+    assert silent.to_dict() == {"path": str(tmp_path / "silent.wav"), "error": "audio is all silent",
+                                "abstain": "not_music"}
+    assert isinstance(cancel, Failure) and cancel.abstain is None and "channels cancel" in cancel.error

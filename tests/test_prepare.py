@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from genrekit.audio import load_audio
 from genrekit.cache import FeatureCache, PrepareOptions, prepare
 from genrekit.cli import main
-from genrekit.config import FeatureConfig
+from genrekit.config import MUSICNN_FEATURES, SEED_FEATURES, FeatureConfig
 from genrekit.datasets import Dataset, open_dataset, read_gtzan
 from genrekit.errors import CacheError
 from genrekit.features import n_segments, waveform_segments
@@ -391,13 +392,53 @@ def test_other_feature_settings_are_refused(gtzan_manifest, tmp_path, capsys):
         FeatureCache(tmp_path)
 
 
+@pytest.mark.parametrize("config", [
+    dataclasses.replace(FeatureConfig(), n_mels=64, fmax=8000.0, segment_hop_seconds=1.5),
+    dataclasses.replace(FeatureConfig(), image_size=(224, 224), top_db=60.0),
+    dataclasses.replace(MUSICNN_FEATURES, segment_rms_db=-15, max_gain_db=15),
+    SEED_FEATURES,
+], ids=["logmel", "image", "musicnn-level", "seed"])
+def test_prepare_flags_build_the_same_settings(config):
+    from genrekit.cli import build_parser
+    from genrekit.cli._common import feature_config_from_args
+    from genrekit.config import prepare_flags
+
+    flags = prepare_flags(config)
+    args = build_parser().parse_args(["prepare", "folder:x", "--out", "y", *flags.split()])
+    assert feature_config_from_args(args) == config
+
+
+def test_a_cache_with_other_settings_is_refused_in_one_line_that_says_what_to_run(tmp_path, capsys):
+    """The shipped model's musicnn input sets a segment level; a plain ``--features musicnn`` cache has none."""
+    from genrekit.prediction import load_model
+
+    wanted = load_model().feature_config
+    folder = tmp_path / "music" / "rock"
+    folder.mkdir(parents=True)
+    sf.write(folder / "a.wav", synthetic_track("rock", 1, 4.0, 16000), 16000)
+    plain = tmp_path / "plain"
+    assert main(["prepare", f"folder:{folder.parent}", "--out", str(plain), "--quiet", "--features", "musicnn"]) == 0
+    with pytest.raises(CacheError) as e:
+        FeatureCache(plain, wanted)
+    message = str(e.value)
+    assert "\n" not in message and "segment_rms_db=None" in message and "segment_rms_db=-15" in message
+    command = message.split("genrekit prepare DATA --out NEW ")[1]
+    assert command == "--features musicnn --segment-rms-db -15 --max-gain-db 15"
+    assert main(["prepare", f"folder:{folder.parent}", "--out", str(tmp_path / "new"), "--quiet",
+                 *command.split()]) == 0
+    assert FeatureCache(tmp_path / "new", wanted).config == wanted
+
+
 def test_overwrite_rebuilds(gtzan_manifest, tmp_path, capsys):
     out = tmp_path / "cache"
     assert run_cli(f"manifest:{gtzan_manifest}", "--out", out) == 0
-    (out / "shards" / "stale.json").write_text('{"tracks": [], "failures": []}')
+    stale = out / "shards" / "20240101T000000-00c0ffee.json"  # an old genrekit shard: its name and its keys
+    stale.write_text('{"tracks": [], "failures": []}')
+    (out / "shards" / "stale.json").write_text('{"tracks": [], "failures": []}')  # not a name genrekit gives
     assert run_cli(f"manifest:{gtzan_manifest}", "--out", out, "--overwrite") == 0
-    assert "tracks done: 6, skipped (already cached): 0" in capsys.readouterr().out
-    assert not (out / "shards" / "stale.json").exists()
+    printed = capsys.readouterr().out
+    assert "tracks done: 6, skipped (already cached): 0" in printed and "kept" in printed and "stale.json" in printed
+    assert not stale.exists() and (out / "shards" / "stale.json").exists()
 
 
 # --- genrekit show ---------------------------------------------------------------------

@@ -252,6 +252,18 @@ def test_min_confidence_when_the_app_loads_the_model(uploads):
         assert c.post("/v1/predict", files={"file": ("rock.wav", music)}).json()["abstain"] == "uncertain"
 
 
+@pytest.mark.parametrize("threshold", [1.0, 0.0])
+def test_model_card_shows_the_min_confidence_in_force_once(uploads, threshold):
+    """``serve --min-confidence`` overrides the model's own: /v1/model gives that value at the top and in abstention."""
+    from genrekit.prediction import DEFAULT_MODEL
+
+    app = create_app(DEFAULT_MODEL, runtime="onnx", min_confidence=threshold, tmp_dir=uploads, threads=1)
+    with TestClient(app) as c:
+        card = c.get("/v1/model").json()
+    assert card["abstention"]["min_confidence"] == threshold
+    assert card.get("min_confidence", threshold) == threshold
+
+
 def test_abstains_not_music_in_the_contract(make_app, model):
     with TestClient(make_app(FakeModel(model, abstain="not_music", music_probability=0.03))) as c:
         body = c.post("/v1/predict", files={"file": ("speech.wav", audio_bytes(4.0))}).json()

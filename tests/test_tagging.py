@@ -811,15 +811,21 @@ def test_cli_undo_refused_file_exits_1(tmp_path, capsys, fake_load_model):
     (["--undo", "--overwrite"], "--undo cannot be combined with --overwrite"),
     (["x.mp3", "--genre-map", "nope.csv"], "nope.csv: no such file"),
     ([], "give audio files or folders"),
+    (["x.mp3", "--export-csv", "."], "--export-csv .: is a folder"),
+    (["x.mp3", "--export-csv", "nodir/x.csv"], "--export-csv nodir/x.csv: no such folder nodir"),
+    (["--export-csv", "nodir/x.csv"], "--export-csv nodir/x.csv: no such folder nodir"),
+    (["x.mp3", "--genre-map", "."], ".: is a folder, not a genre map file"),
 ])
 def test_cli_one_line_errors(argv, message, tmp_path, monkeypatch, capsys, fake_load_model):
     from genrekit.cli import main
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.mp3").write_bytes(b"")
     assert main(["tag", *argv]) == 1
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert fake_load_model == []  # failed before loading the model
+    assert not (tmp_path / "nodir").exists() and not (tmp_path / "genrekit-tags.sqlite").exists()
 
 
 def test_cli_ctrl_c_saves_and_reports(library, tmp_path, capsys, monkeypatch):
@@ -862,3 +868,105 @@ def test_cli_with_the_shipped_model_on_real_music(tmp_path, capsys, gtzan_wav):
     assert genres_with_mutagen(path) == [DISPLAY_NAMES[row["genre"]]]
     assert main(["tag", "--undo", str(path), "--db", str(db), "--quiet"]) == 0
     assert path.read_bytes() == raw
+
+
+# --------------------------------------------------------------------------- ID3v1
+
+def _id3v1(title=b"V1 Title", artist=b"V1 Artist", album=b"V1 Album", year=b"1999", comment=b"a comment",
+           track=7, genre=8) -> bytes:
+    """An ID3v1.1 block: 128 bytes, genre 8 = Jazz."""
+    def pad(b, n):
+        return b.ljust(n, b"\0")
+    return b"TAG" + pad(title, 30) + pad(artist, 30) + pad(album, 30) + year + pad(comment, 28) + \
+        bytes([0, track, genre])
+
+
+def _mp3_with_v23_title_and_v1(folder: Path, v2: bool = True) -> Path:
+    from mutagen.id3 import ID3, TIT2
+
+    path = make_file(folder, "mp3")
+    if v2:
+        tags = ID3()
+        tags.add(TIT2(encoding=1, text=["v2 title"]))
+        tags.save(path, v2_version=3, v1=0)
+    with open(path, "ab") as f:
+        f.write(_id3v1())
+    return path
+
+
+@pytest.mark.parametrize("v2", [True, False], ids=["v23+v1", "v1-only"])
+def test_id3v1_genre_counts_and_is_kept_without_overwrite(v2, tmp_path):
+    path = _mp3_with_v23_title_and_v1(tmp_path / "lib", v2)
+    before = path.read_bytes()
+    s = tag([path], FakeModel(genre="metal"), tmp_path / "db.sqlite", write=True)
+    assert [r.status for r in s.results] == ["kept"] and "'Jazz'" in s.results[0].reason
+    assert path.read_bytes() == before
+    assert read_tags(path).genres == ["Jazz"]
+
+
+@pytest.mark.parametrize("v2", [True, False], ids=["v23+v1", "v1-only"])
+def test_id3v1_overwrite_changes_only_the_genre_and_undo_restores_exactly(v2, tmp_path):
+    path = _mp3_with_v23_title_and_v1(tmp_path / "lib", v2)
+    before, db = path.read_bytes(), tmp_path / "db.sqlite"
+    original = shutil.copy(path, tmp_path / "original.mp3")
+    s = tag([path], FakeModel(genre="metal"), db, write=True, overwrite=True)
+    assert [r.status for r in s.results] == ["tagged"] and s.results[0].old_genres == ["Jazz"]
+    after = path.read_bytes()
+    assert after[-128:] == _id3v1(genre=9)  # only the genre byte changed: 9 = Metal
+    assert genres_with_mutagen(path) == ["Metal"]
+    assert audio_payload(path) == audio_payload(Path(original))
+    u = undo([path], db)
+    assert [r.status for r in u.results] == ["restored"] and "'Jazz'" in u.results[0].reason
+    assert path.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- odd file names
+
+ODD_NAME = os.fsdecode(b"caf\xe9.mp3")  # Latin-1 bytes: not valid UTF-8
+
+
+def test_file_name_not_valid_utf8_is_tagged_exported_and_undone(tmp_path):
+    lib, db = tmp_path / "lib", tmp_path / "db.sqlite"
+    path = make_file(lib, "mp3").rename(lib / ODD_NAME)
+    before = path.read_bytes()
+    s = tag([lib], FakeModel(genre="jazz"), db, write=True)
+    assert [r.status for r in s.results] == ["tagged"], s.format()
+    assert tag([lib], FakeModel(genre="jazz"), db, write=True).results[0].status == "done"
+    assert export_csv(db, tmp_path / "t.csv") == 1
+    row = next(csv.DictReader((tmp_path / "t.csv").open(encoding="utf-8")))
+    assert row["path"].endswith("caf\\xe9.mp3") and row["status"] == "tagged"
+    assert [r.status for r in undo([lib], db).results] == ["restored"]
+    assert path.read_bytes() == before
+
+
+def _cli_with_fake_model(argv, cwd):
+    code = ("import sys, genrekit.prediction as p, tests.test_tagging as t\n"
+            "p.load_model = lambda *a, **k: t.FakeModel(genre='hiphop')\n"
+            "from genrekit.cli import main\nsys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "LC_ALL": "C.UTF-8"}
+    env.pop("PYTHONIOENCODING", None)
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_cli_file_name_not_valid_utf8(tmp_path):
+    lib = tmp_path / "lib"
+    make_file(lib, "mp3").rename(lib / ODD_NAME)
+    make_file(lib, "flac", "other")
+    proc = _cli_with_fake_model(["tag", str(lib), "--write", "--export-csv", "t.csv"], tmp_path)
+    out, err = proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "caf\\xe9.mp3: wrote genre 'Hip-Hop'" in out and "exported 2 rows" in out
+
+
+def test_silent_file_is_not_music_not_a_failure(tmp_path):
+    lib, db = tmp_path / "lib", tmp_path / "db.sqlite"
+    lib.mkdir()
+    sf.write(lib / "silent.flac", np.zeros(33075, np.float32), 22050)
+    y = _tone()
+    sf.write(lib / "inverted.wav", np.stack([y, -y], axis=1), 22050, subtype="FLOAT")  # exactly -y
+    s = tag([lib], FakeModel(), db, write=True)
+    by_name = {Path(r.path).name: r for r in s.results}
+    assert by_name["silent.flac"].status == "abstained" and by_name["silent.flac"].abstain == "not_music"
+    assert "all silent" in by_name["silent.flac"].describe()
+    assert by_name["inverted.wav"].status == "failed" and "channels cancel" in by_name["inverted.wav"].reason
+    assert "abstained 1 (1 not music)" in s.format()

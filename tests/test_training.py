@@ -149,6 +149,29 @@ def test_validation_is_carved_by_track_when_missing(tiny_cache):
     assert set(train_tracks.split) == {"train"}  # carved out of the training split only
 
 
+def test_training_notes_say_validation_was_carved_and_labels_lack_tracks(tiny_cache):
+    from genrekit.training.data import split_notes
+
+    cache = FeatureCache(tiny_cache)
+    config = TrainConfig(cache=str(tiny_cache), valid_split=["holdout"], labels=["hiphop", "jazz", "rock", "soul"])
+    train_tracks, valid_tracks = split_tracks(cache, config)
+    notes = split_notes(cache, config, train_tracks, valid_tracks)
+    assert len(notes) == 2 and all("\n" not in n for n in notes)
+    assert "no tracks in split(s) ['holdout']" in notes[0] and f"{len(valid_tracks)} of " in notes[0]
+    assert "20 %" in notes[0]
+    assert "['jazz', 'soul']" in notes[1] and "no training tracks" in notes[1]
+    plain = TrainConfig(cache=str(tiny_cache))
+    assert split_notes(cache, plain, *split_tracks(cache, plain)) == []
+
+
+def test_train_prints_its_notes(tiny_cache, tmp_path, capsys):
+    config = _config(tiny_cache, tmp_path, valid_split=[], labels=["hiphop", "jazz", "rock"], frozen_epochs=1,
+                     unfrozen_epochs=1, batch_size=8)
+    train(config)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2 and "held out for validation" in notes[0] and "['jazz']" in notes[1]
+
+
 def _config(cache, out, **kw):
     settings = dict(backbone="small_cnn", frozen_epochs=1, unfrozen_epochs=2, batch_size=16, progress=False)
     return TrainConfig(cache=str(cache), out=str(out), **{**settings, **kw})
@@ -203,6 +226,37 @@ def test_training_is_deterministic_and_resume_continues(tiny_cache, tmp_path, mo
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
     assert full.history[-1]["train_loss"] == pytest.approx(resumed.history[-1]["train_loss"], rel=1e-4)
+
+
+def _range_test_curve(noisy_start: bool, seed: int = 0):
+    """A range test's smoothed loss over 1e-7..10: flat at 2.3, falling to 0.4 around 1e-3, diverging past 1e-1;
+    with ``noisy_start`` the first points fall sharply (the bias-corrected average of a few noisy batches)."""
+    lrs = np.logspace(-7, 1, 100)
+    x = np.log10(lrs)
+    losses = 0.4 + 1.9 / (1 + np.exp(3 * (x + 3))) + np.where(x > -1, 2 * (x + 1) ** 2, 0)
+    losses = losses + 0.01 * np.random.default_rng(seed).standard_normal(len(x))
+    if noisy_start:
+        losses[:4] = [3.6, 3.0, 2.6, 2.4]
+    return lrs, losses
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("noisy_start", [True, False])
+def test_lr_suggestion_is_on_the_descent_not_the_noisy_start(noisy_start, seed):
+    from genrekit.training.lr_find import suggest_lr
+
+    lrs, losses = _range_test_curve(noisy_start, seed)
+    suggestion = suggest_lr(lrs, losses)
+    assert 1e-4 <= suggestion <= 1e-2, suggestion  # on the descent, below the minimum's rate (~1e-1)
+    assert suggestion in lrs
+
+
+def test_lr_suggestion_of_a_short_or_flat_curve():
+    from genrekit.training.lr_find import suggest_lr
+
+    assert suggest_lr([1e-3, 1e-2], [1.0, 5.0]) == 1e-3
+    lrs = np.logspace(-7, 1, 50)
+    assert suggest_lr(lrs, np.full(50, 2.3)) in lrs
 
 
 def test_lr_finder_plot_and_suggestion(tiny_cache, tmp_path):

@@ -19,12 +19,18 @@ array; a run killed at any moment leaves only complete shards (and perhaps a ``.
 
 Damage (a missing or truncated array, a truncated index) is found by comparing each
 array with the size and checksum its ``.json`` recorded (:meth:`CacheStore.index`);
-``prepare`` then deletes the damaged shard and computes its tracks again.
+``prepare`` then deletes the damaged shard, if genrekit can prove it wrote it, and
+computes its tracks again.
 
 What genrekit deletes: only files it can prove it wrote. A cache is genrekit's when its
-``manifest.json`` says so; ``--overwrite`` then deletes the shards its index names, its
-own temporary files, ``failures.csv``, the lock and the manifest, and the folders only
-if they are left empty (:meth:`CacheStore.remove`). Anything else stays.
+``manifest.json`` says so. A shard is genrekit's when its name has genrekit's pattern
+(:data:`SHARD_NAME`) and its ``.json`` is genrekit's record: it starts with the marker
+``{"writer": "genrekit", ...`` (still there when the rest is truncated), or, written by
+an earlier genrekit (before the marker), it parses with exactly the keys of a shard index. ``--overwrite``
+then deletes those shards, genrekit's temporary files of them, ``failures.csv``, the
+lock and the manifest, and the folders only if they are left empty
+(:meth:`CacheStore.remove`). Anything else stays, and is named in a note
+(:attr:`CacheIndex.foreign`, and damaged shards outside :attr:`CacheIndex.proven`).
 """
 from __future__ import annotations
 
@@ -40,14 +46,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import __version__
-from ..config import FeatureConfig
+from ..config import FeatureConfig, prepare_flags
 from ..errors import CacheError
 
 CACHE_FORMAT = 2
 READABLE_FORMATS = (1, 2)  # format 1 (genrekit 0.1) has no recorded sizes or checksums
 WRITER = "genrekit"
 SHARD_NAME = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}(-\d{5})?$")
-TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+SHARD_TEMP_NAME = re.compile(r"^\.(\d{8}T\d{6}-[0-9a-f]{8}(-\d{5})?)\.(npy|json)\.[0-9a-f]{8}\.tmp$")
+SHARD_MARKER = b'{\n  "writer": "genrekit"'  # how every shard index genrekit writes begins
+OLD_SHARD_KEYS = (frozenset({"tracks", "failures", "array"}), frozenset({"tracks", "failures"}))
 OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "memory"})
 PROCESS_LOCAL_PROTOCOLS = frozenset({"memory"})
 FAILURE_FIELDS = ("track_id", "path", "reason")
@@ -81,6 +89,8 @@ class CacheIndex:
 
     shards: dict[str, ShardInfo] = field(default_factory=dict)
     damaged: dict[str, str] = field(default_factory=dict)  # shard name -> reason
+    proven: set[str] = field(default_factory=set)  # shard names genrekit can prove it wrote (good or damaged)
+    foreign: list[str] = field(default_factory=list)  # .json files in shards/ that are no shard
 
     @property
     def tracks(self) -> list[dict]:
@@ -176,7 +186,8 @@ class CacheStore:
             rec["row"] = row
             row += len(arr)
         array = self._write_array(f"shards/{name}.npy", arrays) if arrays else None
-        self.put_bytes(f"shards/{name}.json", _json_bytes({"tracks": records, "failures": failures, "array": array}))
+        self.put_bytes(f"shards/{name}.json", _json_bytes({"writer": WRITER, "tracks": records, "failures": failures,
+                                                           "array": array}))
 
     def _write_array(self, relpath: str, arrays: list[np.ndarray]) -> dict:
         """Write ``np.concatenate(arrays)`` as ``.npy`` without building the concatenation."""
@@ -206,7 +217,10 @@ class CacheStore:
         self.put_bytes("failures.csv", buf.getvalue().encode())
 
     def remove_shard(self, name: str) -> None:
-        """Delete one shard of this cache (its index first, so it stops counting at once)."""
+        """Delete one shard of this cache (its index first, so it stops counting at once).
+
+        Only for a name in :attr:`CacheIndex.proven`: the caller checks genrekit wrote it.
+        """
         for suffix in (".json", ".npy"):
             path = self.path("shards", name + suffix)
             if self.fs.exists(path):
@@ -237,8 +251,7 @@ class CacheStore:
         """The cache's FeatureConfig; :class:`CacheError` if ``config`` is given and differs."""
         built = FeatureConfig.from_dict(manifest["feature_config"])
         if config is not None and built != config:
-            raise CacheError(f"{self.location} was built with other feature settings:\n  cache: {built}\n"
-                             f"  asked: {config}\nbuild a new cache (genrekit prepare --out NEW)")
+            raise CacheError(_other_settings(self.location, built, config))
         return built
 
     def index(self, verify: str = "size") -> CacheIndex:
@@ -259,16 +272,22 @@ class CacheStore:
         sizes = {e["name"].rstrip("/").rpartition("/")[2]: e.get("size") for e in names if e.get("type") != "directory"}
         index = CacheIndex()
         for stem in sorted(n[:-5] for n in sizes if n.endswith(".json") and not n.startswith(".")):
-            info, problem = self._read_shard(stem, sizes, verify)
+            raw = self.fs.cat_file(self.path("shards", f"{stem}.json"))
+            info, problem = self._read_shard(stem, raw, sizes, verify)
+            if _proves_ours(stem, raw):
+                index.proven.add(stem)
+            elif info is None and not SHARD_NAME.match(stem):
+                index.foreign.append(f"{stem}.json")  # not a shard at all: someone else's file
+                continue
             if problem is None:
                 index.shards[stem] = info
             else:
                 index.damaged[stem] = problem
         return index
 
-    def _read_shard(self, stem: str, sizes: dict, verify: str):
+    def _read_shard(self, stem: str, raw: bytes, sizes: dict, verify: str):
         try:
-            meta = json.loads(self.fs.cat_file(self.path("shards", f"{stem}.json")))
+            meta = json.loads(raw)
             info = ShardInfo(stem, list(meta["tracks"]), list(meta.get("failures", [])), meta.get("array"))
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             return None, "its index (.json) is truncated or not valid"
@@ -306,17 +325,16 @@ class CacheStore:
         if manifest is None or manifest.get("writer", WRITER) != WRITER:
             raise CacheError(f"{self.location} is not a genrekit cache (no manifest.json written by genrekit): "
                              "refusing to delete anything there")
-        index = self.index(verify="size")
+        proven = self.index(verify="size").proven
         shards_dir = self.path("shards")
         try:
             entries = [e.rstrip("/").rpartition("/")[2] for e in self.fs.ls(shards_dir, detail=False)]
         except FileNotFoundError:
             entries = []
-        ours = set(index.shards) | set(index.damaged)
         for entry in entries:
             stem, _, suffix = entry.rpartition(".")
-            if (stem in ours and suffix in ("npy", "json")) or (SHARD_NAME.match(stem) and suffix in ("npy", "json")) \
-                    or TEMP_NAME.match(entry):
+            temp = SHARD_TEMP_NAME.match(entry)
+            if (stem in proven and suffix in ("npy", "json")) or (temp and temp.group(1) in proven):
                 self.fs.rm_file(f"{shards_dir}/{entry}")
         for name in ("failures.csv", ".prepare.lock", "manifest.json"):
             if self.fs.exists(self.path(name)):
@@ -334,6 +352,30 @@ class CacheStore:
             elif not self.object_store:
                 self.fs.rmdir(folder)
         return left
+
+
+def _other_settings(location: str, built: FeatureConfig, asked: FeatureConfig) -> str:
+    """One line: which settings differ, and the ``genrekit prepare`` command for a cache with those asked."""
+    differ = [name for name, value in built.to_dict().items() if asked.to_dict()[name] != value]
+    cache = ", ".join(f"{n}={getattr(built, n)!r}" for n in differ)
+    wanted = ", ".join(f"{n}={getattr(asked, n)!r}" for n in differ)
+    flags = prepare_flags(asked)
+    how = (f"genrekit prepare DATA --out NEW {flags}".rstrip() if flags is not None
+           else f"genrekit.cache.prepare(dataset, NEW, FeatureConfig.from_dict({asked.to_dict()!r}))")
+    return f"{location} was built with other feature settings (cache: {cache}; asked: {wanted}): build a new cache: {how}"
+
+
+def _proves_ours(stem: str, raw: bytes) -> bool:
+    """True if a shard index's name and content prove genrekit wrote it (see the module notes)."""
+    if not SHARD_NAME.match(stem):
+        return False
+    if raw.startswith(SHARD_MARKER):
+        return True
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and frozenset(meta) in OLD_SHARD_KEYS
 
 
 def _json_bytes(data) -> bytes:

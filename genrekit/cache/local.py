@@ -61,8 +61,8 @@ def open_for_writing(out, config: FeatureConfig, dataset: Dataset, overwrite: bo
     if overwrite and store.exists() and store.read_manifest() is not None:
         left = store.remove()
         was_ours = True
-        if left:
-            print(f"--overwrite: kept {len(left)} file(s) in {out} that genrekit did not write")
+        for path in left:
+            print(f"--overwrite: kept {path}: genrekit cannot prove it wrote it")
     manifest = store.read_manifest()
     if manifest is None:
         if not was_ours:
@@ -120,12 +120,22 @@ def writer_lock(store: CacheStore):
 
 
 def repair(store: CacheStore, summary: PrepareSummary) -> CacheIndex:
-    """The cache's index, checked by checksum; damaged shards are deleted so their tracks are redone."""
+    """The cache's index, checked by checksum; damaged shards are deleted so their tracks are redone.
+
+    Only shards genrekit can prove it wrote are deleted (:attr:`CacheIndex.proven`); a
+    note names each other damaged shard and each file in ``shards/`` that is no shard.
+    """
     index = store.index(verify="checksum")
+    for name in index.foreign:
+        print(f"kept {store.path('shards', name)}: not a shard genrekit wrote (genrekit ignores it)")
     for name, problem in sorted(index.damaged.items()):
-        print(f"repairing {store.location}: shard {name} is damaged ({problem}); its tracks will be computed again")
-        store.remove_shard(name)
-        summary.repaired += 1
+        if name in index.proven:
+            print(f"repairing {store.location}: shard {name} is damaged ({problem}); its tracks will be computed again")
+            store.remove_shard(name)
+            summary.repaired += 1
+        else:
+            print(f"kept {store.path('shards', name + '.json')}: damaged ({problem}) and nothing proves genrekit "
+                  "wrote it; move or delete it yourself, the cache cannot be read while it is there")
     index.damaged.clear()
     return index
 

@@ -386,11 +386,16 @@ def _count(summary: FetchSummary, results: list[int]) -> None:
 
 
 def _prune(shards: Path, keep: set[str]) -> int:
-    removed = 0
+    """Delete the local shards genrekit wrote that are not in ``keep``; anything else stays, with a note."""
+    proven, removed = CacheStore(shards.parent).index(verify="size").proven, 0
     for path in sorted(shards.glob("*")):
-        if path.suffix in (".npy", ".json") and path.stem not in keep:
+        if path.suffix not in (".npy", ".json") or path.stem in keep or path.name.startswith("."):
+            continue
+        if path.stem in proven:
             path.unlink()
             removed += 1
+        else:
+            print(f"--prune: kept {path}: genrekit cannot prove it wrote it")
     return removed
 
 

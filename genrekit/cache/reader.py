@@ -50,8 +50,10 @@ class FeatureCache:
         index = store.index(verify)
         if index.damaged:
             name, problem = next(iter(sorted(index.damaged.items())))
+            hint = REPAIR_HINT if name in index.proven else (
+                f"genrekit cannot prove it wrote shards/{name}.json, so move or delete it yourself")
             raise CacheError(f"{self.root}: damaged cache, {len(index.damaged)} shard(s) unusable, e.g. {name}: "
-                             f"{problem}; {REPAIR_HINT}")
+                             f"{problem}; {hint}")
         self.tracks = _track_table(index.tracks)
         self.failures = index.failures
         self._arrays: dict[str, np.ndarray] = {}

@@ -56,13 +56,32 @@ def main(argv=None) -> int:
 
         for module, extra in NEEDS.get(args.command, []):
             require(module, extra, f"genrekit {args.command}")
-        return int(args._run(args) or 0)
+        status = int(args._run(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below and not at exit
+        return status
+    except BrokenPipeError:
+        return _output_closed()
     except GenrekitError as e:
         print(f"genrekit {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"genrekit {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _output_closed() -> int:
+    """The reader of our output went away (``genrekit predict ... | head``): stop quietly,
+    as Unix tools do, with the status of a process killed by SIGPIPE."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())  # what Python still flushes at exit goes nowhere
+        except (OSError, ValueError):
+            pass
+    os.close(devnull)
+    return 141  # 128 + SIGPIPE
 
 
 if __name__ == "__main__":

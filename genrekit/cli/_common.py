@@ -29,11 +29,16 @@ def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for splitting tracks that have no split (default 0)")
 
 
+def dataset_options_from_args(args) -> dict:
+    """The keyword arguments of :func:`~genrekit.datasets.open_dataset` that :func:`add_dataset_arguments` adds."""
+    return {"metadata": args.metadata, "subset": args.subset, "splits": args.splits,
+            "split_column": args.split_column, "seed": args.seed, "artists": getattr(args, "artists", None)}
+
+
 def dataset_from_args(args):
     from ..datasets import open_dataset
 
-    return open_dataset(args.data, metadata=args.metadata, subset=args.subset, splits=args.splits,
-                        split_column=args.split_column, seed=args.seed, artists=getattr(args, "artists", None))
+    return open_dataset(args.data, **dataset_options_from_args(args))
 
 
 def add_feature_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,6 +61,10 @@ def add_feature_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --segment-count: clip length a file is processed in (default 30)")
     g.add_argument("--image-size", type=positive_int, nargs=2, metavar=("H", "W"),
                    help="resize each segment to H x W (bilinear), e.g. 224 224 for ImageNet backbones")
+    g.add_argument("--segment-rms-db", type=float, metavar="DBFS",
+                   help="bring each segment to this RMS level in dBFS before the features (default: as decoded)")
+    g.add_argument("--max-gain-db", type=float, metavar="DB",
+                   help="with --segment-rms-db: the largest boost in dB (default 30)")
 
 
 def feature_config_from_args(args):
@@ -65,10 +74,9 @@ def feature_config_from_args(args):
     """
     import dataclasses
 
-    from ..config import MUSICNN_FEATURES, SEED_FEATURES, FeatureConfig
+    from ..config import PREPARE_FLAGS, feature_preset
 
-    base = {"musicnn": MUSICNN_FEATURES, "seed": SEED_FEATURES}.get(args.features, FeatureConfig())
-    names = ["sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "segment_seconds", "segment_hop_seconds",
-             "segment_count", "clip_seconds", "image_size"]
-    changes = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    return dataclasses.replace(base, **changes)
+    changes = {n: getattr(args, n) for n in PREPARE_FLAGS if getattr(args, n, None) is not None}
+    if "image_size" in changes:
+        changes["image_size"] = tuple(changes["image_size"])
+    return dataclasses.replace(feature_preset(args.features), **changes)

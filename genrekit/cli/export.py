@@ -3,7 +3,7 @@ HELP = "export a checkpoint to ONNX (metadata included) for onnxruntime"
 
 
 def add_arguments(p):
-    p.add_argument("checkpoint", help="model checkpoint (.pt)")
+    p.add_argument("checkpoint", help="training checkpoint (.safetensors, from genrekit train; a legacy .pt works too)")
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", help="output file (default: CHECKPOINT with .onnx)")
 

@@ -10,7 +10,7 @@ def add_arguments(p):
                    "default: the model shipped with genrekit")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--top-k", type=positive_int, default=3, help="probabilities to show per file (default 3)")
-    p.add_argument("--max-duration", type=positive_float, help="read at most this many seconds of each file")
+    p.add_argument("--max-duration", type=_seconds, help="read at most this many seconds of each file")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto (default): onnxruntime on CPU, PyTorch on CUDA")
@@ -18,6 +18,16 @@ def add_arguments(p):
                    help="answer 'uncertain' below this top probability (default: the model's own)")
     p.add_argument("--segments", action="store_true", help="table format: also list every segment's vote")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _seconds(text: str) -> float:
+    import argparse
+    import math
+
+    value = positive_float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
 
 
 def _probability(text: str) -> float:
@@ -40,31 +50,57 @@ def _answer(result) -> str:
 
 
 def _table(result, top_k: int, segments: bool) -> str:
+    from ..audio import shown_path
     from ..prediction import Failure
 
+    if _silent(result):
+        return f"{shown_path(result.path)}\tnot music ({result.error})"
     if isinstance(result, Failure):
-        return f"{result.path}\tFAILED: {result.error}"
+        return f"{shown_path(result.path)}\tFAILED: {result.error}"
     probs = ", ".join(f"{label} {p:.2f}" for label, p in result.top(top_k))
     votes = " ".join(f"{label}:{n}" for label, n in result.votes().items())
-    line = f"{result.path}\t{_answer(result)}\t({probs})\tvotes {votes}"
+    line = f"{shown_path(result.path)}\t{_answer(result)}\t({probs})\tvotes {votes}"
     if segments:
         line += "".join(f"\n    {s['start']:7.2f}-{s['end']:7.2f} s  {s['genre']} {s['confidence']:.2f}" for s in result.segments)
     return line
 
 
 def _csv_rows(results, top_k):
+    from ..audio import shown_path
     from ..prediction import Failure
 
     rows = []
     for r in results:
-        if isinstance(r, Failure):
-            rows.append({"path": r.path, "genre": "", "abstain": "", "confidence": "", "top": "", "n_segments": "",
+        if _silent(r):
+            rows.append({"path": shown_path(r.path), "genre": "", "abstain": "not_music", "confidence": "", "top": "",
+                         "n_segments": "", "error": ""})
+        elif isinstance(r, Failure):
+            rows.append({"path": shown_path(r.path), "genre": "", "abstain": "", "confidence": "", "top": "", "n_segments": "",
                          "error": r.error})
         else:
-            rows.append({"path": r.path, "genre": r.genre or "", "abstain": r.abstain or "",
+            rows.append({"path": shown_path(r.path), "genre": r.genre or "", "abstain": r.abstain or "",
                          "confidence": f"{r.confidence:.4f}",
                          "top": ";".join(f"{k}={v:.4f}" for k, v in r.top(top_k)), "n_segments": len(r.segments), "error": ""})
     return rows
+
+
+def _json_dict(result, top_k: int) -> dict:
+    """The result as JSON data; a file name that is not valid UTF-8 shows its odd bytes as
+    ``\\xNN`` (see :func:`genrekit.audio.shown_path`), so the output is valid UTF-8 JSON."""
+    from ..audio import shown_path
+    from ..prediction import Failure
+
+    if _silent(result):
+        return {"path": shown_path(result.path), "genre": None, "abstain": "not_music", "reason": result.error}
+    data = result.to_dict() if isinstance(result, Failure) else result.to_dict(top_k)
+    return {**data, "path": shown_path(data["path"])}
+
+
+def _silent(result) -> bool:
+    """All-silent audio: reported as not music (as the docs say), not as a failure."""
+    from ..prediction import Failure
+
+    return isinstance(result, Failure) and result.abstain == "not_music"
 
 
 def run(args) -> int:
@@ -72,35 +108,61 @@ def run(args) -> int:
     import json
     import sys
 
-    from tqdm import tqdm
-
-    from ..audio import find_audio_files
-    from ..prediction import FILE_WORKERS, Failure, file_threads, load_model
+    from ..audio import find_audio_files, shown_path
+    from ..prediction import file_threads, load_model
 
     files = find_audio_files(args.paths)
     if not files:
-        print("genrekit predict: no audio files found", file=sys.stderr)
+        print(f"genrekit predict: no audio files found in {' '.join(map(shown_path, args.paths))}", file=sys.stderr)
         return 1
     threads = file_threads(len(files))
     model = load_model(args.model, device=args.device, runtime=args.runtime, min_confidence=args.min_confidence,
                        threads=threads)
     results = []
-    bar = tqdm(total=len(files), unit="file", disable=args.quiet or len(files) < 2, file=sys.stderr)
-    for result in model.predict_files(files, args.max_duration, workers=FILE_WORKERS):
-        results.append(result)
-        bar.update()
-        if args.format == "table":
-            bar.write(_table(result, args.top_k, args.segments), file=sys.stdout)
-    bar.close()
+    try:
+        _predict_all(model, files, args, results)
+    except KeyboardInterrupt:
+        print(f"genrekit predict: interrupted after {len(results)} of {len(files)} files", file=sys.stderr)
+        _report_failures(results)
+        return 130
     if args.format == "json":
-        print(json.dumps([r.to_dict() if isinstance(r, Failure) else r.to_dict(args.top_k) for r in results], indent=2))
+        print(json.dumps([_json_dict(r, args.top_k) for r in results], indent=2))
     elif args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=["path", "genre", "abstain", "confidence", "top", "n_segments", "error"])
         writer.writeheader()
         writer.writerows(_csv_rows(results, args.top_k))
-    failed = [r for r in results if isinstance(r, Failure)]
+    return 1 if _report_failures(results) else 0
+
+
+def _predict_all(model, files, args, results: list) -> None:
+    """Classify the files, appending to ``results`` as each is done (a table is printed as it goes)."""
+    import sys
+
+    from tqdm import tqdm
+
+    from ..prediction import FILE_WORKERS
+
+    bar = tqdm(total=len(files), unit="file", disable=args.quiet or len(files) < 2, file=sys.stderr)
+    try:
+        for result in model.predict_files(files, args.max_duration, workers=FILE_WORKERS):
+            results.append(result)
+            bar.update()
+            if args.format == "table":
+                bar.write(_table(result, args.top_k, args.segments), file=sys.stdout)
+    finally:
+        bar.close()
+
+
+def _report_failures(results) -> list:
+    """Print the failed files, if any, to standard error; return them."""
+    import sys
+
+    from ..audio import shown_path
+    from ..prediction import Failure
+
+    failed = [r for r in results if isinstance(r, Failure) and not _silent(r)]
     if failed:
         print(f"{len(failed)} of {len(results)} file(s) failed:", file=sys.stderr)
         for f in failed:
-            print(f"  {f.path}: {f.error}", file=sys.stderr)
-    return 1 if failed else 0
+            print(f"  {shown_path(f.path)}: {f.error}", file=sys.stderr)
+    return failed

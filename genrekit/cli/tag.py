@@ -106,11 +106,26 @@ def _run_undo(args):
     return status or (1 if summary.failed or summary.refused else 0)
 
 
+def _check_export_path(path: str) -> None:
+    """Refuse an --export-csv that cannot be written, before anything runs."""
+    import os
+
+    from ..errors import ConfigError
+
+    if os.path.isdir(path):
+        raise ConfigError(f"--export-csv {path}: is a folder; give a file name such as {os.path.join(path, 'tags.csv')}")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise ConfigError(f"--export-csv {path}: no such folder {parent}")
+
+
 def run(args) -> int:
     from ..errors import GenrekitError
 
     if not args.paths and not args.export_csv and not args.undo:
         raise GenrekitError("give audio files or folders to tag (or --undo, or --export-csv to export the results)")
+    if args.export_csv:
+        _check_export_path(args.export_csv)
     status = 0
     if args.undo:
         status = _run_undo(args)

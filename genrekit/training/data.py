@@ -54,6 +54,26 @@ def split_tracks(cache: FeatureCache, config: TrainConfig):
     return train.reset_index(drop=True), valid.reset_index(drop=True)
 
 
+def split_notes(cache: FeatureCache, config: TrainConfig, train, valid) -> list[str]:
+    """One-line notes on what :func:`split_tracks` decided that a user may not expect.
+
+    Validation carved out of the training tracks (the cache has no tracks in
+    ``config.valid_split``), and labels of ``config.labels`` with no training track.
+    """
+    notes = []
+    if not config.valid_split or len(cache.select(config.valid_split)) == 0:
+        how = (f"fold {config.fold} of {config.folds}" if config.folds > 1
+               else f"{round(100 * config.valid_fraction)} %")
+        notes.append(f"{cache.root} has no tracks in split(s) {config.valid_split}: {len(valid)} of "
+                     f"{len(train) + len(valid)} training tracks ({how}, by artist or track, seed {config.seed}) "
+                     "are held out for validation")
+    missing = [label for label in config.labels or [] if label not in set(train["label"])]
+    if missing:
+        notes.append(f"label(s) {missing} of the recipe have no training tracks in {cache.root}: the model gets "
+                     "outputs for them that it never learns")
+    return notes
+
+
 def _carved_valid_ids(train, config: TrainConfig) -> set[str]:
     """Validation track ids carved out of ``train`` by artist/track: a k-fold fold or a fraction."""
     tracks = tracks_of(train)

@@ -70,6 +70,7 @@ class RunState:
     history: list = field(default_factory=list)
     best: dict | None = None
     cache: object = None                          # the FeatureCache the run reads
+    notes: list = field(default_factory=list)     # one-line notes printed when the run starts (split_notes)
 
     @property
     def net(self) -> nn.Module:

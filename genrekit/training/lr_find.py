@@ -3,7 +3,8 @@
 The learning rate grows exponentially from ``start_lr`` to ``end_lr`` over
 ``num_iter`` mini-batches while the (smoothed) training loss is recorded; the run
 stops early once the loss diverges. The suggestion is the rate where the smoothed
-loss falls fastest, which is what fastai's "steep" suggestion reports.
+loss falls fastest before its minimum (fastai's "steep"), leaving out the noisy first
+tenth of the points and measuring each slope over a window (:func:`suggest_lr`).
 """
 from __future__ import annotations
 
@@ -59,14 +60,38 @@ def range_test(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, ba
 
 
 def suggest_lr(lrs, losses) -> float:
-    """The rate of steepest descent of the smoothed loss (before its minimum)."""
-    lrs, losses = np.asarray(lrs), np.asarray(losses)
-    if len(lrs) < 3:
-        return float(lrs[0])
-    end = int(np.argmin(losses)) + 1
-    end = max(end, 3)
-    slopes = np.gradient(losses[:end], np.log(lrs[:end]))
-    return float(lrs[:end][int(np.argmin(slopes))])
+    """The rate where the smoothed loss falls fastest before its minimum, robust to a noisy start.
+
+    The first tenth of the points is left out (the running average of the first few
+    batches is noise, which fastai's ``lr_find`` skips too), and each slope is taken
+    across a window of ``len(lrs) // 20`` points on either side, so one noisy step cannot
+    be the steepest.
+
+    Parameters
+    ----------
+    lrs, losses : sequence of float
+        The rates tried, in increasing order, and the smoothed loss at each.
+
+    Returns
+    -------
+    float
+        One of ``lrs``.
+    """
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    losses = np.where(np.isfinite(losses), losses, np.inf)
+    start = len(lrs) // 10
+    end = start + int(np.argmin(losses[start:])) + 1  # up to and with the minimum
+    if end - start < 3:
+        return float(lrs[start])
+    return float(lrs[start + int(np.argmin(_window_slopes(np.log(lrs[start:end]), losses[start:end])))])
+
+
+def _window_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Slope of ``y`` over ``x`` at each point, across ``len(x) // 20`` points (at least 1) on either side."""
+    k = max(1, len(x) // 20)
+    i = np.arange(len(x))
+    lo, hi = np.maximum(i - k, 0), np.minimum(i + k, len(x) - 1)
+    return (y[hi] - y[lo]) / (x[hi] - x[lo])
 
 
 def lr_find(config, out_png=None, num_iter: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0) -> LRFinderResult:

@@ -33,7 +33,15 @@ from ..errors import CheckpointError, ConfigError
 from ..io import write_json, write_text
 from ..models import ModelConfig, build_model, get_backbone
 from .config import TrainConfig
-from .data import class_counts, class_weights, load_segments, resolve_class_balance, segments_on_device, split_tracks
+from .data import (
+    class_counts,
+    class_weights,
+    load_segments,
+    resolve_class_balance,
+    segments_on_device,
+    split_notes,
+    split_tracks,
+)
 from .loop import (
     RunState,
     make_optimizer,
@@ -189,6 +197,7 @@ def _build_state(config: TrainConfig, out: Path, generator, device, rank: int, w
     state = RunState(model, config, device, labels, generator, train_set, valid_set, out, balance,
                      class_weights(counts) if balance == "weight" else None, rank, world_size)
     state.cache = cache
+    state.notes = split_notes(cache, config, train_tracks, valid_tracks)
     return state
 
 
@@ -197,6 +206,8 @@ def _print_start(state: RunState) -> None:
     print(f"train: {len(train.tracks)} tracks / {len(train)} segments; valid: {len(valid.tracks)} tracks / "
           f"{len(valid)} segments; {state.n_classes} labels; backbone {state.config.backbone} on {state.device}; "
           f"class balance: {state.class_balance}")
+    for note in state.notes:
+        print(f"note: {note}")
 
 
 def _run_phase(state: RunState, phase_index: int, phase: str, epochs: int, lr: float, first_epoch: int) -> None:
