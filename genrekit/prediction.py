@@ -408,8 +408,14 @@ def load_model(model=None, device: str = "cpu", runtime: str = "auto", min_confi
         raise ConfigError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise ConfigError(f"min_confidence must be between 0 and 1, not {min_confidence!r}")
+    device = str(device)
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ConfigError(f"device must be cpu or cuda (cuda:N), not {device!r}")
     path = _model_path(model)
     if path.suffix.lower() == ".onnx":
+        if runtime == "torch" or device != "cpu":
+            raise ConfigError(f"{path}: an .onnx model runs with onnxruntime on the CPU; --device and --runtime "
+                              f"apply to training checkpoints (.safetensors)")
         network = OnnxNetwork(path, threads=threads)
         return GenreClassifier(network, network.metadata, str(path), min_confidence)
     from .checkpoint import load_checkpoint

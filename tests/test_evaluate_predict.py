@@ -378,3 +378,14 @@ def test_all_silent_audio_is_a_not_music_answer_and_cancelling_channels_a_failur
     assert silent.to_dict() == {"path": str(tmp_path / "silent.wav"), "error": "audio is all silent",
                                 "abstain": "not_music"}
     assert isinstance(cancel, Failure) and cancel.abstain is None and "channels cancel" in cancel.error
+
+
+def test_device_and_runtime_are_checked_not_ignored_for_an_onnx_model():
+    from genrekit.prediction import load_model
+
+    with pytest.raises(ConfigError, match="device must be cpu or cuda"):
+        load_model(device="gpu")
+    for kwargs in ({"device": "cuda"}, {"runtime": "torch"}):
+        with pytest.raises(ConfigError, match=r"genrekit-gtzan.onnx: an .onnx model runs with onnxruntime on the CPU"):
+            load_model(**kwargs)
+    assert load_model(runtime="onnx").runtime == "onnx"

@@ -815,6 +815,53 @@ def test_cli_reports_bad_settings(tmp_path):
         assert run.returncode == 1 and message in run.stderr, run.stderr
 
 
+def test_cli_says_in_one_line_that_the_port_is_taken():
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        run = subprocess.run([sys.executable, "-m", "genrekit", "serve", "--port", str(port)], cwd=REPO,
+                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    finally:
+        taken.close()
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == (f"genrekit serve: error: cannot listen on 127.0.0.1:{port}: "
+                                                   "Address already in use")
+    assert "startup complete" not in run.stderr + run.stdout
+
+
+def test_serve_on_port_0_says_where_it_listens_and_answers_there():
+    # run_server binds its socket itself (to say in one line when it cannot); port 0 is any free port.
+    import re
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "genrekit", "serve", "--port", "0"], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        for line in proc.stdout:
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                break
+        url = f"http://127.0.0.1:{found.group(1)}/v1/model"
+        for _ in range(100):  # the socket is bound before uvicorn starts serving it
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    assert json.load(response)["model_id"].startswith("genrekit-gtzan")
+                    break
+            except urllib.error.URLError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"no answer at {url}")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 130) and "Traceback" not in rest, rest  # 130: as Ctrl-C ends a command
+
+
 def test_predict_json_is_the_cli_json(make_app, tmp_path):
     """``?top_k=3`` gives exactly what ``genrekit predict --format json`` prints (default --top-k 3),
     with the whole shipped model (its detector included) on both sides."""

@@ -93,6 +93,17 @@ def test_one_cycle_schedule_shape():
     assert all(a > b for a, b in zip(lrs[peak:-1], lrs[peak + 1:]))  # annealing falls
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 8])
+def test_one_cycle_schedule_runs_for_a_few_steps(steps):
+    # A tiny run (a few batches in one epoch) once ended in PyTorch's ZeroDivisionError at 4 steps.
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = make_optimizer([param], TrainConfig(optimizer="adamw"), 1e-3)
+    sched = make_scheduler(opt, 1e-3, steps)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+
+
 def test_adabound_step_is_clipped_to_its_bounds():
     # A tiny constant gradient makes Adam's step lr/sqrt(v) huge: AdaBound clips it to the upper bound.
     config = TrainConfig(final_lr=0.1, weight_decay=0.0)

@@ -35,4 +35,30 @@ def run_server(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = 
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=shutdown_timeout_s)
-    Server(config).run()
+    sock = listening_socket(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"genrekit serve: listening on http://{shown}:{sock.getsockname()[1]} (Ctrl-C stops)", flush=True)
+    Server(config).run(sockets=[sock])
+
+
+def listening_socket(host: str, port: int):
+    """A TCP socket bound to ``host:port``, or :class:`~genrekit.errors.ConfigError` in one line
+    (uvicorn would log its own lines after "startup complete" and exit)."""
+    import socket
+
+    from ..errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -27,7 +27,10 @@ def make_optimizer(params, config: TrainConfig, lr: float):
 
 def make_scheduler(optimizer, lr: float, total_steps: int):
     """fastai's one-cycle: warm up over 25 % of the steps to ``lr`` (from lr/25), then cosine down to lr/1e5."""
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 1), pct_start=0.25,
+    total_steps = max(total_steps, 1)
+    # PyTorch ends the warm-up at step pct_start * total_steps - 1 and divides by it: 0 for 4 steps.
+    pct_start = 0.25 if total_steps != 4 else 0.3
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps, pct_start=pct_start,
                                                div_factor=25.0, final_div_factor=1e5 / 25, anneal_strategy="cos")
 
 
