@@ -112,7 +112,21 @@ class Failure:
     abstain: str | None = None
 
     def to_dict(self) -> dict:
+        if self.abstain == "not_music":
+            return silent_answer(self.path, self.error)
         return {"path": self.path, "error": self.error} | ({"abstain": self.abstain} if self.abstain else {})
+
+
+def silent_answer(path: str, reason: str) -> dict:
+    """The JSON answer for all-silent audio, in the shape of :meth:`Prediction.to_dict` where it can be.
+
+    ``predict --format json`` and the service's ``/v1/predict`` both give it.
+
+    >>> silent_answer("gap.wav", "audio is all silent")["abstain"]
+    'not_music'
+    """
+    return {"path": path, "genre": None, "abstain": "not_music", "reason": reason, "confidence": 0.0,
+            "probabilities": {}, "votes": {}, "segments": [], "duration": None, "music_probability": 0.0}
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,18 @@ def test_page_says_not_music_in_words(open_page, cautious_server, tmp_path):
     assert f"music probability {round(100 * real['music_probability'])} %" in tab.text_content("#verdict-note")
     assert tab.locator("#bars rect[data-genre]").count() == len(real["probabilities"])
     assert tab.get_attribute("#result", "data-abstain") == "not_music"
+
+
+def test_page_says_a_silent_file_is_not_music(open_page, cautious_server, tmp_path):
+    """All-silent audio is answered (200, not music, no probabilities); the page says so without errors."""
+    import numpy as np
+    import soundfile as sf
+
+    path = tmp_path / "gap.wav"
+    sf.write(path, np.zeros(5 * 22050, np.float32), 22050)
+    tab = open_page(cautious_server)
+    assert classify(tab, path) == "done", tab.text_content("#error")
+    assert tab.text_content("#genre") == "Not music"
+    assert "silent" in tab.text_content("#verdict-note")
+    assert tab.text_content("#duration") == "–" and tab.text_content("#confidence") == "–"
+    assert tab.locator("#bars rect[data-genre]").count() == 0

@@ -375,8 +375,10 @@ def test_all_silent_audio_is_a_not_music_answer_and_cancelling_channels_a_failur
     sf.write(tmp_path / "cancel.wav", np.stack([tone, -tone], axis=1), 22050, subtype="FLOAT")
     silent, cancel = load_model().predict_files([tmp_path / "silent.wav", tmp_path / "cancel.wav"])
     assert isinstance(silent, Failure) and silent.abstain == "not_music"
-    assert silent.to_dict() == {"path": str(tmp_path / "silent.wav"), "error": "audio is all silent",
-                                "abstain": "not_music"}
+    answer = silent.to_dict()
+    assert (answer["path"], answer["genre"], answer["abstain"], answer["reason"]) == \
+        (str(tmp_path / "silent.wav"), None, "not_music", "audio is all silent")
+    assert answer["probabilities"] == {} and answer["segments"] == [] and answer["music_probability"] == 0.0
     assert isinstance(cancel, Failure) and cancel.abstain is None and "channels cancel" in cancel.error
 
 

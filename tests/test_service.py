@@ -340,7 +340,6 @@ BAD_UPLOADS = {
                                "noise.mp3"),
     "half-mp3": ("half.mp3", lambda: _mp3()[: len(_mp3()) // 2], 422, "corrupt_audio", "half.mp3"),
     "truncated-wav": ("cut.wav", lambda: audio_bytes(6.0)[:60_000], 422, "corrupt_audio", "cut.wav"),
-    "silent-wav": ("quiet.wav", lambda: audio_bytes(5.0, kind="silence"), 422, "silent_audio", "silent"),
     "too-short": ("blip.wav", lambda: audio_bytes(0.3), 422, "audio_too_short", "blip.wav"),
     "nan-float-wav": ("nan.wav", lambda: audio_bytes(3.0, kind="nan", subtype="FLOAT"), 422, "non_finite_audio",
                       "nan.wav"),
@@ -885,6 +884,27 @@ def test_predict_json_is_the_cli_json(make_app, tmp_path):
         assert (a["start"], a["end"], a["genre"]) == (c["start"], c["end"], c["genre"])
     assert (api["genre"], api["abstain"], api["votes"], api["duration"]) == \
         (cli["genre"], cli["abstain"], cli["votes"], cli["duration"])
+
+
+def test_a_silent_upload_is_not_music_as_the_cli_says(make_app, tmp_path):
+    """All-silent audio is an answer, not an error: 200 and the JSON that ``genrekit predict`` prints."""
+    from genrekit.prediction import load_model
+
+    path = tmp_path / "quiet.wav"
+    path.write_bytes(audio_bytes(5.0, kind="silence"))
+    run = subprocess.run([sys.executable, "-m", "genrekit", "predict", "--format", "json", "--quiet", str(path)],
+                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    (cli,) = json.loads(run.stdout)
+    with TestClient(make_app(load_model())) as client:
+        response = client.post("/v1/predict", params={"spectrogram": True},
+                               files={"file": (path.name, path.read_bytes())})
+    assert response.status_code == 200, response.text
+    api = response.json()
+    assert api.pop("processing_seconds") >= 0
+    assert cli.pop("path") == str(path) and api.pop("path") == path.name
+    assert api == cli and api["abstain"] == "not_music" and api["genre"] is None
 
 
 @pytest.mark.parametrize("which", ["fma_mp3", "gtzan_wav"])

@@ -90,8 +90,6 @@ def _json_dict(result, top_k: int) -> dict:
     from ..audio import shown_path
     from ..prediction import Failure
 
-    if _silent(result):
-        return {"path": shown_path(result.path), "genre": None, "abstain": "not_music", "reason": result.error}
     data = result.to_dict() if isinstance(result, Failure) else result.to_dict(top_k)
     return {**data, "path": shown_path(data["path"])}
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import audio_info
-from ..errors import ConfigError, NotAudioError, TooLongError
+from ..errors import ConfigError, NotAudioError, SilentAudioError, TooLongError
 from ..features import hz_to_mel, mel_to_hz, n_segments
+from ..prediction import silent_answer
 
 TOLERANCE_S = 0.5  # headers and decoders disagree by a frame or two
 MAX_COLUMNS = 2400
@@ -102,13 +103,19 @@ def predict_upload(model, path: Path, name: str, max_duration_s: float, top_k: i
     start = time.perf_counter()
     info = check_header_duration(path, max_duration_s)
     builder = SpectrogramBuilder.for_file(model.feature_config, info.duration, max_duration_s) if spectrogram else None
-    prediction = model.predict_file(path, max_duration=decode_cap(max_duration_s),
-                                    on_batch=builder.add if builder is not None else None)
-    check_decoded_duration(path, prediction.duration, max_duration_s)
-    prediction.path = name
-    result = prediction.to_dict(top_k)
-    if builder is not None:
-        result["spectrogram"] = builder.payload(model.feature_config)
+    try:
+        prediction = model.predict_file(path, max_duration=decode_cap(max_duration_s),
+                                        on_batch=builder.add if builder is not None else None)
+    except SilentAudioError as e:
+        if not e.no_sound:
+            raise
+        result = silent_answer(name, e.reason)  # an answer, as `genrekit predict` gives it
+    else:
+        check_decoded_duration(path, prediction.duration, max_duration_s)
+        prediction.path = name
+        result = prediction.to_dict(top_k)
+        if builder is not None:
+            result["spectrogram"] = builder.payload(model.feature_config)
     result["processing_seconds"] = round(time.perf_counter() - start, 4)
     return result
 

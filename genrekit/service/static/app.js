@@ -148,6 +148,7 @@
     if (result.genre) return { text: result.genre, note: "" };
     if (result.abstain === "not_music") {
       const music = result.music_probability == null ? "" : ` (music probability ${percent(result.music_probability)})`;
+      if (result.reason) return { text: "Not music", note: `The file is silent (${result.reason}), so there is no genre to name.` };
       return { text: "Not music", note: `The model does not hear music in this file${music}, so it names no genre.` };
     }
     const threshold = abstention.min_confidence ? `, below its threshold of ${percent(abstention.min_confidence)}` : "";
@@ -166,9 +167,9 @@
     $("genre-label").textContent = result.genre ? "Predicted genre" : "No genre";
     $("verdict-note").textContent = said.note;
     $("verdict-note").hidden = !said.note;
-    $("confidence").textContent = `${(100 * result.confidence).toFixed(1)} %`;
+    $("confidence").textContent = result.segments.length ? `${(100 * result.confidence).toFixed(1)} %` : "–";
     $("filename").textContent = result.path;
-    $("duration").textContent = formatSeconds(result.duration);
+    $("duration").textContent = result.duration == null ? "–" : formatSeconds(result.duration);
     $("n-segments").textContent = String(result.segments.length);
     $("processing").textContent = `${result.processing_seconds.toFixed(2)} s`;
     drawBars($("bars"), result);
