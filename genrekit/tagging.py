@@ -453,12 +453,16 @@ class _TagFile:
             fields["v1"] = None if self.v1 is None else base64.b64encode(self.v1).decode("ascii")
         return json.loads(json.dumps({"format": self.family.name, "had_tags": self.tags is not None, **fields}))
 
-    def digest(self) -> str:
-        """A hash of every tag value in the file (not only genrekit's): did anything change?"""
+    def digest(self, with_v1: bool = True) -> str:
+        """A hash of every tag value in the file (not only genrekit's): did anything change?
+
+        ``with_v1=False`` leaves the ID3v1 block out, as genrekit did before it kept that block
+        apart (undo records without ``"v1"``).
+        """
         h = hashlib.sha256(self.family.name.encode())
         if self.tags is not None:
             self.family.digest(self.tags, h)
-        if self.v1 is not None:
+        if with_v1 and self.v1 is not None:
             h.update(b"ID3v1\0" + self.v1)
         return h.hexdigest()
 
@@ -481,8 +485,9 @@ class _TagFile:
             self._save(self.family.save, v1)
 
     def _saved_v1(self, before: dict) -> bytes | None:
-        if "v1" not in before:  # recorded before genrekit kept ID3v1 apart: leave it as it is
-            return self.v1
+        if "v1" not in before:  # recorded before genrekit kept ID3v1 apart: its genre follows ID3v2's,
+            genres = _genres_of(before) if before["had_tags"] else []  # as mutagen's save made it then
+            return _id3v1_with_genre(self.v1, genres[0] if genres else "")
         return None if before["v1"] is None else base64.b64decode(before["v1"])
 
     def _save(self, save: Callable, v1: bytes | None) -> None:
@@ -1385,7 +1390,7 @@ def _undo_one(store: _Store, key: str, shown: str) -> FileResult:
             return FileResult(shown, NOTHING_TO_UNDO, reason="nothing to undo (genrekit's write did not happen)")
         if tagged.marker_text() != record["marker"]:
             return FileResult(shown, REFUSED, reason="changed since genrekit wrote it (its marker differs)")
-    elif tagged.digest() != record["digest"]:
+    elif tagged.digest(with_v1="v1" in before) != record["digest"]:
         return FileResult(shown, REFUSED, reason=f"changed since genrekit wrote it on {record['written_at']} "
                                                  "(its tags differ); left as it is")
     with _sigint_deferred():  # the file and its rows change together

@@ -920,6 +920,35 @@ def test_id3v1_overwrite_changes_only_the_genre_and_undo_restores_exactly(v2, tm
     assert path.read_bytes() == before
 
 
+def test_undo_of_a_write_recorded_before_id3v1_was_kept_apart(tmp_path):
+    """An undo record from genrekit before ID3v1 was kept (no "v1", a digest without the block) is
+    undone, not refused as changed; the ID3v1 genre follows the restored ID3v2 genre, as mutagen did then."""
+    import json
+
+    from mutagen.id3 import ID3, TCON
+
+    from genrekit.tagging import _TagFile
+
+    path, db = _mp3_with_v23_title_and_v1(tmp_path / "lib"), tmp_path / "db.sqlite"
+    tags = ID3(path, translate=False)
+    tags.add(TCON(encoding=1, text=["Jazz"]))
+    tags.save(path, v2_version=3, v1=0)  # v1=0 drops the ID3v1 block: put it back
+    with open(path, "ab") as f:
+        f.write(_id3v1())
+    before_bytes = path.read_bytes()
+    tag([path], FakeModel(genre="metal"), db, write=True, overwrite=True)
+    con = sqlite3.connect(db)
+    with con:
+        (key, before), = con.execute("SELECT path, before FROM undo").fetchall()
+        old = {k: v for k, v in json.loads(before).items() if k != "v1"}
+        con.execute("UPDATE undo SET before = ?, digest = ? WHERE path = ?",
+                    (json.dumps(old), _TagFile(path).digest(with_v1=False), key))
+    con.close()
+    u = undo([path], db)
+    assert [r.status for r in u.results] == ["restored"], u.format()
+    assert path.read_bytes() == before_bytes
+
+
 # --------------------------------------------------------------------------- odd file names
 
 ODD_NAME = os.fsdecode(b"caf\xe9.mp3")  # Latin-1 bytes: not valid UTF-8
