@@ -63,7 +63,7 @@ bench = _load_bench()
 def audio_bytes(seconds: float, sr: int = 22050, channels: int = 1, fmt: str = "WAV", kind: str = "noise",
                 seed: int = 0, subtype: str = "PCM_16") -> bytes:
     """An encoded file of ``seconds`` of noise, music (a synthetic rock stand-in), a constant level,
-    silence or NaN. The shipped model answers "not music" for the noise."""
+    silence, NaN or cancelling stereo. The shipped model answers "not music" for the noise."""
     n = int(seconds * sr)
     if kind == "noise":
         y = 0.2 * np.random.default_rng(seed).standard_normal((n, channels))
@@ -75,6 +75,8 @@ def audio_bytes(seconds: float, sr: int = 22050, channels: int = 1, fmt: str = "
         y = np.full((n, channels), 1e-3)
     elif kind == "nan":
         y = np.full((n, channels), np.nan)
+    elif kind == "cancelling":  # L = -R: silent as mono (exactly so as FLOAT; PCM_16 rounds unevenly)
+        y = 0.2 * np.random.default_rng(seed).standard_normal(n)[:, None] * np.array([1.0, -1.0])
     else:
         y = np.zeros((n, channels))
     buf = io.BytesIO()
@@ -340,6 +342,8 @@ BAD_UPLOADS = {
                                "noise.mp3"),
     "half-mp3": ("half.mp3", lambda: _mp3()[: len(_mp3()) // 2], 422, "corrupt_audio", "half.mp3"),
     "truncated-wav": ("cut.wav", lambda: audio_bytes(6.0)[:60_000], 422, "corrupt_audio", "cut.wav"),
+    "cancelling-stereo": ("phase.wav", lambda: audio_bytes(5.0, kind="cancelling", subtype="FLOAT"), 422, "silent_audio",
+                          "channels cancel out"),
     "too-short": ("blip.wav", lambda: audio_bytes(0.3), 422, "audio_too_short", "blip.wav"),
     "nan-float-wav": ("nan.wav", lambda: audio_bytes(3.0, kind="nan", subtype="FLOAT"), 422, "non_finite_audio",
                       "nan.wav"),
