@@ -34,7 +34,9 @@ X s of the Y s the header gives") when the decode ends short of the header's len
   short is truncated. An MP3 without a Xing header or ADTS AAC give no length (what
   libsndfile and FFmpeg report is a guess from the bit rate, seconds off for VBR): they
   are decoded by FFmpeg to the real end, a window by decoding from the start, and a cut
-  file cannot be told from a short one, so it decodes to what is there.
+  file cannot be told from a short one, so it decodes to what is there. So are MP3s
+  joined end to end (``cat a.mp3 b.mp3``), whose first Xing header counts far fewer bytes
+  than the file holds; FFmpeg skips the ID3v2 tag between them, as the ``ffmpeg`` command does.
 
 A window that only covers the part before the cut decodes without error.
 
@@ -100,6 +102,10 @@ RESAMPLE_MARGIN_SECONDS = 0.05
 # truncated file; for exact lengths (WAV, AIFF, AU, FLAC, OGG) a few ms is enough.
 TRUNCATION_SECONDS, TRUNCATION_FRACTION = 1.0, 0.02
 EXACT_TRUNCATION_SECONDS = 0.01
+# Undecodable packets FFmpeg may skip in a file, after good ones (see _PyAVReader._frames).
+MAX_SKIPPED_PACKETS = 8
+# Bytes after an MP3's MPEG data that are not audio: ID3v1, APEv2, Lyrics3 tags.
+TRAILING_TAG_BYTES = 128 * 1024
 
 # Leading bytes of audio containers; a file that starts with one but fails to decode is
 # corrupt, anything else that fails is "not audio".
@@ -250,17 +256,42 @@ def _au_frames(path: Path) -> int | None:
 
 
 def _mp3_length_in_header(path: Path) -> bool:
-    """True if an MP3's first frame holds a Xing/Info or VBRI header giving its length.
-    Without one, libsndfile estimates the length from the file size and the first frame's
-    bit rate, and stops decoding there (a VBR file: seconds too soon, or "truncated")."""
+    """True if an MP3's first frame holds a Xing/Info or VBRI header giving its length, and
+    the file holds no more MPEG data than that header counts.
+
+    Without such a header, libsndfile estimates the length from the file size and the first
+    frame's bit rate, and stops decoding there (a VBR file: seconds too soon, or "truncated").
+    It also stops where the header says, so MP3s joined end to end (``cat a.mp3 b.mp3``) would
+    end with the first one's header count.
+    """
     from mutagen.mp3 import MPEGFrame, MPEGInfo
 
     try:
         with open(path, "rb") as f:
-            f.seek(MPEGInfo(f).frame_offset)
-            return "length" in vars(MPEGFrame(f))  # set only from a Xing or VBRI header
+            offset = MPEGInfo(f).frame_offset
+            f.seek(offset)
+            frame = MPEGFrame(f)
+            if "length" not in vars(frame):  # set only from a Xing or VBRI header
+                return False
+            counted = _vbr_header_bytes(f, frame, offset)
+            size = os.fstat(f.fileno()).st_size
     except Exception:  # mutagen cannot parse it: no length known
         return False
+    return counted is None or size - offset <= counted * (1 + TRUNCATION_FRACTION) + TRAILING_TAG_BYTES
+
+
+def _vbr_header_bytes(f, frame, offset: int) -> int | None:
+    """The MPEG bytes a Xing or VBRI header counts (None where it does not say)."""
+    from mutagen.mp3 import VBRIHeader, VBRIHeaderError, XingHeader, XingHeaderError
+
+    for header, error in ((XingHeader, XingHeaderError), (VBRIHeader, VBRIHeaderError)):
+        f.seek(offset + header.get_offset(frame))
+        try:
+            counted = header(f).bytes
+        except error:
+            continue
+        return counted if counted > 0 else None
+    return None
 
 
 def _ogg_ends_cleanly(path: Path) -> bool:
@@ -378,7 +409,7 @@ class _PyAVReader:
             self._container.seek(int(target * 1_000_000), any_frame=False)
         resampler = av.AudioResampler(format="flt", layout=None, rate=None)
         pending, pending_frames, got = [], 0, 0
-        for frame in self._container.decode(self._stream):
+        for frame in self._frames():
             if skip is None:  # first frame after a seek: where did it land?
                 t = frame.time if frame.time is not None else 0.0
                 skip = max(0, int(round((offset - t) * self.samplerate)))
@@ -399,6 +430,23 @@ class _PyAVReader:
                 break
         if pending_frames:
             yield np.concatenate(pending)
+
+    def _frames(self):
+        """Decoded frames; as the ``ffmpeg`` command does, a few undecodable packets after good
+        ones are skipped (the ID3v2 tag in the middle of MP3s joined end to end)."""
+        import av
+
+        decoded, skipped = False, 0
+        for packet in self._container.demux(self._stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                skipped += 1
+                if not decoded or skipped > MAX_SKIPPED_PACKETS:
+                    raise
+                continue
+            decoded = decoded or bool(frames)
+            yield from frames
 
     def close(self):
         self._container.close()

@@ -859,6 +859,23 @@ def test_cut_vbr_mp3_without_xing_is_read_as_far_as_it_goes(tmp_path):
     assert 1.0 < len(y) / 22050 < seconds
 
 
+def test_mp3s_joined_end_to_end_decode_to_the_end_of_the_last(tmp_path):
+    """``cat a.mp3 b.mp3``: the first file's Xing header counts only its own bytes and an ID3v2
+    tag sits in the middle; both are decoded (libsndfile would stop after the first)."""
+    first, seconds_a = _ffmpeg(tmp_path, "a.mp3", "-b:a", "128k", seconds=6.0)
+    second, seconds_b = _ffmpeg(tmp_path, "b.mp3", "-b:a", "128k", seconds=9.0)
+    assert first.read_bytes()[:3] == b"ID3"
+    joined = tmp_path / "ab.mp3"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    single = load_audio(first, sr=22050)
+    y = load_audio(joined, sr=22050)
+    assert abs(len(y) / 22050 - (seconds_a + seconds_b)) < 0.2
+    np.testing.assert_allclose(y[: len(single) - 2205], single[:-2205], atol=1e-3)
+    loud = np.abs(y[-int(2 * 22050):]).max()  # the end of b is its loud tone
+    assert loud > 0.2
+    assert audio_info(first).duration == pytest.approx(seconds_a, abs=0.1)  # a single file keeps its length
+
+
 def test_channels_that_cancel_are_named_as_such(tmp_path):
     y = tone(2.0)
     sf.write(tmp_path / "inverted.wav", np.stack([y, -y], axis=1), 22050, subtype="FLOAT")  # exactly -y
