@@ -157,10 +157,23 @@ def export_onnx(checkpoint, out) -> Path:
 
     if Path(out).is_dir():
         raise CheckpointError(f"{out}: --out is a folder; give the path of the .onnx file to write")
+    if _is_onnx(checkpoint):
+        raise CheckpointError(f"{checkpoint}: already an ONNX model file; export takes a training checkpoint "
+                              "(.safetensors)")
+    if Path(out).exists() and Path(checkpoint).exists() and Path(out).samefile(checkpoint):
+        raise CheckpointError(f"{out}: --out is the checkpoint itself; give another path for the .onnx file")
     data = onnx_bytes_from_payload(load_checkpoint(checkpoint))
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(data)
+    try:
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:
+        raise CheckpointError(f"{out}: cannot write the ONNX file ({e.strerror or e})") from None
     return Path(out)
+
+
+def _is_onnx(path) -> bool:
+    """An existing ``.onnx`` file (by name: an ONNX file has no magic bytes)."""
+    return Path(path).suffix.lower() == ".onnx" and Path(path).is_file()
 
 
 def read_onnx_metadata(path) -> dict:

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +245,48 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tiny_cache, tmp
                                    torch.device("cpu")) for run in ("one", "two"))
         assert np.array_equal(p1.argmax(1), p2.argmax(1)), name
         np.testing.assert_allclose(p1, p2, atol=2e-2, err_msg=name)
+
+
+def _sleeping_worker(local_rank: int, port: int, world_size: int, config, resume: bool, overwrite: bool):
+    """launch()'s worker, standing in for a long training: says it is up, then waits."""
+    Path(os.environ["GENREKIT_TEST_PIDS"], f"rank{local_rank}.pid").write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_an_interrupt_of_the_launching_process_alone_stops_the_workers(tiny_cache, tmp_path, monkeypatch,
+                                                                       no_launcher):
+    # A terminal's Ctrl-C reaches every process of the group; `kill -INT PID` or a job supervisor only the
+    # launching one. Its workers must not train on after the command said "interrupted".
+    monkeypatch.setenv("GENREKIT_TEST_PIDS", str(tmp_path))
+    monkeypatch.setattr(ddp_launch, "_spawned_worker", _sleeping_worker)
+    main_thread = threading.main_thread().ident
+
+    def interrupt_when_up():
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("rank*.pid"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_up, daemon=True).start()
+    pids = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ddp_launch._spawn(_config(tiny_cache, tmp_path / "run"), 2, False, False)
+        pids = [int(p.read_text()) for p in tmp_path.glob("rank*.pid")]
+        assert len(pids) == 2
+        assert not [pid for pid in pids if _alive(pid)]  # stopped and reaped before the interrupt goes on
+    finally:
+        for pid in pids or [int(p.read_text()) for p in tmp_path.glob("rank*.pid")]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("devices", [["--devices", "2"], []], ids=["devices-2", "launcher-decides"])

@@ -285,6 +285,31 @@ def test_tracks_per_task_must_be_positive(mixed, tmp_path):
         prepare_ray(mixed, tmp_path / "c", tracks_per_task=0)
 
 
+def test_an_address_where_nothing_listens_fails_at_once_and_no_address_starts_a_new_local_ray(mixed, tmp_path,
+                                                                                              monkeypatch):
+    ray = pytest.importorskip("ray")
+    from genrekit.cache.ray import ClusterError, prepare_ray
+    from genrekit.training.launcher import free_port
+
+    calls = []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        raise ValueError("stop")  # what ray.init raises for arguments it refuses
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    address = f"127.0.0.1:{free_port()}"
+    # ray.init would retry this address for minutes, deaf to Ctrl-C for half a minute at a time
+    with pytest.raises(ClusterError, match=f"cannot reach the Ray cluster at {address}: Connection refused"):
+        prepare_ray(mixed, tmp_path / "a", address=address, progress=False)
+    assert calls == []
+    # ray.init() alone would join a cluster that `ray start --head` left running here, and refuse num_cpus
+    with pytest.raises(ClusterError, match="stop"):
+        prepare_ray(mixed, tmp_path / "b", progress=False)
+    assert calls[0]["address"] == "local" and calls[0]["num_cpus"] >= 1
+
+
 # ---------------------------------------------------------------- Ray stays optional
 
 def test_clear_error_without_ray(monkeypatch, mixed, shared_data, tmp_path, capsys):

@@ -167,10 +167,12 @@ def _connect(ray, address: str | None, todo: list[Track]) -> bool:
                       "working folder: give the data set as an absolute path", stacklevel=3)
     if ray.is_initialized():
         return False
+    if address is not None:
+        _check_reachable(address)
     kwargs = {"include_dashboard": False, "log_to_driver": False}
     try:
         if address is None:
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)  # not a cluster `ray start` left running
         else:
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -178,6 +180,21 @@ def _connect(ray, address: str | None, todo: list[Track]) -> bool:
         raise ClusterError(f"cannot start or reach {where}: {e} (a cluster is started with `ray start --head`; "
                            "leave --address out for a local Ray)") from e
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` (or ``ray://HOST:PORT``) where nothing listens: ``ray.init`` would retry
+    it forever, deaf to Ctrl-C for half a minute at a time. ``auto`` and other forms go to Ray as given."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {e.strerror or e} (is `ray start --head` "
+                           "running there, and is the port open? leave --address out for a local Ray)") from None
 
 
 def _run_tasks(ray, target, todo: list[Track], config, options, tracks_per_task: int, progress: bool,

@@ -59,7 +59,10 @@ def check_out_folder(out, settings: dict, overwrite: bool) -> None:
         if before != settings:
             raise ConfigError(f"{out} holds embeddings made with other settings ({before}); use --overwrite to "
                               f"recompute them all with {settings}, or another --out")
-    write_json(recorded, settings)
+    try:
+        write_json(recorded, settings)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write to --out ({e.strerror or e})") from None
 
 
 def run(args) -> int:
@@ -85,6 +88,8 @@ def run(args) -> int:
     failed, claimed = [], {}
     for path, target in jobs:
         if target in claimed:
+            if Path(claimed[target]).resolve() == Path(path).resolve():
+                continue  # the same file given twice (overlapping globs, a folder named twice)
             failed.append(path)
             print(f"genrekit embed: {path}: output {target} clashes with {claimed[target]}; skipped", file=sys.stderr)
             continue
@@ -98,10 +103,15 @@ def run(args) -> int:
             failed.append(path)
             print(f"genrekit embed: {e}", file=sys.stderr)
             continue
-        with atomic_path(target) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, embedding=emb, timestamps=times, tagger=np.array(NETWORKS[tagger]),
-                         layer=np.array(args.layer))
+        try:
+            with atomic_path(target) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, embedding=emb, timestamps=times, tagger=np.array(NETWORKS[tagger]),
+                             layer=np.array(args.layer))
+        except OSError as e:  # a file where a folder should be, a full disk: this file fails, the others go on
+            failed.append(path)
+            print(f"genrekit embed: {path}: cannot write {target} ({e.strerror or e}: {e.filename})", file=sys.stderr)
+            continue
         done += 1
     print(f"genrekit embed: {done} written, {skipped} skipped (exist; --overwrite to redo), "
           f"{len(failed)} failed -> {args.out}", file=sys.stderr)

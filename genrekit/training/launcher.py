@@ -214,8 +214,14 @@ def _spawn(config, devices: int, resume: bool, overwrite: bool):
     if _wants_cuda(config.device) and torch.cuda.device_count() < devices:
         raise ConfigError(f"--devices {devices}, but {torch.cuda.device_count()} CUDA device(s) visible; "
                           f"use --devices {torch.cuda.device_count()} or device: cpu")
+    context = mp.spawn(_spawned_worker, args=(free_port(), devices, config, resume, overwrite), nprocs=devices,
+                       join=False)
     try:
-        mp.spawn(_spawned_worker, args=(free_port(), devices, config, resume, overwrite), nprocs=devices, join=True)
+        while not context.join():
+            pass
+    except KeyboardInterrupt:
+        _stop_workers(context.processes)
+        raise
     except mp.ProcessRaisedException as e:
         last = e.msg.strip().splitlines()[-1] if e.msg.strip() else "unknown error"
         raise DistributedTrainingError(f"training process {e.error_index} of {devices} failed: {last}") from e
@@ -225,6 +231,32 @@ def _spawn(config, devices: int, resume: bool, overwrite: bool):
                f"needs an `if __name__ == '__main__':` guard)")
         raise DistributedTrainingError(f"training process {e.error_index} of {devices} {how}") from e
     return _result_from_folder(Path(config.out))
+
+
+def _stop_workers(processes, grace: float = 10.0) -> None:
+    """Stop the spawned processes after this one was interrupted. A terminal's Ctrl-C reached them
+    too and they are leaving; a SIGINT sent to this process alone (``kill -INT PID``, a job
+    supervisor) did not, and they would train on to the end while the command says "interrupted".
+    SIGINT first (a worker leaves the DDP group cleanly; checkpoints are written atomically), then SIGTERM,
+    then SIGKILL."""
+    import signal
+    import time
+
+    def wait(seconds: float) -> list:
+        deadline = time.monotonic() + seconds
+        for p in processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+        return [p for p in processes if p.is_alive()]
+
+    alive = wait(2.0)
+    for p in alive:
+        os.kill(p.pid, signal.SIGINT)
+    alive = wait(grace)
+    for p in alive:
+        p.terminate()
+    for p in wait(grace):
+        p.kill()
+        p.join()
 
 
 def _spawned_worker(local_rank: int, port: int, world_size: int, config, resume: bool, overwrite: bool):
