@@ -45,6 +45,7 @@ def _small_payload():
     from genrekit.config import FeatureConfig
     from genrekit.models import ModelConfig, build_model
 
+    torch.manual_seed(0)  # fixed weights: random ones hold pickle's 3 magic bytes in about 1 run of 40
     model = build_model(ModelConfig("small_cnn", 2)).eval()
     return {"format": CHECKPOINT_FORMAT, "labels": ["jazz", "rock"], "feature_config": FeatureConfig().to_dict(),
             "model_config": model.config.to_dict(), "state_dict": model.state_dict(), "history": [{"epoch": 1}]}
@@ -68,6 +69,16 @@ def test_round_trip_keeps_nested_tensors_tuples_and_int_keys(tmp_path):
         assert torch.equal(loaded["state_dict"][key], value)
     assert read_metadata(path)["labels"] == ["jazz", "rock"]  # the JSON part, without torch
     assert model_from_checkpoint(loaded).config.n_classes == 2
+
+
+def test_a_checkpoint_gets_the_permissions_of_the_other_run_files(tmp_path):
+    from genrekit.io import write_json
+
+    path = save_checkpoint(_small_payload(), tmp_path / "c.safetensors")
+    write_json(tmp_path / "c.json", {})
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == os.stat(tmp_path / "c.json").st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_the_file_holds_no_pickle(tmp_path):

@@ -274,6 +274,13 @@ def test_folder_tree(tmp_path):
     assert all(t.split in ("train", "valid", "test") for t in split.tracks)
 
 
+def test_folder_tree_keeps_a_broken_link_to_report_it(tmp_path):
+    touch(tmp_path / "jazz" / "a.mp3")
+    (tmp_path / "jazz" / "gone.flac").symlink_to(tmp_path / "nowhere.flac")
+    ds = read_folder(tmp_path)
+    assert [t.track_id for t in ds.tracks] == ["jazz/a.mp3", "jazz/gone.flac"]
+
+
 def test_folder_bad_inputs(tmp_path):
     with pytest.raises(DatasetError, match="not a folder"):
         read_folder(tmp_path / "nope")

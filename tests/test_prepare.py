@@ -186,6 +186,18 @@ def test_prepare_folder_tree_api(shared_data, tmp_path):
     assert (again.done, again.skipped) == (0, 5)
 
 
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    import soundfile as sf
+
+    (tmp_path / "music" / "jazz").mkdir(parents=True)
+    sf.write(tmp_path / "music" / "jazz" / "a.wav", 0.1 * np.sin(np.arange(22050 * 4) / 5.0), 22050)
+    (tmp_path / "a file").write_text("not a folder")
+    out = tmp_path / "a file" / "cache"
+    assert run_cli(f"folder:{tmp_path / 'music'}", "--out", out) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"genrekit prepare: error: {out}: cannot write the cache there (Not a directory)"]
+
+
 def test_bad_files_are_reported_and_the_rest_cached(shared_data, tmp_path, capsys):
     root = tmp_path / "music"
     expected = make_folder_tree(shared_data, root, bad=True)

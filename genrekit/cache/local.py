@@ -67,7 +67,10 @@ def open_for_writing(out, config: FeatureConfig, dataset: Dataset, overwrite: bo
     if manifest is None:
         if not was_ours:
             _refuse_foreign_folder(store)
-        store.write_manifest(config, dataset.describe())
+        try:
+            store.write_manifest(config, dataset.describe())
+        except OSError as e:
+            raise CacheError(f"{out}: cannot write the cache there ({e.strerror or e})") from None
     else:
         store.check_config(manifest, config)
     return store

@@ -21,6 +21,7 @@ def read_folder(root) -> Dataset:
     tracks = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(label_dir.rglob("*")):
-            if path.is_file() and is_audio_path(path):
+            broken_link = path.is_symlink() and not path.exists()  # kept: prepare reports it as failed
+            if (path.is_file() or broken_link) and is_audio_path(path):
                 tracks.append(Track(path.relative_to(root).as_posix(), str(path), label_dir.name))
     return require_tracks(Dataset("folder", str(root), tracks))
