@@ -25,7 +25,9 @@ X s of the Y s the header gives") when the decode ends short of the header's len
 - WAV, AIFF and AU: the length the header announces (the data chunk's size, read with
   mutagen for WAV and AIFF), not the length libsndfile reports (which is what the file
   holds); FLAC: STREAMINFO's sample count. These are exact: more than 10 ms short is
-  truncated;
+  truncated. A WAV written to a pipe (size 0xFFFFFFFF) or left unfinished (size 0) and a
+  FLAC encoded to a pipe (sample count 0) give no length: they decode to what is there
+  (by FFmpeg, except the piped WAV);
 - OGG (Vorbis, Opus, FLAC): a complete stream ends with a page flagged end-of-stream,
   and the length of a cut one cannot be known, so a decode that reaches the end of an
   Ogg file without that page is truncated;
@@ -159,17 +161,22 @@ def find_audio_files(paths) -> list[Path]:
     """Expand files and folders (recursively, by audio extension) into a sorted file list.
 
     A path given directly is kept whatever its extension, so that a wrongly named file
-    is reported rather than silently skipped.
+    is reported rather than silently skipped. So are a broken link and a folder that
+    cannot be read. Symlinked folders are not followed.
     """
     found: list[Path] = []
     for p in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
-        if p.is_dir():
-            # A broken link is kept, so that the batch reports it rather than skipping it.
-            found.extend(sorted(f for f in p.rglob("*") if (f.is_file() or f.is_symlink() and not f.exists())
-                                and is_audio_path(f)))
-        else:
-            found.append(p)
+        found.extend(sorted(_walk(p)) if p.is_dir() else [p])
     return found
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    unreadable: list[OSError] = []
+    for root, _, names in os.walk(folder, onerror=unreadable.append):
+        for f in (Path(root, name) for name in names):
+            if (f.is_file() or f.is_symlink() and not f.exists()) and is_audio_path(f):
+                yield f
+    yield from (Path(e.filename) for e in unreadable if e.filename is not None)
 
 
 # --- what the path is ------------------------------------------------------------------
@@ -185,7 +192,7 @@ def _check_file(path: Path) -> None:
     except OSError as e:
         raise _stat_error(path, e) from None
     if stat.S_ISDIR(st.st_mode):
-        raise NotAudioError(path, "is a folder")
+        raise _folder_error(path)
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "a special file")
         raise NotAudioError(path, f"not a regular file: {kind}")
@@ -193,6 +200,15 @@ def _check_file(path: Path) -> None:
         raise AudioMissingError(path, "permission denied")
     if st.st_size == 0:
         raise EmptyAudioError(path, "0 bytes")
+
+
+def _folder_error(path: Path) -> AudioError:
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as e:
+        return AudioMissingError(path, f"folder cannot be read: {(e.strerror or str(e)).lower()}")
+    return NotAudioError(path, "is a folder")
 
 
 def _stat_error(path: Path, e: OSError) -> AudioError:
@@ -336,6 +352,9 @@ class _SoundfileReader:
             self.cut = "the Ogg stream ends without its last page"
         self.duration = None if self.frames is None else self.frames / self.samplerate
         self.estimated = self._sf.format == "MP3" and not _mp3_length_in_header(path)
+        # No length in the header: a WAV left unfinished (size 0) holds data libsndfile does not
+        # see; a FLAC encoded to a pipe (sample count 0, "unknown") makes libsndfile fail mid-way.
+        self.unsized = held == 0 or self._held is None
 
     def blocks(self, start: int, count: int | None, block_frames: int):
         """Yield ``(n, channels)`` float32 blocks of frames ``[start, start + count)``."""
@@ -460,8 +479,8 @@ def _open(path: Path):
         filter_decoder_messages()  # libsndfile may hand it to libmpg123
     try:
         reader = _SoundfileReader(path)
-        if reader.estimated:
-            reader = _whole_mp3_reader(path, reader)
+        if reader.estimated or reader.unsized:
+            reader = _whole_file_reader(path, reader)
     except Exception as sf_error:  # libsndfile refused: try FFmpeg
         try:
             reader = _PyAVReader(path)
@@ -479,8 +498,9 @@ def _open(path: Path):
     return reader
 
 
-def _whole_mp3_reader(path: Path, reader: _SoundfileReader):
-    """FFmpeg for an MP3 whose header gives no length: libsndfile stops at its estimate."""
+def _whole_file_reader(path: Path, reader: _SoundfileReader):
+    """FFmpeg for an MP3 whose header gives no length (libsndfile stops at its estimate) and
+    for a file whose header gives 0 frames (FFmpeg reads its data to the end)."""
     try:
         whole = _PyAVReader(path)
     except Exception:  # FFmpeg cannot: libsndfile, with no claim about the length

@@ -45,6 +45,7 @@ import math
 import os
 import signal
 import sqlite3
+import struct
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -393,6 +394,60 @@ def _id3v1_genres(block: bytes | None) -> list[str]:
     return [GENRES[block[127]]]
 
 
+def _other_genres(path: Path, audio) -> list[str]:
+    """Genres in a tag block genrekit reads but does not write: APEv2 in an MP3 (foobar2000,
+    MP3Gain), RIFF INFO ``IGNR`` in a WAV (Windows, ffmpeg). Players show them, so they count."""
+    from mutagen.mp3 import MP3
+    from mutagen.wave import WAVE
+
+    try:
+        if isinstance(audio, MP3):
+            return _apev2_genres(path)
+        return _riff_info_genres(path) if isinstance(audio, WAVE) else []
+    except Exception:  # noqa: BLE001 - a damaged secondary tag must not stop the file's tagging
+        return []
+
+
+def _apev2_genres(path: Path) -> list[str]:
+    from mutagen.apev2 import APENoHeaderError, APEv2
+
+    try:
+        value = APEv2(path).get("Genre")
+    except APENoHeaderError:
+        return []
+    return [str(g) for g in value] if value is not None and value.kind == 0 else []
+
+
+def _riff_info_genres(path: Path) -> list[str]:
+    """The ``IGNR`` text of a WAV's ``LIST``/``INFO`` chunk (top-level chunks only)."""
+    with open(path, "rb") as f:
+        end = min(os.fstat(f.fileno()).st_size, 8 + struct.unpack("<I", f.read(12)[4:8])[0])
+        at = 12
+        while at + 8 <= end:
+            f.seek(at)
+            name, size = struct.unpack("<4sI", f.read(8))
+            if name == b"LIST" and f.read(4) == b"INFO":
+                info = f.read(min(size, end - at - 8) - 4)
+                return _info_entry(info, b"IGNR")
+            at += 8 + size + size % 2
+    return []
+
+
+def _info_entry(info: bytes, wanted: bytes) -> list[str]:
+    at = 0
+    while at + 8 <= len(info):
+        name, size = struct.unpack("<4sI", info[at:at + 8])
+        if name == wanted:
+            raw = info[at + 8:at + 8 + size].split(b"\0")[0]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:  # RIFF INFO has no declared encoding; old tools wrote Latin-1
+                text = raw.decode("latin-1")
+            return [text] if text.strip() else []
+        at += 8 + size + size % 2
+    return []
+
+
 def _id3v1_with_genre(block: bytes | None, genre: str) -> bytes | None:
     """``block`` with its genre byte set to ``genre`` (255, "none", if ID3v1 lacks it)."""
     from mutagen._constants import GENRES
@@ -413,7 +468,7 @@ class _TagFile:
         try:
             audio = mutagen.File(path)
         except (mutagen.MutagenError, OSError) as e:
-            raise TagError(path, f"cannot read tags ({e})") from None
+            raise TagError(path, _NO_SIZE if _unsized_container(path) else f"cannot read tags ({e})") from None
         if audio is None:
             raise UnsupportedTagFormatError(path, "tag format not supported (unknown container)")
         family = next((f for f in _FAMILIES if isinstance(audio, f.types())), None)
@@ -429,15 +484,17 @@ class _TagFile:
             self.v1 = _read_id3v1(path) if self.has_v1 else None
         except OSError as e:
             raise TagError(path, f"cannot read tags ({e})") from None
+        self.other_genres = _other_genres(path, audio)
 
     @property
     def tags(self):
         return self.audio.tags
 
     def genres(self) -> list[str]:
-        """Every genre value, in order, blank ones left out (ID3v1's where ID3v2 has none)."""
+        """Every genre value, in order, blank ones left out (ID3v1's where ID3v2 has none, then
+        APEv2's or RIFF INFO's)."""
         found = [] if self.tags is None else [g for g in self.family.genres(self.tags) if g.strip()]
-        return found or _id3v1_genres(self.v1)
+        return found or _id3v1_genres(self.v1) or self.other_genres
 
     def marker_text(self) -> str | None:
         return None if self.tags is None else self.family.marker(self.tags)
@@ -466,7 +523,13 @@ class _TagFile:
             h.update(b"ID3v1\0" + self.v1)
         return h.hexdigest()
 
+    def check_writable(self) -> None:
+        """Raise TagError if genrekit cannot write this file's tags (checked in a dry run too)."""
+        if self.family is _ID3 and _unsized_container(self.path):
+            raise TagError(self.path, _NO_SIZE)
+
     def write(self, genre: str, marker: str) -> None:
+        self.check_writable()
         if self.tags is None:
             self.audio.add_tags()
         self.family.write(self.tags, genre, marker)
@@ -501,6 +564,24 @@ class _TagFile:
                     _put_id3v1(self.path, v1)
         except (mutagen.MutagenError, OSError) as e:
             raise TagError(self.path, f"cannot write tags ({e})") from None
+        except Exception as e:  # noqa: BLE001 - a file mutagen chokes on must not stop the batch
+            raise TagError(self.path, f"cannot write tags (unexpected error: {type(e).__name__}: {e})") from None
+
+
+_NO_SIZE = ("cannot write tags (the header gives no size, as when written to a pipe or not finished; "
+            "rewrite the file, e.g. with ffmpeg, to tag it)")
+
+
+def _unsized_container(path: Path) -> bool:
+    """A WAV (RIFF) or AIFF (FORM) whose size is 0 or 0xFFFFFFFF (written to a pipe, or not
+    finished): mutagen cannot parse the one, and appends its chunk to the other, then fails
+    to count it in that size."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return head[:4] in (b"RIFF", b"FORM") and head[4:] in (bytes(4), b"\xff" * 4)
 
 
 def _mp3_type():
@@ -781,6 +862,10 @@ def open_db(db_path, create: bool = True) -> sqlite3.Connection:
     >>> con = open_db("genrekit-tags.sqlite")  # doctest: +SKIP
     """
     db_path = Path(db_path)
+    if db_path.is_dir():
+        raise ResultsDatabaseError(f"{db_path}: is a folder; give a file name")
+    if not db_path.exists() and not db_path.parent.is_dir():
+        raise ResultsDatabaseError(f"{db_path}: the folder {db_path.parent} does not exist")
     if not create and not db_path.is_file():
         raise ResultsDatabaseError(f"{db_path}: no such results database")
     try:
@@ -792,6 +877,9 @@ def open_db(db_path, create: bool = True) -> sqlite3.Connection:
             con.close()
             raise
     except sqlite3.DatabaseError as e:
+        if not db_path.exists():  # e.g. a folder genrekit may not write in
+            raise ResultsDatabaseError(f"{db_path}: cannot create the results database ({e}); "
+                                       "give another --db") from None
         raise ResultsDatabaseError(f"{db_path}: cannot use as a genrekit results database ({e}); "
                                    "move it aside or give another --db") from None
     return con
@@ -1131,15 +1219,24 @@ def _reason(error: GenrekitError) -> str:
 
 
 def _unique_files(paths) -> list[Path]:
+    """Each file once, though reached by two paths (a folder given twice, a symlink, a hard link)."""
     from .audio import find_audio_files
 
     seen, files = set(), []
     for p in find_audio_files(paths):
-        key = os.path.abspath(p)
-        if key not in seen:
-            seen.add(key)
+        keys = {os.path.abspath(p), _inode(p)} - {None}
+        if not keys & seen:
+            seen |= keys
             files.append(p)
     return files
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:  # reported when the file is processed
+        return None
+    return st.st_dev, st.st_ino
 
 
 class _TagRun:
@@ -1171,6 +1268,7 @@ class _TagRun:
         tagged, tag_problem = None, None
         try:
             tagged = _TagFile(path)
+            tagged.check_writable()
         except TagError as e:
             tag_problem = e
         old = tagged.genres() if tagged else None

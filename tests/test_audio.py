@@ -560,6 +560,37 @@ def test_wav_with_streamed_header_is_not_truncated(write_wav):
     assert len(load_audio(path)) == 3 * SR
 
 
+def test_wav_with_zero_data_size_decodes_what_it_holds(write_wav):
+    """A recorder that stopped before closing the file leaves 0 as the data size (and the
+    RIFF size): libsndfile sees no samples, FFmpeg reads the data to the end of the file."""
+    path = write_wav("unfinished.wav", noisy_tone(3.0, SR))
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at: at + 4] = data[4:8] = bytes(4)
+    path.write_bytes(bytes(data))
+    assert len(load_audio(path)) == 3 * SR
+    header_only = path.with_name("header_only.wav")
+    header_only.write_bytes(bytes(data[: at + 4]))
+    with pytest.raises(EmptyAudioError) as e:
+        load_audio(header_only)
+    assert_names(e.value, header_only, "no audio samples")
+
+
+def test_flac_with_unknown_length_decodes_to_its_end(tmp_path):
+    """A FLAC encoded to a pipe (``ffmpeg ... -f flac - | ...``) has 0, "unknown", as its
+    STREAMINFO sample count; libsndfile failed 6 s into it ("Internal psf_fseek() failed")."""
+    path = tmp_path / "piped.flac"
+    sf.write(path, noisy_tone(9.0, SR), SR, format="FLAC")
+    data = bytearray(path.read_bytes())
+    data[21] &= 0xF0  # STREAMINFO's 36-bit sample count: bytes 21 (low half) to 25
+    data[22:26] = bytes(4)
+    path.write_bytes(bytes(data))
+    assert len(load_audio(path)) == 9 * SR
+    full = load_audio(path)
+    window = load_audio(path, offset=7.0, duration=1.5)
+    np.testing.assert_allclose(window, full[7 * SR: 7 * SR + len(window)], atol=1e-4)
+
+
 @pytest.mark.parametrize("subtype, sr", [("VORBIS", SR), ("OPUS", 48000)])
 @pytest.mark.parametrize("keep", [0.5, 0.99])
 def test_truncated_ogg_is_corrupt(tmp_path, subtype, sr, keep):
@@ -813,6 +844,27 @@ def test_find_audio_files(tmp_path, write_wav):
     assert found == [tmp_path / "a" / "b" / "one.wav", tmp_path / "a" / "two.WAV", odd]
     assert is_audio_path("x.M4A") and not is_audio_path("x.txt")
     assert find_audio_files(str(odd)) == [odd]
+
+
+def test_folder_that_cannot_be_read_is_reported_not_skipped(tmp_path, write_wav, monkeypatch):
+    """A sub-folder without read permission is listed itself, so that the batch reports it
+    (one line: path and reason) instead of silently leaving out the music in it."""
+    (tmp_path / "lib" / "locked").mkdir(parents=True)
+    write_wav("lib/locked/in.wav", tone(2.0))
+    wav = write_wav("lib/out.wav", tone(2.0))
+    locked = tmp_path / "lib" / "locked"
+    scandir = os.scandir
+
+    def refuse(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    assert find_audio_files([tmp_path / "lib"]) == [locked, wav]
+    with pytest.raises(AudioMissingError) as e:
+        load_audio(locked)
+    assert_names(e.value, locked, "folder cannot be read: permission denied")
 
 
 # --------------------------------------------------------------------------- lengths that are estimates

@@ -634,6 +634,20 @@ def test_database_refused_with_one_line(setup, message, tmp_path):
     assert str(e.value).startswith(f"{db}: ") and message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("where, message", [
+    ("folder", "is a folder; give a file name"),
+    ("missing/t.sqlite", "the folder missing does not exist"),
+])
+def test_database_path_that_cannot_be_a_file_says_why(where, message, tmp_path, monkeypatch):
+    """Not "move it aside" (there is nothing to move): what is wrong with the path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    song = make_file(tmp_path, "ogg")
+    with pytest.raises(ResultsDatabaseError) as e:
+        tag([song], FakeModel(), Path(where))
+    assert str(e.value) == f"{where}: {message}"
+
+
 def test_undo_needs_the_database(tmp_path):
     with pytest.raises(ResultsDatabaseError, match="no such results database"):
         undo(None, tmp_path / "missing.sqlite")
@@ -999,3 +1013,71 @@ def test_silent_file_is_not_music_not_a_failure(tmp_path):
     assert "all silent" in by_name["silent.flac"].describe()
     assert by_name["inverted.wav"].status == "failed" and "channels cancel" in by_name["inverted.wav"].reason
     assert "abstained 1 (1 not music)" in s.format()
+
+
+@pytest.mark.parametrize("size", [b"\xff\xff\xff\xff", bytes(4)])
+def test_wav_written_to_a_pipe_fails_alone_and_is_left_as_it_is(size, tmp_path):
+    """A WAV written to a pipe has 0xFFFFFFFF as its RIFF and data sizes: mutagen cannot add a
+    chunk to it (it appended the chunk, then crashed on the size), so genrekit refuses it. One
+    never finished has 0 there, which mutagen cannot parse."""
+    piped = make_file(tmp_path / "lib", "wav", name="piped")
+    data = bytearray(piped.read_bytes())
+    at = data.index(b"data") + 4
+    data[4:8] = data[at: at + 4] = size
+    piped.write_bytes(bytes(data))
+    make_file(tmp_path / "lib", "wav", name="other")
+    db = tmp_path / "t.sqlite"
+    assert [Path(r.path).name for r in tag([tmp_path / "lib"], FakeModel(), db).failed] == ["piped.wav"]
+    summary = tag([tmp_path / "lib"], FakeModel(), db, write=True)
+    assert [Path(r.path).name for r in summary.tagged] == ["other.wav"]
+    assert [(Path(r.path).name, r.reason) for r in summary.failed] == [
+        ("piped.wav", "cannot write tags (the header gives no size, as when written to a pipe or not "
+                      "finished; rewrite the file, e.g. with ffmpeg, to tag it)")]
+    assert piped.read_bytes() == bytes(data)
+    assert not db_rows(db, "undo").get("piped.wav")
+    assert [Path(r.path).name for r in undo(None, db).restored] == ["other.wav"]
+
+
+def test_same_file_by_two_paths_is_tagged_once_and_undone(tmp_path):
+    """A symlink to a file in the library is the same file: one write, one undo record."""
+    lib = tmp_path / "lib"
+    path = make_file(lib / "album", "mp3")
+    set_tags(path)
+    raw = path.read_bytes()
+    (lib / "favourites").mkdir()
+    (lib / "favourites" / "song.mp3").symlink_to(path)
+    db = tmp_path / "t.sqlite"
+    assert len(tag([lib], FakeModel(), db).would_tag) == 1
+    summary = tag([lib], FakeModel(), db, write=True, force=True)
+    assert len(summary.results) == 1 and len(summary.tagged) == 1
+    summary = tag([lib], FakeModel(), db, write=True, force=True)
+    assert len(summary.results) == 1 and len(summary.tagged) == 1
+    result = undo(None, db)
+    assert len(result.restored) == 1 and not result.refused
+    assert path.read_bytes() == raw
+
+
+def test_genre_in_apev2_or_riff_info_is_kept(tmp_path):
+    """MP3s tagged by foobar2000 or MP3Gain carry APEv2, WAVs from Windows or ffmpeg a RIFF
+    INFO chunk; players show the genre there, so it is kept as any genre is."""
+    from mutagen.apev2 import APEv2
+
+    mp3 = make_file(tmp_path / "lib", "mp3")
+    ape = APEv2()
+    ape["Genre"], ape["Title"] = "Jazz", "A Title"
+    ape.save(mp3)
+    wav = tmp_path / "lib" / "song.wav"
+    with sf.SoundFile(wav, "w", 22050, 1, "PCM_16") as f:
+        f.genre, f.title = "Blues", "A Title"
+        f.write(_tone())
+    before = {p: p.read_bytes() for p in (mp3, wav)}
+    assert read_tags(mp3).genres == ["Jazz"] and read_tags(wav).genres == ["Blues"]
+    db = tmp_path / "t.sqlite"
+    summary = tag([tmp_path / "lib"], FakeModel(genre="rock"), db, write=True)
+    assert [(Path(r.path).name, r.old_genres) for r in summary.kept] == [("song.mp3", ["Jazz"]),
+                                                                         ("song.wav", ["Blues"])]
+    assert all(p.read_bytes() == raw for p, raw in before.items())
+    summary = tag([tmp_path / "lib"], FakeModel(genre="rock"), db, write=True, overwrite=True)
+    assert len(summary.tagged) == 2 and read_tags(wav).genres == ["Rock"]
+    assert len(undo(None, db).restored) == 2
+    assert all(p.read_bytes() == raw for p, raw in before.items())
