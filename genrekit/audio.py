@@ -139,22 +139,30 @@ def is_audio_path(path) -> bool:
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
 
 
-def shown_path(path) -> str:
+def shown_path(path, one_line: bool = False) -> str:
     """A path as text that prints, and goes into JSON, CSV or SQLite text, anywhere: bytes of
     a file name that are not valid UTF-8 are written as ``\\xNN`` (``café`` saved in Latin-1
-    shows as ``caf\\xe9``); other names are unchanged.
+    shows as ``caf\\xe9``); other names are unchanged. ``one_line`` also escapes control
+    characters (``\\t``, ``\\n``), for output read line by line and column by column.
 
     Examples
     --------
     >>> shown_path(os.fsdecode(b"caf\\xe9.mp3"))
     'caf\\\\xe9.mp3'
+    >>> print(shown_path("a\\tb.mp3", one_line=True))
+    a\\tb.mp3
     """
     if isinstance(path, bytes):
-        return path.decode("utf-8", "backslashreplace")
-    try:
-        return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that is no escaped byte
-        return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+        text = path.decode("utf-8", "backslashreplace")
+    else:
+        try:
+            text = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that is no escaped byte
+            text = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.translate(_CONTROL_ESCAPES) if one_line else text
+
+
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {9: "\\t", 10: "\\n", 13: "\\r"}
 
 
 def find_audio_files(paths) -> list[Path]:

@@ -1062,7 +1062,7 @@ class FileResult:
 
     def describe(self) -> str:
         """One line for the user, e.g. ``a.mp3: would write genre 'Hip-Hop' (hiphop 91%)``."""
-        return f"{shown_path(self.path)}: {self._message()}"
+        return f"{shown_path(self.path, one_line=True)}: {self._message()}"
 
     def _message(self) -> str:
         if self.status in (TAGGED, WOULD_TAG):
@@ -1127,7 +1127,7 @@ class TagSummary(_Summary):
             lines.append(f"interrupted after {len(self.results)} of {self.total} files; run again to resume")
         if self.failed:
             lines.append("failures:")
-            lines.extend(f"  {shown_path(r.path)}: {r.reason}" for r in self.failed)
+            lines.extend(f"  {shown_path(r.path, one_line=True)}: {r.reason}" for r in self.failed)
         return "\n".join(lines)
 
     def _abstain_counts(self) -> str:
@@ -1173,7 +1173,7 @@ class UndoSummary(_Summary):
         for title, results in (("not restored:", self.refused), ("failures:", self.failed)):
             if results:
                 lines.append(title)
-                lines.extend(f"  {shown_path(r.path)}: {r.reason}" for r in results)
+                lines.extend(f"  {shown_path(r.path, one_line=True)}: {r.reason}" for r in results)
         return "\n".join(lines)
 
 

@@ -196,6 +196,19 @@ def test_predict_silent_file_is_not_music_not_a_failure(tmp_path):
     assert json.loads(proc.stdout)[0]["abstain"] == "not_music" and proc.returncode == 0
 
 
+def test_predict_table_keeps_one_line_and_four_columns_for_a_name_with_tab_or_newline(tmp_path, write_wav):
+    write_wav("a\tb.wav", tone(1.5))
+    write_wav("c\nd.wav", tone(1.5))
+    (tmp_path / "e\tf.wav").write_bytes(b"not audio")
+    proc = run_fake(["predict", tmp_path, "--quiet"])
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == 3 and all(len(line.split("\t")) in (2, 4) for line in lines), lines
+    assert {line.split("\t")[0] for line in lines} == {str(tmp_path / name) for name in
+                                                      ("a\\tb.wav", "c\\nd.wav", "e\\tf.wav")}
+    assert f"  {tmp_path}/e\\tf.wav: " in proc.stderr.decode()
+    assert proc.returncode == 1
+
+
 def test_predict_small_usage_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = run_fake(["predict", tmp_path / "empty"])

@@ -1081,3 +1081,10 @@ def test_genre_in_apev2_or_riff_info_is_kept(tmp_path):
     assert len(summary.tagged) == 2 and read_tags(wav).genres == ["Rock"]
     assert len(undo(None, db).restored) == 2
     assert all(p.read_bytes() == raw for p, raw in before.items())
+
+
+def test_a_name_with_a_newline_stays_on_one_line(tmp_path):
+    path = make_file(tmp_path / "lib", "mp3", "two\nlines")
+    s = tag([path], FakeModel(genre="jazz"), tmp_path / "db.sqlite")
+    (line,) = s.results[0].describe().splitlines()
+    assert line.startswith(f"{tmp_path}/lib/two\\nlines.mp3: would write genre")

@@ -54,12 +54,12 @@ def _table(result, top_k: int, segments: bool) -> str:
     from ..prediction import Failure
 
     if _silent(result):
-        return f"{shown_path(result.path)}\tnot music ({result.error})"
+        return f"{shown_path(result.path, one_line=True)}\tnot music ({result.error})"
     if isinstance(result, Failure):
-        return f"{shown_path(result.path)}\tFAILED: {result.error}"
+        return f"{shown_path(result.path, one_line=True)}\tFAILED: {result.error}"
     probs = ", ".join(f"{label} {p:.2f}" for label, p in result.top(top_k))
     votes = " ".join(f"{label}:{n}" for label, n in result.votes().items())
-    line = f"{shown_path(result.path)}\t{_answer(result)}\t({probs})\tvotes {votes}"
+    line = f"{shown_path(result.path, one_line=True)}\t{_answer(result)}\t({probs})\tvotes {votes}"
     if segments:
         line += "".join(f"\n    {s['start']:7.2f}-{s['end']:7.2f} s  {s['genre']} {s['confidence']:.2f}" for s in result.segments)
     return line
@@ -162,5 +162,5 @@ def _report_failures(results) -> list:
     if failed:
         print(f"{len(failed)} of {len(results)} file(s) failed:", file=sys.stderr)
         for f in failed:
-            print(f"  {shown_path(f.path)}: {f.error}", file=sys.stderr)
+            print(f"  {shown_path(f.path, one_line=True)}: {f.error}", file=sys.stderr)
     return failed
