@@ -468,7 +468,7 @@ class _TagFile:
         try:
             audio = mutagen.File(path)
         except (mutagen.MutagenError, OSError) as e:
-            raise TagError(path, _NO_SIZE if _unsized_container(path) else f"cannot read tags ({e})") from None
+            raise TagError(path, _NO_SIZE if _unsized_container(path) else f"cannot read tags ({_why(e)})") from None
         if audio is None:
             raise UnsupportedTagFormatError(path, "tag format not supported (unknown container)")
         family = next((f for f in _FAMILIES if isinstance(audio, f.types())), None)
@@ -477,13 +477,13 @@ class _TagFile:
         try:
             family.load_as_stored(audio, path)
         except (mutagen.MutagenError, OSError) as e:
-            raise TagError(path, f"cannot read tags ({e})") from None
+            raise TagError(path, f"cannot read tags ({_why(e)})") from None
         self.audio, self.family = audio, family
         self.has_v1 = isinstance(audio, _mp3_type())  # ID3v1 lives at the end of MP3s only
         try:
             self.v1 = _read_id3v1(path) if self.has_v1 else None
         except OSError as e:
-            raise TagError(path, f"cannot read tags ({e})") from None
+            raise TagError(path, f"cannot read tags ({_why(e)})") from None
         self.other_genres = _other_genres(path, audio)
 
     @property
@@ -563,9 +563,22 @@ class _TagFile:
                 if self.has_v1:
                     _put_id3v1(self.path, v1)
         except (mutagen.MutagenError, OSError) as e:
-            raise TagError(self.path, f"cannot write tags ({e})") from None
+            raise TagError(self.path, f"cannot write tags ({_why(e)})") from None
         except Exception as e:  # noqa: BLE001 - a file mutagen chokes on must not stop the batch
             raise TagError(self.path, f"cannot write tags (unexpected error: {type(e).__name__}: {e})") from None
+
+
+def _why(error: Exception) -> str:
+    """An error's reason without the path, which the line already names (``permission denied``)."""
+    import errno
+
+    if error.args and isinstance(error.args[0], OSError):  # mutagen's MutagenError wraps the OSError
+        error = error.args[0]
+    if isinstance(error, OSError) and error.errno == errno.ELOOP:
+        return "symlink loop"  # as genrekit.audio says it
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror[0].lower() + error.strerror[1:]
+    return str(error)
 
 
 _NO_SIZE = ("cannot write tags (the header gives no size, as when written to a pipe or not finished; "
@@ -1254,7 +1267,7 @@ class _TagRun:
         try:
             st = path.stat()
         except OSError as e:
-            return self._record(path, key, None, FAILED, reason=f"cannot read file ({e.strerror or e})")
+            return self._record(path, key, None, FAILED, reason=f"cannot read file ({_why(e)})")
         if st.st_size == 0:
             return self._record(path, key, st, FAILED, reason=_reason(EmptyAudioError(path, "0 bytes")))
         row = None if self.force else self.store.file(key)

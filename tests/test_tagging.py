@@ -1088,3 +1088,16 @@ def test_a_name_with_a_newline_stays_on_one_line(tmp_path):
     s = tag([path], FakeModel(genre="jazz"), tmp_path / "db.sqlite")
     (line,) = s.results[0].describe().splitlines()
     assert line.startswith(f"{tmp_path}/lib/two\\nlines.mp3: would write genre")
+
+
+def test_reasons_do_not_repeat_the_path():
+    import errno
+
+    import mutagen
+
+    from genrekit.tagging import _why
+
+    denied = PermissionError(errno.EACCES, "Permission denied", "/music/a.mp3")
+    assert _why(mutagen.MutagenError(denied)) == _why(denied) == "permission denied"
+    assert _why(OSError(errno.ELOOP, "Too many levels of symbolic links", "/music/b.mp3")) == "symlink loop"
+    assert _why(ValueError("bad frame")) == "bad frame"
