@@ -120,6 +120,8 @@ def _run_transfer(args) -> int:
     print("per-genre recall: " + ", ".join(f"{g} {m['recall']:.2f}" for g, m in cv["per_class"].items()
                                           if m["recall"] is not None))
     print(f"calibration: ECE {cv['calibration']['ece_before']:.3f} before, {cv['calibration']['ece_after']:.3f} after")
+    print(f"C chosen by inner CV in each fold: {', '.join(f'{c:g}' for c in cv['C_per_fold'])}; "
+          f"the model's head: C {result.metadata['head']['meta']['C']:g} (from {list(config.head.C)})")
     if result.detector:
         d = result.detector
         print(f"not music: CV detects {d['not_music_detected']:.3f} of {d['n_not_music']} generated clips, "

@@ -96,10 +96,12 @@ class HeadSpec:
     patch_strides: dict = field(default_factory=dict)  # network -> k: run it on every k-th patch only
 
     def __post_init__(self):
+        check_inputs(self.inputs, "head.inputs", allow_empty=True)  # [] : the tag prior alone
         if self.prior is not None and self.prior not in PRIORS:
             raise ConfigError(f"head.prior must be one of {', '.join(PRIORS)} or null, not {self.prior!r}")
-        if not self.C or any(not isinstance(c, (int, float)) or c <= 0 for c in self.C):
-            raise ConfigError(f"head.C must be a list of positive numbers, not {self.C!r}")
+        if not isinstance(self.C, (list, tuple)) or not self.C or any(
+                not isinstance(c, (int, float)) or isinstance(c, bool) or c <= 0 for c in self.C):
+            raise ConfigError(f"head.C must be a list of positive numbers (the grid CV chooses from), not {self.C!r}")
         from ..heads import CLASS_BALANCES
 
         if self.class_balance not in CLASS_BALANCES:
@@ -132,6 +134,34 @@ class DetectorSpec:
     pooling: str = "mean"                # or "mean_std": also the spread of the patch features over the track
     min_segments: int = 3                # mean_std: tracks with fewer patches get a per-patch ("mean") detector
 
+    def __post_init__(self):
+        if self.inputs is not None:
+            check_inputs(self.inputs, "detector.inputs")
+        if not isinstance(self.C, (int, float)) or isinstance(self.C, bool) or self.C <= 0:
+            raise ConfigError(f"detector.C must be a positive number, not {self.C!r}")
+        if (not isinstance(self.max_music_false_alarms, (int, float))
+                or not 0 <= self.max_music_false_alarms < 1):
+            raise ConfigError(f"detector.max_music_false_alarms must be in [0, 1), not {self.max_music_false_alarms!r}")
+        if self.nonmusic is not None and not isinstance(self.nonmusic, str):
+            raise ConfigError(f"detector.nonmusic must be a data set spec (manifest:CSV), not {self.nonmusic!r}")
+        if not isinstance(self.music, list):
+            raise ConfigError(f"detector.music must be a list of sources, not {self.music!r}")
+        for source in self.music:
+            strict_from_dict(Source, source, "detector music source")
+
+
+def check_inputs(inputs, key: str, allow_empty: bool = False) -> None:
+    """``inputs`` must be a list of ``<network>/<kind>`` with a musicnn network and a kind of :data:`KINDS`."""
+    from ..heads import NETWORKS
+
+    if not isinstance(inputs, (list, tuple)) or not (inputs or allow_empty):
+        raise ConfigError(f"{key} must be a list of <network>/<kind> names, not {inputs!r}")
+    for name in inputs:
+        network, _, kind = str(name).partition("/")
+        if network not in NETWORKS or kind not in KINDS:
+            raise ConfigError(f"{key}: unknown input {name!r}; use <network>/<kind> with network in "
+                              f"{NETWORKS} and kind in {KINDS}")
+
 
 LEVEL_KEYS = ("segment_rms_db", "max_gain_db")
 
@@ -160,10 +190,15 @@ class TransferConfig:
         self.detector = strict_from_dict(DetectorSpec, self.detector, "detector")
         if not self.sources:
             raise ConfigError("a transfer recipe needs at least one source")
-        if not 0 <= self.min_confidence < 1:
+        if self.labels is not None and (not isinstance(self.labels, list) or not self.labels
+                                        or not all(isinstance(g, str) and g for g in self.labels)):
+            raise ConfigError(f"labels must be a list of label names, not {self.labels!r}")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"labels name a label twice: {sorted(g for g, n in Counter(self.labels).items() if n > 1)}")
+        if not isinstance(self.min_confidence, (int, float)) or not 0 <= self.min_confidence < 1:
             raise ConfigError(f"min_confidence must be in [0, 1), not {self.min_confidence!r}")
-        if self.folds < 2:
-            raise ConfigError(f"folds must be at least 2, not {self.folds!r}")
+        if not isinstance(self.folds, int) or isinstance(self.folds, bool) or self.folds < 2:
+            raise ConfigError(f"folds must be an integer >= 2, not {self.folds!r}")
         self.feature_config()  # checks the overrides
         if self.detector.classes not in DETECTOR_CLASSES:
             raise ConfigError(f"detector.classes must be one of {DETECTOR_CLASSES}, not {self.detector.classes!r}")
@@ -365,6 +400,13 @@ def group_folds(labels: list[str], groups: list[str], n_folds: int, seed: int) -
 
     from sklearn.model_selection import StratifiedGroupKFold
 
+    n_groups, largest = len(set(groups)), max(Counter(labels).values(), default=0)
+    if n_folds > min(n_groups, largest):
+        from ..errors import DatasetError
+
+        raise DatasetError(f"{n_folds} folds need {n_folds} artists (tracks without one count alone) and a label "
+                           f"with {n_folds} tracks; {len(labels)} tracks have {n_groups} artists and at most "
+                           f"{largest} tracks of a label")
     fold = np.empty(len(labels), dtype=int)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "the least populated class has only N members" is expected
@@ -396,7 +438,15 @@ def choose_C(spec: HeadSpec, train: list, extra: list, labels: list[str], seed: 
     from ..metrics import balanced_accuracy, encode, nll_logits
 
     y = encode([t.label for t in train], labels)
-    fold = group_folds([t.label for t in train], [group_of(t) for t in train], n_folds, seed + 1)
+    groups = [group_of(t) for t in train]
+    # a small training set gets fewer inner folds: as many as its artists and its largest label allow
+    n_folds = min(n_folds, len(set(groups)), max(Counter(t.label for t in train).values(), default=0))
+    if n_folds < 2:
+        from ..errors import DatasetError
+
+        raise DatasetError(f"an outer fold's {len(train)} training tracks are too few to choose C from "
+                           f"{spec.C} by inner CV; add tracks or lower folds")
+    fold = group_folds([t.label for t in train], groups, n_folds, seed + 1)
     inner = {c: np.zeros((len(train), len(labels))) for c in spec.C}
     for k in range(n_folds):
         test = [t for t, f in zip(train, fold) if f == k]
@@ -560,7 +610,6 @@ class TransferResult:
 
 def train_transfer(config: TransferConfig, progress: bool = True) -> TransferResult:
     """Run the recipe (see the module notes) and write the model file ``config.out``."""
-    from ..errors import DatasetError
     from ..heads import with_temperature
     from ..metrics import fit_temperature
 
@@ -570,12 +619,12 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
     unknown = sorted({t.label for t in tracks} - set(labels))
     if unknown:
         raise ConfigError(f"labels {unknown} of the data are not among the recipe's labels {labels}")
+    check_labels(config, tracks, labels)
     failures = extract_features(tracks, config.head.networks, config.features_cache, progress, config.feature_config())
     tracks = [t for t in tracks if t.features]
     cv_tracks = [t for t in tracks if t.role == "cv"]
     extra = [t for t in tracks if t.role == "train"]
-    if len(cv_tracks) < config.folds:
-        raise DatasetError(f"{len(cv_tracks)} CV tracks cannot fill {config.folds} folds")
+    _check_folds(cv_tracks, config.folds)
     cv = cross_validate(config.head, cv_tracks, extra, labels, config.folds, config.seed)
     report = cv_report(cv, labels, config.n_boot, config.seed, config.min_confidence)
     C = Counter(cv["C"]).most_common(1)[0][0]
@@ -598,6 +647,37 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
     }
     out = _write_model(config, metadata)
     return TransferResult(out, report, detector_summary, metadata)
+
+
+def check_labels(config: TransferConfig, tracks: list, labels: list[str]) -> None:
+    """Refuse labels the recipe could not learn: a label without tracks that the tag prior does not name
+    either (never predicted), a ``head.prior`` that names none of the labels (it would only add a network),
+    ``display_names`` of other labels, and CV tracks too few for ``folds``."""
+    prior = make_prior(config.head.prior, labels)
+    tagged = {g for g, per in prior.genre_tags.items() if per} if prior is not None else set()
+    if prior is not None and not tagged:
+        raise ConfigError(f"head.prior {config.head.prior}: musicnn's tags name none of the labels {labels}, "
+                          f"so the prior cannot apply to them; set head.prior: null")
+    empty = [g for g in labels if g not in {t.label for t in tracks} and g not in tagged]
+    if empty:
+        raise ConfigError(f"labels {empty} have no tracks in the sources"
+                          f"{'' if prior is None else ' and no tags in head.prior ' + config.head.prior}, "
+                          f"so the model could never learn them; add their tracks or drop them from labels")
+    named = sorted(set(config.display_names or {}) - set(labels))
+    if named:
+        raise ConfigError(f"display_names names {named}, which are not among the labels {labels}")
+    if not any(t.role == "cv" for t in tracks):
+        raise ConfigError("no CV tracks: at least one source needs role: cv (the default)")
+    _check_folds([t for t in tracks if t.role == "cv"], config.folds)
+
+
+def _check_folds(cv_tracks: list, folds: int) -> None:
+    from ..errors import DatasetError
+
+    try:
+        group_folds([t.label for t in cv_tracks], [group_of(t) for t in cv_tracks], folds, 0)
+    except DatasetError as e:
+        raise DatasetError(f"folds {folds}: too few CV tracks ({e}); lower folds or add tracks") from None
 
 
 def _detector(config: TransferConfig, music: list, progress: bool):

@@ -1,0 +1,122 @@
+"""A transfer recipe on a user's own labels (not genres musicnn's tags name): few tracks per label,
+labels without tracks, a tag prior that cannot apply, and recipe values of the wrong kind."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genrekit.errors import ConfigError, DatasetError
+from genrekit.training import transfer
+from genrekit.training.transfer import LabeledTrack, TransferConfig, train_transfer
+
+TAGS = "MSD_musicnn/tags"
+
+
+@pytest.fixture
+def own_folder(tmp_path):
+    """chill/, groove/, loud/ with 3 placeholder files each (the checks run before any audio is read)."""
+    for label in ("chill", "groove", "loud"):
+        (tmp_path / "music" / label).mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / "music" / label / f"{label}{i}.wav").write_bytes(b"")
+    return tmp_path
+
+
+def recipe(root, **changes) -> TransferConfig:
+    settings = {"out": str(root / "m.onnx"), "features_cache": str(root / "cache"), "folds": 3,
+                "labels": ["chill", "groove", "loud"], "sources": [{"spec": f"folder:{root / 'music'}"}],
+                "head": {"inputs": [TAGS], "prior": None, "C": [0.1, 1.0]}}
+    return TransferConfig(**(settings | changes))
+
+
+@pytest.fixture
+def no_features(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the recipe should have been refused before reading any audio")
+
+    monkeypatch.setattr(transfer, "extract_features", refuse)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"labels": ["chill", "groove", "loud", "ambient"]}, r"labels \['ambient'\] have no tracks"),
+    ({"head": {"inputs": [TAGS], "prior": "msd_proxy_fill"}}, "head.prior msd_proxy_fill: .*name none of the labels"),
+    ({"head": {"inputs": [TAGS], "prior": "msd"}}, "head.prior msd: .*set head.prior: null"),
+    ({"display_names": {"chill": "Chill", "jazz": "Jazz"}}, r"display_names names \['jazz'\]"),
+    ({"folds": 4}, "folds 4: too few CV tracks .*at most 3 tracks of a label"),
+    ({"sources": [{"spec": "folder:MUSIC", "role": "train"}]}, "no CV tracks: at least one source needs role: cv"),
+])
+def test_a_recipe_its_labels_cannot_follow_is_refused_before_features(own_folder, no_features, changes, message):
+    for source in changes.get("sources", []):
+        source["spec"] = source["spec"].replace("MUSIC", str(own_folder / "music"))
+    with pytest.raises((ConfigError, DatasetError), match=message):
+        train_transfer(recipe(own_folder, **changes), progress=False)
+
+
+def test_a_label_without_tracks_is_kept_when_the_prior_names_it(own_folder, no_features):
+    # the shipped recipe's way: a genre musicnn's tags name can be zero-shot (here: refused only for lack of audio)
+    config = recipe(own_folder, labels=["chill", "groove", "jazz", "loud"],
+                    head={"inputs": [TAGS], "prior": "msd", "C": [0.1]})
+    with pytest.raises(AssertionError, match="before reading any audio"):
+        train_transfer(config, progress=False)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"head": {"C": 0.1}}, "head.C must be a list of positive numbers"),
+    ({"folds": "three"}, "folds must be an integer >= 2, not 'three'"),
+    ({"min_confidence": "0.2"}, "min_confidence must be in"),
+    ({"labels": ["chill", "chill"]}, r"labels name a label twice: \['chill'\]"),
+    ({"labels": "chill"}, "labels must be a list"),
+    ({"head": {"inputs": ["MSD_musicnn/max_pool"]}}, "head.inputs: unknown input 'MSD_musicnn/max_pool'"),
+    ({"head": {"inputs": "MSD_musicnn/tags"}}, "head.inputs must be a list"),
+    ({"detector": {"C": [0.3]}}, r"detector.C must be a positive number, not \[0.3\]"),
+    ({"detector": {"max_music_false_alarms": 2}}, "detector.max_music_false_alarms must be in"),
+    ({"detector": {"inputs": ["MSD_musicnn/tag"]}}, "detector.inputs: unknown input"),
+    ({"detector": {"music": "folder:x"}}, "detector.music must be a list of sources"),
+    ({"detector": {"music": [{"spec": "folder:x", "role": "test"}]}}, "source role must be"),
+])
+def test_recipe_values_of_the_wrong_kind_name_their_key(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        recipe(tmp_path, **changes)
+
+
+def tracks_of(counts: dict[str, int]) -> list[LabeledTrack]:
+    rng = np.random.default_rng(0)
+    tracks = []
+    for j, (label, n) in enumerate(counts.items()):
+        for i in range(n):
+            tags = np.clip(rng.normal(0.2, 0.05, size=(4, 50)), 0, 1)
+            tags[:, j] += 0.5
+            tracks.append(LabeledTrack(f"{label}/{i}", f"{label}/{i}.wav", label, None, "cv", "folder",
+                                       {TAGS: tags.astype(np.float32)}))
+    return tracks
+
+
+def test_labels_with_one_or_two_tracks_get_fewer_inner_folds():
+    # 12 tracks in 3 outer folds leave about 3 of the largest label to each inner CV: 4 inner folds cannot be
+    # stratified (scikit-learn raised ValueError: n_splits=4 cannot be greater than the number of members ...)
+    tracks = tracks_of({"chill": 5, "duo": 2, "loud": 4, "sparkle": 1})
+    labels = ["chill", "duo", "loud", "sparkle"]
+    spec = transfer.HeadSpec(inputs=[TAGS], prior=None, C=[0.1, 1.0])
+    cv = transfer.cross_validate(spec, tracks, [], labels, n_folds=3, seed=0)
+    assert cv["logits"].shape == (12, 4) and np.isfinite(cv["logits"]).all() and len(cv["C"]) == 3
+
+
+def test_folds_beyond_the_artists_are_refused_with_the_counts():
+    with pytest.raises(DatasetError, match="3 folds need 3 artists .* 2 artists"):
+        transfer.group_folds(["a", "a", "a", "b"], ["x", "x", "y", "y"], 3, 0)
+
+
+def test_train_prints_the_C_each_fold_chose(tmp_path, monkeypatch, capsys):
+    from genrekit.cli import main
+
+    report = {"balanced_accuracy": 0.9, "balanced_accuracy_ci": [0.8, 1.0], "macro_f1": 0.9, "accuracy": 0.9,
+              "per_class": {"chill": {"recall": 1.0}, "loud": {"recall": 0.8}}, "C_per_fold": [0.1, 0.3, 0.3],
+              "calibration": {"ece_before": 0.1, "ece_after": 0.05}}
+    fake = transfer.TransferResult(tmp_path / "m.onnx", report, None,
+                                   {"cv_metrics": {"cv_tracks": 9}, "head": {"meta": {"C": 0.3}}})
+    monkeypatch.setattr(transfer, "train_transfer", lambda config, progress: fake)
+    (tmp_path / "r.yaml").write_text(f"kind: transfer\nsources: [{{spec: 'folder:{tmp_path}'}}]\nfolds: 3\n"
+                                     "head: {C: [0.1, 0.3]}\n")
+    assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 0
+    assert "C chosen by inner CV in each fold: 0.1, 0.3, 0.3; the model's head: C 0.3 (from [0.1, 0.3])" in \
+        capsys.readouterr().out
