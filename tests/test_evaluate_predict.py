@@ -391,3 +391,22 @@ def test_device_and_runtime_are_checked_not_ignored_for_an_onnx_model():
         with pytest.raises(ConfigError, match=r"genrekit-gtzan.onnx: an .onnx model runs with onnxruntime on the CPU"):
             load_model(**kwargs)
     assert load_model(runtime="onnx").runtime == "onnx"
+
+
+def test_a_folder_path_id_alone_is_no_leak_where_content_hashes_can_tell():
+    """``rock/01.mp3`` in another folder is another recording unless its hash matches; a data set's
+    own ids (GTZAN's country.00008) still count, and path ids do where the model has no hashes."""
+    import pandas as pd
+
+    from genrekit.evaluation import leakage_check
+
+    def rows(*items):
+        return pd.DataFrame([{"track_id": i, "artist": None, "path": f"/t/{i}", "sha256": h, "audio_sha256": None}
+                             for i, h in items])
+
+    model = {"training_data": {"train_track_ids": ["rock/01.mp3", "country.00008"], "train_hashes": ["h1"]}}
+    assert leakage_check(model, rows(("rock/01.mp3", "h9"))) == []
+    assert "same content hash" in " ".join(leakage_check(model, rows(("rock/01.mp3", "h1"))))
+    assert "were in the training data" in " ".join(leakage_check(model, rows(("country.00008", "h9"))))
+    no_hashes = {"training_data": {"train_track_ids": ["rock/01.mp3"]}}
+    assert "were in the training data" in " ".join(leakage_check(no_hashes, rows(("rock/01.mp3", "h9"))))
