@@ -120,3 +120,18 @@ def test_train_prints_the_C_each_fold_chose(tmp_path, monkeypatch, capsys):
     assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 0
     assert "C chosen by inner CV in each fold: 0.1, 0.3, 0.3; the model's head: C 0.3 (from [0.1, 0.3])" in \
         capsys.readouterr().out
+
+
+def test_an_existing_model_file_is_replaced_only_with_overwrite(tmp_path, monkeypatch, capsys):
+    from genrekit.cli import main
+
+    calls = []
+    monkeypatch.setattr(transfer, "train_transfer", lambda config, progress: calls.append(config) or 1 / 0)
+    out = tmp_path / "mine.onnx"
+    out.write_bytes(b"a model the user keeps")
+    (tmp_path / "r.yaml").write_text(f"kind: transfer\nsources: [{{spec: 'folder:{tmp_path}'}}]\nout: {out}\n")
+    assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 1
+    assert "mine.onnx exists: give --overwrite" in capsys.readouterr().err and calls == []
+    with pytest.raises(ZeroDivisionError):  # past the check: training starts
+        main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet", "--overwrite"])
+    assert out.read_bytes() == b"a model the user keeps" and len(calls) == 1

@@ -10,7 +10,7 @@ def add_arguments(p):
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/last.safetensors "
                    "(same settings)")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out folder that holds a run "
-                   "(deletes only that run's files)")
+                   "(deletes only that run's files); for a transfer recipe, replace its model file")
     p.add_argument("--list-backbones", action="store_true", help="list the backbones, their input features and "
                    "where their pretrained weights come from, then exit")
     p.add_argument("--devices", type=positive_int, help="processes (GPUs) per node for DDP training "
@@ -102,16 +102,20 @@ def _is_transfer_recipe(path) -> bool:
 
 
 def _run_transfer(args) -> int:
+    from pathlib import Path
+
     from ..errors import ConfigError
     from ..training.transfer import TransferConfig, train_transfer
 
     ignored = [name for name in ("cache", "backbone", "epochs", "batch_size", "lr", "optimizer", "folds", "fold",
-                                 "device", "resume", "overwrite") if getattr(args, name, None)]
+                                 "device", "resume") if getattr(args, name, None)]
     if ignored:
         raise ConfigError(f"{args.config} is a transfer recipe: --{ignored[0].replace('_', '-')} does not apply")
     config = TransferConfig.from_file(args.config)
     if args.out:
         config.out = args.out
+    if Path(config.out).exists() and not args.overwrite:
+        raise ConfigError(f"{config.out} exists: give --overwrite to replace that model file, or another --out")
     result = train_transfer(config, progress=not args.quiet)
     cv = result.cv
     print(f"CV ({result.metadata['cv_metrics']['cv_tracks']} tracks, {config.folds} artist-grouped folds): "
