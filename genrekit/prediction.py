@@ -229,8 +229,11 @@ class GenreClassifier:
 
     @property
     def model_id(self) -> str:
+        """``name@genrekit-version+created``: the training time tells apart two models of one name
+        (a retrained recipe, a new shipped model), whose predictions ``tag`` must not reuse."""
         name = self.payload.get("name") or Path(self.source).stem
-        return f"{name}@{self.payload.get('genrekit_version', '?')}"
+        created = "".join(ch for ch in str(self.payload.get("created") or "") if ch not in "-:")
+        return f"{name}@{self.payload.get('genrekit_version', '?')}" + (f"+{created}" if created else "")
 
     @property
     def display_names(self) -> dict[str, str]:

@@ -650,7 +650,7 @@ def read_genrekit_tag(path) -> GenrekitTag | None:
     Examples
     --------
     >>> read_genrekit_tag("song.mp3")  # doctest: +SKIP
-    GenrekitTag(genre='hiphop', confidence=0.91, model_id='genrekit-gtzan@0.1.0', raw='...', written='Hip-Hop')
+    GenrekitTag(genre='hiphop', confidence=0.91, model_id='genrekit-gtzan@0.1.0+20261202T215843Z', raw='...', written='Hip-Hop')
     """
     return read_tags(path).marker
 

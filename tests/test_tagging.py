@@ -1101,3 +1101,19 @@ def test_reasons_do_not_repeat_the_path():
     assert _why(mutagen.MutagenError(denied)) == _why(denied) == "permission denied"
     assert _why(OSError(errno.ELOOP, "Too many levels of symbolic links", "/music/b.mp3")) == "symlink loop"
     assert _why(ValueError("bad frame")) == "bad frame"
+
+
+def test_a_retrained_model_of_the_same_name_has_another_id():
+    """tag reuses a dry run's predictions only under the same model_id: a model retrained under the
+    same name and genrekit version must not pass for the old one."""
+    from types import SimpleNamespace
+
+    from genrekit.prediction import GenreClassifier
+
+    def model_id(**payload):
+        return GenreClassifier.model_id.fget(SimpleNamespace(payload=payload, source="/m/mine.onnx"))
+
+    first = model_id(name="mine", genrekit_version="0.1.0", created="2026-12-02T21:58:43Z")
+    again = model_id(name="mine", genrekit_version="0.1.0", created="2026-12-03T07:10:00Z")
+    assert first == "mine@0.1.0+20261202T215843Z" and again != first
+    assert model_id(genrekit_version="0.1.0") == "mine@0.1.0"  # no training time recorded: as before
