@@ -224,3 +224,20 @@ def test_empty_file_message_is_the_same_in_predict_and_tag(tmp_path):
     tag = run_fake(["tag", tmp_path / "e.mp3", "--db", tmp_path / "db.sqlite"], cwd=tmp_path).stdout.decode()
     message = "e.mp3: empty file (no audio samples) (0 bytes)"
     assert message in predict and message in tag, (predict, tag)
+
+
+def test_card_shows_the_shipped_model_and_a_checkpoint(tiny_checkpoint, capsys):
+    from genrekit.prediction import load_model
+
+    card = load_model().card
+    assert main(["card"]) == 0
+    text = capsys.readouterr().out
+    cv = card["cv_metrics"]
+    assert text.startswith(f"model {card['model_id']} ")
+    assert f"balanced accuracy {cv['balanced_accuracy']:.3f}" in text and "hiphop (Hip-Hop)" in text
+    assert f"reggae {cv['per_class']['reggae']['recall']:.2f} ({cv['per_class']['reggae']['support']})" in text
+    assert main(["card", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(card, default=str))
+    assert main(["card", str(tiny_checkpoint)]) == 0  # a checkpoint without CV figures or detector
+    out = capsys.readouterr().out
+    assert "no not-music detector" in out and "CV (" not in out

@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 
-COMMANDS = ["prepare", "show", "lr-find", "train", "evaluate", "predict", "export", "tag",
+COMMANDS = ["prepare", "show", "lr-find", "train", "evaluate", "predict", "card", "export", "tag",
             "musicnn-tags", "embed", "serve"]
 DEPRECATED = {"tags": "musicnn-tags"}  # old name -> new name, kept for one release
 # What each command needs beyond the core install: (module, pip extra).
