@@ -231,4 +231,6 @@ def public_card(payload: dict) -> dict:
     card = {k: payload[k] for k in keep if k in payload}
     training = payload.get("training_data", {})
     card["training_data"] = {k: v for k, v in training.items() if k not in PUBLIC_TRAINING_KEYS_DROPPED}
+    if payload.get("detector_metrics"):  # its CV figures, without the hashes of what it was trained on
+        card["detector_metrics"] = {k: v for k, v in payload["detector_metrics"].items() if k != "training_data"}
     return card

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -236,8 +237,12 @@ def test_card_shows_the_shipped_model_and_a_checkpoint(tiny_checkpoint, capsys):
     assert text.startswith(f"model {card['model_id']} ")
     assert f"balanced accuracy {cv['balanced_accuracy']:.3f}" in text and "hiphop (Hip-Hop)" in text
     assert f"reggae {cv['per_class']['reggae']['recall']:.2f} ({cv['per_class']['reggae']['support']})" in text
+    assert "not music, CV: detects" in text
     assert main(["card", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(card, default=str))
+    shown = capsys.readouterr().out
+    assert json.loads(shown) == json.loads(json.dumps(card, default=str))
+    assert card["detector_metrics"]["not_music_detected"] > 0.9
+    assert not re.search(r"[0-9a-f]{64}", shown)  # no content hash of a training file
     assert main(["card", str(tiny_checkpoint)]) == 0  # a checkpoint without CV figures or detector
     out = capsys.readouterr().out
     assert "no not-music detector" in out and "CV (" not in out

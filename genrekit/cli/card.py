@@ -41,6 +41,11 @@ def card_lines(card: dict) -> list[str]:
         lines.append("CV recall (tracks): " + ", ".join(
             f"{g} {m['recall']:.2f} ({m['support']})" for g, m in cv.get("per_class", {}).items()
             if m.get("recall") is not None))
+    detector = card.get("detector_metrics") or {}
+    if detector.get("not_music_detected") is not None:
+        lines.append(f"not music, CV: detects {detector['not_music_detected']:.3f} of {detector['n_not_music']} "
+                     f"generated clips, false alarms on {detector['music_false_alarms']:.3f} of "
+                     f"{detector['n_music']} music tracks")
     rules = card.get("abstention") or {}
     threshold = rules.get("not_music_threshold")
     lines.append(f"abstains: 'uncertain' below confidence {rules.get('min_confidence', 0):g}; "
