@@ -57,3 +57,23 @@ def test_embed_of_the_same_file_given_twice_is_no_clash(write_wav, tmp_path, cap
     assert main(["embed", str(tmp_path / "music"), str(tmp_path / "music"), "--out", str(out / "folder")]) == 0
     err = capsys.readouterr().err
     assert "clashes" not in err and "0 failed" in err and (out / "a.npz").is_file() and (out / "folder" / "a.npz").is_file()
+
+
+def test_embed_does_not_skip_an_output_made_from_another_file_of_that_name(write_wav, tmp_path, capsys):
+    for folder in ("one", "two", "moved"):
+        (tmp_path / folder).mkdir()
+    first = write_wav("one/a.wav", chord(4.0), sr=16000)
+    other = write_wav("two/a.wav", chord(6.0), sr=16000)
+    moved = tmp_path / "moved" / "a.wav"
+    moved.write_bytes(first.read_bytes())
+    out = tmp_path / "emb"
+    assert main(["embed", str(first), "--out", str(out)]) == 0
+    made = (out / "a.npz").read_bytes()
+    assert main(["embed", str(moved), "--out", str(out)]) == 0  # the same audio, moved: skipped
+    assert main(["embed", str(other), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'a.npz'} exists, made from another file ({first.resolve()})" in err
+    assert (out / "a.npz").read_bytes() == made
+    assert main(["embed", str(other), "--out", str(out), "--overwrite"]) == 0
+    with np.load(out / "a.npz") as saved:
+        assert str(saved["source"]) == str(other.resolve()) and len(saved["embedding"]) == 2

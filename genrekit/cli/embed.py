@@ -2,7 +2,10 @@
 
 Each output holds ``embedding``, float32 ``(n_patches, D)`` — one row per 3 s patch (back to
 back, as musicnn cuts them), ``D = 200`` for the default ``penultimate`` layer — and
-``timestamps``, each patch's start in seconds (and the ``tagger`` and ``layer`` that made it).
+``timestamps``, each patch's start in seconds (and the ``tagger`` and ``layer`` that made it,
+and the ``source`` file with its size in ``source_bytes``). An existing output is skipped unless
+``--overwrite``; one made from a file of another size (another song of the same name) is
+reported as failed, not taken for this file's.
 A file found in a folder argument keeps its
 path relative to that folder under ``--out``; a file given directly is written as
 ``OUT/<name>.npz``. ``OUT/genrekit-embed.json`` records the tagger and layer: outputs made
@@ -65,6 +68,29 @@ def check_out_folder(out, settings: dict, overwrite: bool) -> None:
         raise ConfigError(f"{out}: cannot write to --out ({e.strerror or e})") from None
 
 
+def made_from(target) -> tuple[str, int] | None:
+    """The audio file an existing embedding was computed from, and its size in bytes (None: not
+    recorded, by genrekit before 2026-12-03, or unreadable)."""
+    import numpy as np
+
+    try:
+        with np.load(target) as saved:
+            if {"source", "source_bytes"} <= set(saved.files):
+                return str(saved["source"]), int(saved["source_bytes"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def _size(path) -> int:
+    import os
+
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
 def run(args) -> int:
     import sys
     from pathlib import Path
@@ -95,6 +121,12 @@ def run(args) -> int:
             continue
         claimed[target] = path
         if target.exists() and not args.overwrite:
+            source = made_from(target)  # a moved library keeps its sizes; another file of that name rarely does
+            if source is not None and source[1] != _size(path):
+                failed.append(path)
+                print(f"genrekit embed: {path}: {target} exists, made from another file ({source[0]}); "
+                      "--overwrite to replace it, or another --out", file=sys.stderr)
+                continue
             skipped += 1
             continue
         try:
@@ -107,7 +139,8 @@ def run(args) -> int:
             with atomic_path(target) as tmp:
                 with open(tmp, "wb") as f:
                     np.savez(f, embedding=emb, timestamps=times, tagger=np.array(NETWORKS[tagger]),
-                             layer=np.array(args.layer))
+                             layer=np.array(args.layer), source=np.array(str(Path(path).resolve())),
+                             source_bytes=np.array(_size(path)))
         except OSError as e:  # a file where a folder should be, a full disk: this file fails, the others go on
             failed.append(path)
             print(f"genrekit embed: {path}: cannot write {target} ({e.strerror or e}: {e.filename})", file=sys.stderr)
