@@ -45,7 +45,6 @@ import math
 import os
 import signal
 import sqlite3
-import struct
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -419,33 +418,12 @@ def _apev2_genres(path: Path) -> list[str]:
 
 
 def _riff_info_genres(path: Path) -> list[str]:
-    """The ``IGNR`` text of a WAV's ``LIST``/``INFO`` chunk (top-level chunks only)."""
-    with open(path, "rb") as f:
-        end = min(os.fstat(f.fileno()).st_size, 8 + struct.unpack("<I", f.read(12)[4:8])[0])
-        at = 12
-        while at + 8 <= end:
-            f.seek(at)
-            name, size = struct.unpack("<4sI", f.read(8))
-            if name == b"LIST" and f.read(4) == b"INFO":
-                info = f.read(min(size, end - at - 8) - 4)
-                return _info_entry(info, b"IGNR")
-            at += 8 + size + size % 2
-    return []
+    """The ``IGNR`` text of a WAV's ``LIST``/``INFO`` chunk, as libsndfile reads it."""
+    import soundfile as sf
 
-
-def _info_entry(info: bytes, wanted: bytes) -> list[str]:
-    at = 0
-    while at + 8 <= len(info):
-        name, size = struct.unpack("<4sI", info[at:at + 8])
-        if name == wanted:
-            raw = info[at + 8:at + 8 + size].split(b"\0")[0]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:  # RIFF INFO has no declared encoding; old tools wrote Latin-1
-                text = raw.decode("latin-1")
-            return [text] if text.strip() else []
-        at += 8 + size + size % 2
-    return []
+    with sf.SoundFile(os.fsencode(path)) as f:  # bytes: names that are not valid UTF-8 open too
+        genre = f.genre
+    return [genre] if genre.strip() else []
 
 
 def _id3v1_with_genre(block: bytes | None, genre: str) -> bytes | None:

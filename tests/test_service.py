@@ -865,6 +865,18 @@ def test_serve_on_port_0_says_where_it_listens_and_answers_there():
     assert proc.returncode in (0, 130) and "Traceback" not in rest, rest  # 130: as Ctrl-C ends a command
 
 
+def _cli_and_api(app, path, params: dict):
+    """``genrekit predict --format json`` on ``path`` (its one result), and the service's response for it."""
+    run = subprocess.run([sys.executable, "-m", "genrekit", "predict", "--format", "json", "--quiet", str(path)],
+                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    (cli,) = json.loads(run.stdout)
+    with TestClient(app) as client:
+        response = client.post("/v1/predict", params=params, files={"file": (path.name, path.read_bytes())})
+    return cli, response
+
+
 def test_predict_json_is_the_cli_json(make_app, tmp_path):
     """``?top_k=3`` gives exactly what ``genrekit predict --format json`` prints (default --top-k 3),
     with the whole shipped model (its detector included) on both sides."""
@@ -872,13 +884,8 @@ def test_predict_json_is_the_cli_json(make_app, tmp_path):
 
     path = tmp_path / "noise.wav"
     path.write_bytes(audio_bytes(7.0, seed=5))
-    run = subprocess.run([sys.executable, "-m", "genrekit", "predict", "--format", "json", "--quiet", str(path)],
-                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr
-    (cli,) = json.loads(run.stdout)
-    with TestClient(make_app(load_model())) as client:
-        api = client.post("/v1/predict", params={"top_k": 3}, files={"file": (path.name, path.read_bytes())}).json()
+    cli, response = _cli_and_api(make_app(load_model()), path, {"top_k": 3})
+    api = response.json()
     assert api.pop("processing_seconds") > 0
     assert cli.pop("path") == str(path) and api.pop("path") == path.name
     assert set(api) == set(cli)
@@ -896,14 +903,7 @@ def test_a_silent_upload_is_not_music_as_the_cli_says(make_app, tmp_path):
 
     path = tmp_path / "quiet.wav"
     path.write_bytes(audio_bytes(5.0, kind="silence"))
-    run = subprocess.run([sys.executable, "-m", "genrekit", "predict", "--format", "json", "--quiet", str(path)],
-                         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr
-    (cli,) = json.loads(run.stdout)
-    with TestClient(make_app(load_model())) as client:
-        response = client.post("/v1/predict", params={"spectrogram": True},
-                               files={"file": (path.name, path.read_bytes())})
+    cli, response = _cli_and_api(make_app(load_model()), path, {"spectrogram": True})
     assert response.status_code == 200, response.text
     api = response.json()
     assert api.pop("processing_seconds") >= 0

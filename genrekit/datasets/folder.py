@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..audio import is_audio_path
+from ..audio import find_audio_files
 from ..errors import DatasetError
 from .base import Dataset, Track, require_tracks
 
@@ -20,8 +20,7 @@ def read_folder(root) -> Dataset:
         raise DatasetError(f"not a folder: {root}")
     tracks = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(label_dir.rglob("*")):
-            broken_link = path.is_symlink() and not path.exists()  # kept: prepare reports it as failed
-            if (path.is_file() or broken_link) and is_audio_path(path):
-                tracks.append(Track(path.relative_to(root).as_posix(), str(path), label_dir.name))
+        # as predict and tag find them: broken links and unreadable folders kept, so prepare reports them
+        for path in find_audio_files(label_dir):
+            tracks.append(Track(path.relative_to(root).as_posix(), str(path), label_dir.name))
     return require_tracks(Dataset("folder", str(root), tracks))
