@@ -30,7 +30,10 @@ X s of the Y s the header gives") when the decode ends short of the header's len
   (by FFmpeg, except the piped WAV);
 - OGG (Vorbis, Opus, FLAC): a complete stream ends with a page flagged end-of-stream,
   and the length of a cut one cannot be known, so a decode that reaches the end of an
-  Ogg file without that page is truncated;
+  Ogg file without that page is truncated. The length its last page gives is held to the
+  loose rule below: libsndfile may stop a fraction of a second before it (0.13 s of a
+  Vorbis file from Debian's wesnoth-1.16-music, whose last page counts more samples
+  than its packets hold; FFmpeg decodes them), and players play such files;
 - MP3 with a Xing/Info header (as encoders write for every VBR and most CBR file) and
   MP4: lengths that decoders may miss by a frame or two, so more than ``max(1 s, 2 %)``
   short is truncated. An MP3 without a Xing header or ADTS AAC give no length (what
@@ -101,7 +104,7 @@ SILENCE_PEAK = 1e-6  # peak below this (about -120 dBFS) counts as digital silen
 # stretch of the whole file resampled (soxr's filter spans a few milliseconds).
 RESAMPLE_MARGIN_SECONDS = 0.05
 # A decode this much shorter than an estimated length (MP3 Xing header, MP4) means a
-# truncated file; for exact lengths (WAV, AIFF, AU, FLAC, OGG) a few ms is enough.
+# truncated file (and an Ogg file's last page); for exact lengths (WAV, AIFF, AU, FLAC) a few ms is enough.
 TRUNCATION_SECONDS, TRUNCATION_FRACTION = 1.0, 0.02
 EXACT_TRUNCATION_SECONDS = 0.01
 # Undecodable packets FFmpeg may skip in a file, after good ones (see _PyAVReader._frames).
@@ -116,7 +119,7 @@ _AUDIO_MAGIC = (b"RIFF", b"ID3", b"fLaC", b"OggS", b".snd", b"FORM", b"\xff\xfb"
 # Containers libsndfile never hands to libmpg123.
 _NOT_MPEG_MAGIC = (b"RIFF", b"fLaC", b"OggS", b".snd", b"FORM", b"RF64", b"caff")
 # Formats whose header gives the exact length (libsndfile's format names).
-_EXACT_FORMATS = frozenset({"WAV", "WAVEX", "W64", "RF64", "AIFF", "AU", "FLAC", "OGG", "CAF"})
+_EXACT_FORMATS = frozenset({"WAV", "WAVEX", "W64", "RF64", "AIFF", "AU", "FLAC", "CAF"})
 _PCM_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE",
                            "ULAW", "ALAW"})
 _AU_SAMPLE_BYTES = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8, 27: 1}  # AU encoding -> bytes
@@ -336,8 +339,8 @@ def _ogg_ends_cleanly(path: Path) -> bool:
 class _SoundfileReader:
     """libsndfile: sample-accurate seeks.
 
-    ``frames`` is what the header announces: exact for WAV, AIFF, AU, FLAC and OGG and
-    for MP3 with a Xing/Info header (else estimated from the file size). ``cut`` says
+    ``frames`` is what the header announces: exact for WAV, AIFF, AU and FLAC, the last
+    page's count for OGG, and for MP3 with a Xing/Info header (else estimated from the file size). ``cut`` says
     why the file is known to end early (an Ogg stream without its last page).
     """
 

@@ -605,6 +605,28 @@ def test_truncated_ogg_is_corrupt(tmp_path, subtype, sr, keep):
     assert len(load_audio(path, sr=sr, offset=0.5, duration=1.0)) == sr  # before the cut: fine
 
 
+def test_an_ogg_whose_last_page_counts_more_than_it_holds_decodes(tmp_path):
+    """Such files play everywhere (one of 71 Ogg files in Debian's wesnoth and warzone2100 music
+    packages); libsndfile stops 0.1 s before the count the last page gives. Only a missing
+    end-of-stream page makes an Ogg file truncated."""
+    from mutagen.ogg import OggPage
+
+    full = tmp_path / "full.ogg"
+    sf.write(full, noisy_tone(6.0, SR), SR, format="OGG", subtype="VORBIS")
+    with open(full, "rb") as f:
+        pages = []
+        while f.peek(1):
+            pages.append(OggPage(f))
+    assert pages[-1].last
+    pages[-1].position += 3000  # granule position; OggPage.write recomputes the CRC
+    path = tmp_path / "overcounted.ogg"
+    path.write_bytes(b"".join(p.write() for p in pages))
+    assert sf.info(str(path)).frames > len(sf.read(str(path))[0]) + 2000  # libsndfile falls short
+    whole, y = load_audio(full, sr=SR), load_audio(path, sr=SR)
+    assert len(y) >= len(whole)  # the last page is no longer trimmed to the count: a few samples more
+    np.testing.assert_allclose(y[: len(whole)], whole, atol=1e-6)
+
+
 def test_offset_past_a_cut_ogg_says_truncated(tmp_path):
     full = tmp_path / "full.ogg"
     sf.write(full, noisy_tone(6.0, SR), SR, format="OGG", subtype="VORBIS")
