@@ -135,3 +135,25 @@ def test_an_existing_model_file_is_replaced_only_with_overwrite(tmp_path, monkey
     with pytest.raises(ZeroDivisionError):  # past the check: training starts
         main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet", "--overwrite"])
     assert out.read_bytes() == b"a model the user keeps" and len(calls) == 1
+
+
+def test_a_detector_section_with_only_its_data_gets_the_shipped_detector(tmp_path):
+    """A user's recipe that names only its non-music clips gets the detector design CV chose for the
+    shipped model (bench/detector_cv.py), not the weaker per-patch binary one."""
+    from pathlib import Path
+
+    import yaml
+
+    recipe_file = Path(__file__).resolve().parents[1] / "configs" / "default_model.yaml"
+    shipped = yaml.safe_load(recipe_file.read_text(encoding="utf-8"))["detector"]
+    config = recipe(tmp_path, detector={"nonmusic": "manifest:clips.csv"})
+    for key in ("classes", "pooling", "min_segments", "C", "max_music_false_alarms"):
+        assert getattr(config.detector, key) == shipped[key], key
+    assert config.detector_inputs() == shipped["inputs"] == ["MSD_musicnn/penultimate"]
+    mtt_only = recipe(tmp_path, detector={"nonmusic": "manifest:clips.csv"},
+                      head={"inputs": ["MTT_musicnn/tags"], "prior": None, "C": [0.1]})
+    assert mtt_only.detector_inputs() == ["MTT_musicnn/penultimate"]
+    strided = recipe(tmp_path, detector={"nonmusic": "manifest:clips.csv"},
+                     head={"inputs": ["MSD_musicnn/tags"], "prior": "msd_fill", "C": [0.1],
+                           "patch_strides": {"MTT_musicnn": 2}})
+    assert strided.detector_inputs() == ["MSD_musicnn/penultimate"]

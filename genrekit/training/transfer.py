@@ -127,11 +127,13 @@ class DetectorSpec:
 
     nonmusic: str | None = None          # manifest:… of generated non-music (label not_music)
     music: list = field(default_factory=list)  # more music sources (any labels) beside the genre tracks
-    inputs: list | None = None           # default: the genre head's inputs
-    C: float = 0.1
+    # The defaults are the shipped model's detector, chosen by CV detection at 1 % false alarms
+    # (bench/detector_cv.py); "binary" / "mean" / the head's inputs detected far less.
+    inputs: list | None = None           # default: the penultimate embedding of a network the head reads, MSD first
+    C: float = 0.3
     max_music_false_alarms: float = 0.01  # CV share of music tracks answered "not music"
-    classes: str = "binary"              # or "families": music against each family of non-music
-    pooling: str = "mean"                # or "mean_std": also the spread of the patch features over the track
+    classes: str = "families"            # music against each family of non-music, or "binary"
+    pooling: str = "mean_std"            # also the spread of the patch features over the track, or "mean"
     min_segments: int = 3                # mean_std: tracks with fewer patches get a per-patch ("mean") detector
 
     def __post_init__(self):
@@ -207,10 +209,20 @@ class TransferConfig:
         if not isinstance(self.detector.min_segments, int) or self.detector.min_segments < 2:
             raise ConfigError(f"detector.min_segments must be an integer >= 2 (the spread of one patch is 0), "
                               f"not {self.detector.min_segments!r}")
-        detector_networks = {k.split("/")[0] for k in self.detector.inputs or self.head.inputs}
+        detector_networks = {k.split("/")[0] for k in self.detector_inputs()}
         strided = sorted(detector_networks & set(self.head.patch_strides))
         if strided:
             raise ConfigError(f"detector.inputs use {strided}, which head.patch_strides runs on some patches only")
+
+    def detector_inputs(self) -> list[str]:
+        """``detector.inputs``, or by default the penultimate embedding of a network the head reads
+        in full (not strided), musicnn-MSD first; the head's inputs if there is none."""
+        if self.detector.inputs:
+            return list(self.detector.inputs)
+        full = [n for n in self.head.networks if n not in self.head.patch_strides]
+        if not full:
+            return list(self.head.inputs)
+        return [f"{'MSD_musicnn' if 'MSD_musicnn' in full else full[0]}/penultimate"]
 
     def feature_config(self):
         """musicnn's input settings with the recipe's ``features`` overrides (the segment level)."""
@@ -686,7 +698,7 @@ def _detector(config: TransferConfig, music: list, progress: bool):
         return None, None, 0.5, None
     nonmusic, _ = gather([Source(spec.nonmusic, role="train")])
     more, _ = gather([strict_from_dict(Source, s, "detector music source") for s in spec.music])
-    inputs = list(spec.inputs or config.head.inputs)
+    inputs = config.detector_inputs()
     failures = extract_features(nonmusic + more, sorted({k.split("/")[0] for k in inputs}), config.features_cache,
                                 progress, config.feature_config())
     nonmusic = [t for t in nonmusic if t.features]
