@@ -33,7 +33,10 @@ X s of the Y s the header gives") when the decode ends short of the header's len
   Ogg file without that page is truncated. The length its last page gives is held to the
   loose rule below: libsndfile may stop a fraction of a second before it (0.13 s of a
   Vorbis file from Debian's wesnoth-1.16-music, whose last page counts more samples
-  than its packets hold; FFmpeg decodes them), and players play such files;
+  than its packets hold; FFmpeg decodes them), and players play such files. Where libsndfile
+  fails in the middle of an Ogg stream (an Opus page whose granule position is off the samples
+  its packets hold, as ``ffmpeg`` writes where its source's timestamps jump), FFmpeg goes on
+  from the frame libsndfile reached;
 - MP3 with a Xing/Info header (as encoders write for every VBR and most CBR file) and
   MP4: lengths that decoders may miss by a frame or two, so more than ``max(1 s, 2 %)``
   short is truncated. An MP3 without a Xing header or ADTS AAC give no length (what
@@ -351,6 +354,7 @@ class _SoundfileReader:
         self._sf = sf.SoundFile(os.fsencode(path) if os.name == "posix" else str(path))
         self.samplerate = self._sf.samplerate
         self.channels = self._sf.channels
+        self.format = self._sf.format
         held = self._sf.frames
         self._held = held if 0 <= held < 2**62 else None  # what libsndfile can decode
         self.frames = self._held or None
@@ -427,12 +431,13 @@ class _PyAVReader:
         else:
             self.duration = None
 
-    def blocks(self, start: int, count: int | None, block_frames: int):
-        """Yield ``(n, channels)`` float32 blocks of frames ``[start, start + count)``."""
+    def blocks(self, start: int, count: int | None, block_frames: int, seek: bool = True):
+        """Yield ``(n, channels)`` float32 blocks of frames ``[start, start + count)``;
+        ``seek=False`` decodes from the start and counts frames (no timestamps needed)."""
         import av
 
         offset = start / self.samplerate
-        skip = None if start and not self._guessed else start
+        skip = None if start and seek and not self._guessed else start
         if skip is None:
             # Seek lands on a packet at or before the target; the rest is skipped by count.
             target = max(0.0, offset - self.PREROLL_SECONDS)
@@ -495,9 +500,11 @@ def _open(path: Path):
     except Exception as sf_error:  # libsndfile refused: try FFmpeg
         try:
             reader = _PyAVReader(path)
-        except AudioError:
-            raise
         except Exception as av_error:
+            if (kind := _score_kind(path)) is not None:
+                raise NotAudioError(path, kind) from None
+            if isinstance(av_error, AudioError):
+                raise
             if _looks_like_audio(path):
                 raise CorruptAudioError(path, f"{sf_error}; {av_error}".strip()) from None
             raise NotAudioError(path, "no decoder recognises it") from None
@@ -507,6 +514,25 @@ def _open(path: Path):
         reader.close()
         raise
     return reader
+
+
+# Music stored as notes (MIDI) or as a tracker module (samples and patterns, as in Debian's
+# pingus-data and openttd-openmsx): no recorded sound to classify until a player renders it.
+_TRACKER_MAGIC = ((0, b"IMPM", "an Impulse Tracker module", "it"), (0, b"Extended Module: ", "an XM module", "xm"),
+                  (44, b"SCRM", "a Scream Tracker 3 module", "s3m"), (1080, b"M.K.", "a MOD module", "mod"),
+                  (1080, b"M!K!", "a MOD module", "mod"), (0, b"MTM", "a MultiTracker module", "mtm"))
+
+
+def _score_kind(path: Path) -> str | None:
+    """Why a MIDI file or a tracker module is no audio, with what renders it; None for other files."""
+    head = _head(path, 1084)
+    if head.startswith(b"MThd") or (head.startswith(b"RIFF") and head[8:12] == b"RMID"):
+        return "a MIDI file: notes, not recorded sound; render it to audio first, e.g. timidity song.mid -Ow"
+    for offset, magic, kind, ext in _TRACKER_MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            return (f"{kind}: patterns and samples, not recorded sound; render it to audio first, "
+                    f"e.g. ffmpeg -i song.{ext} song.flac")
+    return None
 
 
 def _whole_file_reader(path: Path, reader: _SoundfileReader):
@@ -629,23 +655,49 @@ def _decoded_blocks(path: Path, reader, plan: _Plan, frames_per_block: int, mete
     """The reader's blocks as mono float32, with decoder failures as CorruptAudioError;
     ``meter.channel_peak`` follows the peak before the downmix."""
     blocks = reader.blocks(plan.start, plan.count, frames_per_block)
-    got = 0
-    while True:
-        try:
-            block = next(blocks)
-        except StopIteration:
-            break
-        except AudioError:
-            raise
-        except Exception as e:
-            raise CorruptAudioError(path, f"decoding failed: {e}") from None
-        got += len(block)
-        if not np.isfinite(block).all():
-            raise NonFiniteAudioError(path)
-        if block.shape[1] > 1 and meter.channel_peak < SILENCE_PEAK:
-            meter.channel_peak = float(np.abs(block).max(initial=0.0))
-        yield _downmix(block)
+    got, resumed = 0, None
+    try:
+        while True:
+            try:
+                block = next(blocks)
+            except StopIteration:
+                break
+            except AudioError:
+                raise
+            except Exception as e:
+                if resumed is not None or (resumed := _ffmpeg_after_ogg_failure(path, reader)) is None:
+                    raise CorruptAudioError(path, f"decoding failed: {e}") from None
+                count = None if plan.count is None else plan.count - got
+                blocks = resumed.blocks(plan.start + got, count, frames_per_block, seek=False)
+                continue
+            got += len(block)
+            if not np.isfinite(block).all():
+                raise NonFiniteAudioError(path)
+            if block.shape[1] > 1 and meter.channel_peak < SILENCE_PEAK:
+                meter.channel_peak = float(np.abs(block).max(initial=0.0))
+            yield _downmix(block)
+    finally:
+        if resumed is not None:
+            resumed.close()
     _check_complete(path, reader, plan, got)
+
+
+def _ffmpeg_after_ogg_failure(path: Path, reader):
+    """FFmpeg, to go on where libsndfile failed in an Ogg file (None: not Ogg, or FFmpeg cannot open it).
+
+    libsndfile refuses, mid-file, an Opus stream whose page granule positions do not match the
+    samples its packets hold ("file is malformed"): ``ffmpeg -i track.ogg track.opus`` writes
+    such pages where the source's timestamps have a gap (a Vorbis file from Debian's
+    extremetuxracer-data, 5.5 s in). FFmpeg and players decode the packets and ignore the
+    positions. It decodes from the start and counts frames, so that the audio goes on
+    exactly where libsndfile stopped (a seek would land by the same positions).
+    """
+    if not isinstance(reader, _SoundfileReader) or reader.format != "OGG":
+        return None
+    try:
+        return _PyAVReader(path)
+    except Exception:
+        return None
 
 
 def _downmix(block: np.ndarray) -> np.ndarray:

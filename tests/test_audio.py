@@ -8,6 +8,7 @@ without Xing header, ADTS AAC) cannot be told from a short one and decodes to wh
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -275,6 +276,30 @@ def test_text_file_named_mp3(tmp_path):
     assert_names(e.value, path, "not an audio file")
     with pytest.raises(NotAudioError):
         audio_info(path)
+
+
+MIDI = (b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96) + b"MTrk" + struct.pack(">I", 12)
+        + bytes([0x00, 0x90, 60, 100, 0x60, 0x80, 60, 0, 0x00, 0xFF, 0x2F, 0x00]))
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("theme.mid", MIDI, ["a midi file", "render it to audio first", "timidity"]),
+    ("theme.rmi", b"RIFF" + struct.pack("<I", 4 + 8 + len(MIDI)) + b"RMIDdata" + struct.pack("<I", len(MIDI)) + MIDI,
+     ["a midi file"]),
+    ("march.it", b"IMPM" + b"march".ljust(26, b"\0") + bytes(400), ["impulse tracker module", "ffmpeg -i song.it"]),
+    ("intro.xm", b"Extended Module: intro".ljust(60, b"\0") + bytes(300), ["an xm module"]),
+    ("level.s3m", bytes(44) + b"SCRM" + bytes(200), ["scream tracker 3 module"]),
+    ("title.mod", bytes(1080) + b"M.K." + bytes(1024), ["a mod module", "song.mod"]),
+])
+def test_midi_and_tracker_files_say_what_they_are(tmp_path, name, data, words):
+    """Game packages (Debian's openttd-openmsx, pingus-data) hold music as MIDI or tracker modules:
+    one line saying that it is notes, not sound, and how to render it, not just "no decoder"."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(NotAudioError) as e:
+        load_audio(path)
+    assert_names(e.value, path, "not an audio file", *words)
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -625,6 +650,56 @@ def test_an_ogg_whose_last_page_counts_more_than_it_holds_decodes(tmp_path):
     whole, y = load_audio(full, sr=SR), load_audio(path, sr=SR)
     assert len(y) >= len(whole)  # the last page is no longer trimmed to the count: a few samples more
     np.testing.assert_allclose(y[: len(whole)], whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("shift", [488, -488])
+def test_an_opus_file_whose_page_positions_jump_decodes_to_its_end(tmp_path, shift):
+    """``ffmpeg -i race1-jt.ogg race1-jt.opus`` (a Vorbis file from Debian's extremetuxracer-data)
+    writes a page whose granule position is 488 samples off the samples its packets hold, where
+    the source's timestamps have a gap. libsndfile fails there ("file is malformed", 5.5 s into a
+    60 s file, which genrekit called corrupt); FFmpeg and players decode it. genrekit goes on with
+    FFmpeg from where libsndfile stopped."""
+    from mutagen.ogg import OggPage
+
+    sr = 48000
+    full = tmp_path / "full.opus"
+    sf.write(full, noisy_tone(6.0, sr), sr, format="OGG", subtype="OPUS")
+    with open(full, "rb") as f:
+        pages = []
+        while f.peek(1):
+            pages.append(OggPage(f))
+    pages[len(pages) // 2].position += shift  # OggPage.write recomputes the CRC
+    path = tmp_path / "jump.opus"
+    path.write_bytes(b"".join(p.write() for p in pages))
+    with pytest.raises(RuntimeError, match="malformed"):
+        sf.read(str(path))  # libsndfile gives up in the middle
+    whole, y = load_audio(full, sr=sr), load_audio(path, sr=sr)
+    assert len(y) == len(whole)
+    np.testing.assert_allclose(y, whole, atol=0.05)  # FFmpeg's Opus decoder after the jump
+    # A window after the jump is read from libsndfile's seek, which goes by the positions: it
+    # may land up to the jump away (10 ms), so only its length is held here.
+    for offset in (1.0, 4.0):
+        assert len(load_audio(path, sr=sr, offset=offset, duration=1.5)) == int(1.5 * sr)
+
+
+def test_a_corrupt_ogg_that_ffmpeg_cannot_decode_either_is_corrupt(tmp_path, monkeypatch):
+    """The FFmpeg fallback after a libsndfile failure is for Ogg only, once: when FFmpeg fails
+    too, the file is corrupt, with libsndfile's reason."""
+    from genrekit import audio
+
+    sr = 48000
+    path = tmp_path / "a.opus"
+    sf.write(path, noisy_tone(3.0, sr), sr, format="OGG", subtype="OPUS")
+
+    def failing(self, *args, **kwargs):
+        yield np.zeros((sr, 1), np.float32)
+        raise RuntimeError("bad packet")
+
+    monkeypatch.setattr(audio._SoundfileReader, "blocks", failing)
+    monkeypatch.setattr(audio._PyAVReader, "blocks", failing)
+    with pytest.raises(CorruptAudioError) as e:
+        load_audio(path, sr=sr)
+    assert_names(e.value, path, "decoding failed: bad packet")
 
 
 def test_offset_past_a_cut_ogg_says_truncated(tmp_path):
