@@ -356,3 +356,32 @@ def test_fetch_prune_deletes_only_shards_genrekit_wrote(tmp_path):
     (local / "shards" / "notes.json").write_text("mine")
     assert fetch_cache(str(tmp_path / "source"), local, prune=True).pruned == 1
     assert (local / "shards" / "notes.json").read_text() == "mine" and not (local / "shards" / f"{gone}.json").exists()
+
+
+def test_ray_processes_left_by_a_ctrl_c_while_ray_starts_are_stopped_and_nothing_else():
+    """Ctrl-C during ``ray.init`` orphaned Ray's two agents for about a minute. The clean-up stops
+    the ``ray::`` processes of this process group started since ``ray.init`` began: not a
+    program beside genrekit in the same pipeline, not Ray processes that were there before."""
+    import subprocess
+    import time as clock
+
+    pytest.importorskip("psutil")
+    from genrekit.cache.ray import _stop_ray_processes_since
+
+    def spawn(name):  # in this process group, as the terminal's pipeline would be
+        return subprocess.Popen(["bash", "-c", f'exec -a "{name}" sleep 60'])
+
+    before = spawn("ray::OlderAgent")
+    clock.sleep(1.5)
+    since = clock.time()
+    agent, neighbour = spawn("ray::DashboardAgent"), spawn("tee")
+    try:
+        clock.sleep(0.3)
+        stopped = _stop_ray_processes_since(since)
+        assert agent.pid in stopped and agent.wait(timeout=5) is not None
+        assert neighbour.poll() is None and before.poll() is None
+        assert neighbour.pid not in stopped and before.pid not in stopped
+    finally:
+        for proc in (before, agent, neighbour):
+            proc.kill()
+            proc.wait()

@@ -170,16 +170,49 @@ def _connect(ray, address: str | None, todo: list[Track]) -> bool:
     if address is not None:
         _check_reachable(address)
     kwargs = {"include_dashboard": False, "log_to_driver": False}
+    since = time.time()
     try:
         if address is None:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)  # not a cluster `ray start` left running
         else:
             ray.init(address=address, **kwargs)
+    except KeyboardInterrupt:
+        ray.shutdown()
+        _stop_ray_processes_since(since)
+        raise
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise ClusterError(f"cannot start or reach {where}: {e} (a cluster is started with `ray start --head`; "
                            "leave --address out for a local Ray)") from e
     return True
+
+
+def _stop_ray_processes_since(since: float, grace: float = 3.0) -> list[int]:
+    """Stop the Ray processes started since ``since`` in this process group; returns their pids.
+
+    Ctrl-C while ``ray.init`` starts a local Ray stops the raylet (it is in the terminal's
+    process group) before Ray knows what it started, and ``ray.shutdown()`` then finds nothing:
+    its dashboard and runtime-env agents, orphaned, run on for about a minute. They are found by
+    name (``ray::…`` or Ray's own binaries), process group and start time, so a program in the
+    same pipeline (``genrekit prepare … | tee log``) is never touched.
+    """
+    import psutil
+
+    group, mine = os.getpgrp(), []
+    for proc in psutil.process_iter(["cmdline", "create_time"]):
+        try:
+            command = " ".join(proc.info["cmdline"] or [])
+            if (proc.pid != os.getpid() and proc.info["create_time"] >= since - 1 and os.getpgid(proc.pid) == group
+                    and (command.startswith("ray::") or f"{os.sep}ray{os.sep}" in command)):
+                mine.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    for proc in mine:
+        proc.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=grace)
+    for proc in alive:
+        proc.kill()
+    return [proc.pid for proc in mine]
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
