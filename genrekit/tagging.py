@@ -1056,6 +1056,11 @@ class FileResult:
         return f"{shown_path(self.path, one_line=True)}: {self._message()}"
 
     def _message(self) -> str:
+        if self.status in (TAGGED, WOULD_TAG) and self.old_genres == [self.tag_genre]:
+            # --force on genrekit's own genre, predicted again: the genre stays, the marker is renewed.
+            done = "only genrekit's marker rewritten" if self.status == TAGGED else "would rewrite only genrekit's marker"
+            return (f"genre already {self.tag_genre!r}, the same as predicted "
+                    f"({self.genre} {self.confidence:.0%}); {done}")
         if self.status in (TAGGED, WOULD_TAG):
             verb = "wrote" if self.status == TAGGED else "would write"
             was = f", replacing {_quoted(self.old_genres)}" if self.old_genres else ""

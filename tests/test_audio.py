@@ -927,6 +927,41 @@ def test_decoder_chatter_filter():
     assert _without_chatter(b"Nope") == (b"Nope", b"")
 
 
+FFMPEG_LOG_LINE = r"(?m)^\[[\w,:.-]+ @ 0x[0-9a-f]+\]"  # FFmpeg's own log format: "[ogg @ 0x55d0c1a2b3c0] ..."
+
+
+@pytest.mark.parametrize("kind", ["chained", "truncated"])
+def test_ffmpeg_log_lines_do_not_reach_the_terminal(tmp_path, kind):
+    """``genrekit predict`` says one line per file; FFmpeg's own log lines ("[ogg @ 0x...] failed to
+    create or replace stream" for Ogg streams joined end to end, "[mov,mp4,... @ 0x...] moov atom not
+    found" for a cut M4A, which PyAV decodes) stay off standard error: genrekit's error says why."""
+    import re
+    import shutil
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed")
+
+    def encode(name, *args):
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=440:d=3", *args,
+                        str(tmp_path / name)], check=True)
+        return (tmp_path / name).read_bytes()
+
+    if kind == "chained":  # two Opus streams joined end to end (cat a.opus b.opus)
+        path, data = tmp_path / "chained.opus", encode("a.opus") + encode("b.opus")
+    else:  # an M4A cut before its moov atom: only PyAV (FFmpeg) tries it
+        path, data = tmp_path / "cut.m4a", encode("whole.m4a", "-c:a", "aac")[:20000]
+    path.write_bytes(data)
+    out = subprocess.run([sys.executable, "-m", "genrekit", "predict", str(path)], capture_output=True, text=True,
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert not re.search(FFMPEG_LOG_LINE, out.stderr), out.stderr
+    assert out.stdout.count("\n") == 1 and out.stdout.startswith(f"{path}\t"), out.stdout
+    if kind == "chained":
+        assert out.returncode == 0, out.stderr
+    else:  # the failure names the file and the reason, once on stdout and in the summary
+        assert out.returncode == 1 and "FAILED: corrupt or truncated audio" in out.stdout
+        assert f"{path}: corrupt or truncated audio" in out.stderr
+
+
 # --- file discovery --------------------------------------------------------------------
 
 def test_find_audio_files(tmp_path, write_wav):

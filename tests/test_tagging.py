@@ -482,6 +482,22 @@ def test_force_keeps_a_genre_the_user_changed(tmp_path):
     assert [r.status for r in summary.results] == ["kept"] and genres_with_mutagen(path) == ["Trip-Hop"]
 
 
+def test_force_on_genrekits_own_genre_predicted_again_says_so(tmp_path, capsys, fake_load_model):
+    """--force re-tags a file whose genre genrekit wrote and predicts again: not "replacing 'Hip-Hop'"."""
+    from genrekit.cli import main
+
+    path, db = make_file(tmp_path, "mp3"), tmp_path / "t.sqlite"
+    assert main(["tag", str(path), "--write", "--db", str(db)]) == 0
+    assert f"{path}: wrote genre 'Hip-Hop' (hiphop 80%)\n" in capsys.readouterr().out
+    for extra, done in (([], "would rewrite only genrekit's marker"),
+                        (["--write"], "only genrekit's marker rewritten")):
+        assert main(["tag", str(path), "--overwrite", "--force", "--db", str(db), *extra]) == 0
+        out = capsys.readouterr().out
+        assert "replacing" not in out
+        assert f"{path}: genre already 'Hip-Hop', the same as predicted (hiphop 80%); {done}\n" in out
+    assert genres_with_mutagen(path) == ["Hip-Hop"] and marker_with_mutagen(path) is not None
+
+
 def test_already_tagged_by_genrekit_is_skipped_without_force(tmp_path):
     path = make_file(tmp_path, "flac")
     tag([path], FakeModel(genre="rock"), tmp_path / "a.sqlite", write=True)
