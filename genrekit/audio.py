@@ -36,7 +36,8 @@ X s of the Y s the header gives") when the decode ends short of the header's len
   than its packets hold; FFmpeg decodes them), and players play such files. Where libsndfile
   fails in the middle of an Ogg stream (an Opus page whose granule position is off the samples
   its packets hold, as ``ffmpeg`` writes where its source's timestamps jump), FFmpeg goes on
-  from the frame libsndfile reached;
+  from the frame libsndfile reached. Ogg streams joined end to end (``cat a.ogg b.ogg``),
+  which libsndfile stops at the end of the first, are decoded by FFmpeg;
 - MP3 with a Xing/Info header (as encoders write for every VBR and most CBR file) and
   MP4: lengths that decoders may miss by a frame or two, so more than ``max(1 s, 2 %)``
   short is truncated. An MP3 without a Xing header or ADTS AAC give no length (what
@@ -337,6 +338,22 @@ def _ogg_ends_cleanly(path: Path) -> bool:
     return last is not None and last.last
 
 
+def _ogg_is_chained(path: Path) -> bool:
+    """True if another Ogg stream follows the first one's end-of-stream page (files joined end to
+    end, ``cat a.ogg b.ogg``, which libsndfile stops at the end of the first)."""
+    from mutagen.ogg import OggPage
+
+    try:
+        with open(path, "rb") as f:
+            first = OggPage(f)
+            page = first
+            while not (page.last and page.serial == first.serial):
+                page = OggPage(f)
+            return f.read(4) == b"OggS"
+    except Exception:  # mutagen cannot parse what libsndfile did, or the stream is cut: no claim
+        return False
+
+
 # --- readers ---------------------------------------------------------------------------
 
 class _SoundfileReader:
@@ -367,6 +384,7 @@ class _SoundfileReader:
             self.cut = "the Ogg stream ends without its last page"
         self.duration = None if self.frames is None else self.frames / self.samplerate
         self.estimated = self._sf.format == "MP3" and not _mp3_length_in_header(path)
+        self.chained = self._sf.format == "OGG" and _ogg_is_chained(path)
         # No length in the header: a WAV left unfinished (size 0) holds data libsndfile does not
         # see; a FLAC encoded to a pipe (sample count 0, "unknown") makes libsndfile fail mid-way.
         self.unsized = held == 0 or self._held is None
@@ -495,7 +513,7 @@ def _open(path: Path):
         filter_decoder_messages()  # libsndfile may hand it to libmpg123
     try:
         reader = _SoundfileReader(path)
-        if reader.estimated or reader.unsized:
+        if reader.estimated or reader.unsized or reader.chained:
             reader = _whole_file_reader(path, reader)
     except Exception as sf_error:  # libsndfile refused: try FFmpeg
         try:
@@ -536,8 +554,9 @@ def _score_kind(path: Path) -> str | None:
 
 
 def _whole_file_reader(path: Path, reader: _SoundfileReader):
-    """FFmpeg for an MP3 whose header gives no length (libsndfile stops at its estimate) and
-    for a file whose header gives 0 frames (FFmpeg reads its data to the end)."""
+    """FFmpeg for an MP3 whose header gives no length (libsndfile stops at its estimate), for a
+    file whose header gives 0 frames, and for Ogg streams joined end to end (libsndfile stops at
+    the end of the first; FFmpeg reads them all)."""
     try:
         whole = _PyAVReader(path)
     except Exception:  # FFmpeg cannot: libsndfile, with no claim about the length

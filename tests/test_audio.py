@@ -702,6 +702,19 @@ def test_a_corrupt_ogg_that_ffmpeg_cannot_decode_either_is_corrupt(tmp_path, mon
     assert_names(e.value, path, "decoding failed: bad packet")
 
 
+@pytest.mark.parametrize("subtype, sr", [("VORBIS", SR), ("OPUS", 48000)])
+def test_ogg_streams_joined_end_to_end_decode_to_the_end_of_the_last(tmp_path, subtype, sr):
+    """``cat a.ogg b.ogg`` plays both; libsndfile stopped at the end of the first, silently."""
+    first, second = tmp_path / "a.ogg", tmp_path / "b.ogg"
+    sf.write(first, noisy_tone(3.0, sr), sr, format="OGG", subtype=subtype)
+    sf.write(second, 0.5 * noisy_tone(2.0, sr), sr, format="OGG", subtype=subtype)
+    joined = tmp_path / "joined.ogg"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    y, alone = load_audio(joined, sr=sr), load_audio(first, sr=sr)
+    assert abs(len(y) - 5 * sr) <= 0.05 * sr
+    np.testing.assert_allclose(y[: len(alone) - sr // 10], alone[: len(alone) - sr // 10], atol=2e-3)
+
+
 def test_offset_past_a_cut_ogg_says_truncated(tmp_path):
     full = tmp_path / "full.ogg"
     sf.write(full, noisy_tone(6.0, SR), SR, format="OGG", subtype="VORBIS")
