@@ -65,6 +65,7 @@ from __future__ import annotations
 import atexit
 import errno
 import os
+import re
 import stat
 import struct
 import threading
@@ -524,7 +525,8 @@ def _open(path: Path):
             if isinstance(av_error, AudioError):
                 raise
             if _looks_like_audio(path):
-                raise CorruptAudioError(path, f"{sf_error}; {av_error}".strip()) from None
+                raise CorruptAudioError(path, f"libsndfile: {_decoder_reason(sf_error, path)}; "
+                                              f"FFmpeg: {_decoder_reason(av_error, path)}") from None
             raise NotAudioError(path, "no decoder recognises it") from None
     try:
         _check_limits(path, reader.samplerate, reader.channels)
@@ -532,6 +534,21 @@ def _open(path: Path):
         reader.close()
         raise
     return reader
+
+
+def _decoder_reason(error: Exception, path: Path) -> str:
+    """A decoder's message without the path it repeats or FFmpeg's error number.
+
+    >>> _decoder_reason(OSError("Error opening b'a.wav': Format not recognised."), Path("a.wav"))
+    'format not recognised'
+    >>> _decoder_reason(OSError("[Errno 1094995529] Invalid data found when processing input: 'a.wav'"), Path("a.wav"))
+    'invalid data found when processing input'
+    """
+    text = str(error).strip()
+    for prefix in (f"Error opening {os.fsencode(path)!r}: ", f"Error opening {str(path)!r}: "):
+        text = text.removeprefix(prefix)
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text).removesuffix(f": {str(path)!r}").strip().rstrip(".")
+    return (text[:1].lower() + text[1:]) or type(error).__name__
 
 
 # Music stored as notes (MIDI) or as a tracker module (samples and patterns, as in Debian's

@@ -238,6 +238,20 @@ def test_corrupt_mp3_garbage_after_2kb(fma_mp3, tmp_path):
     assert_names(e.value, path, "corrupt")
 
 
+@pytest.mark.parametrize("name, data", [
+    ("no data chunk.wav", b"RIFF\x24\x00\x00\x00WAVEfmt "),
+    ("cut before its moov atom.m4a", b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00M4A isomiso2" + bytes(64)),
+])
+def test_a_file_no_decoder_can_open_says_each_ones_reason_and_its_path_once(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(CorruptAudioError) as e:
+        load_audio(path)
+    text = str(e.value)
+    assert_names(e.value, path, "libsndfile: ", "; ffmpeg: ")
+    assert text.count(str(path)) == 1 and "Errno" not in text and "b'" not in text, text
+
+
 def test_truncated_mp3(fma_mp3, tmp_path):
     """Cut in the middle: libsndfile returns the first half without complaint, the
     Xing header says 30 s, so load_audio calls it truncated."""
