@@ -368,20 +368,23 @@ def test_ray_processes_left_by_a_ctrl_c_while_ray_starts_are_stopped_and_nothing
     pytest.importorskip("psutil")
     from genrekit.cache.ray import _stop_ray_processes_since
 
+    ray_dir = Path("/opt/venv/lib/site-packages/ray")
+
     def spawn(name):  # in this process group, as the terminal's pipeline would be
         return subprocess.Popen(["bash", "-c", f'exec -a "{name}" sleep 60'])
 
     before = spawn("ray::OlderAgent")
     clock.sleep(1.5)
     since = clock.time()
-    agent, neighbour = spawn("ray::DashboardAgent"), spawn("tee")
+    agent, raylet, neighbour = spawn("ray::DashboardAgent"), spawn(f"{ray_dir}/core/src/ray/raylet/raylet"), spawn("tee")
     try:
         clock.sleep(0.3)
-        stopped = _stop_ray_processes_since(since)
-        assert agent.pid in stopped and agent.wait(timeout=5) is not None
+        stopped = _stop_ray_processes_since(since, ray_dir)
+        assert {agent.pid, raylet.pid} <= set(stopped)
+        assert agent.wait(timeout=5) is not None and raylet.wait(timeout=5) is not None
         assert neighbour.poll() is None and before.poll() is None
         assert neighbour.pid not in stopped and before.pid not in stopped
     finally:
-        for proc in (before, agent, neighbour):
+        for proc in (before, agent, raylet, neighbour):
             proc.kill()
             proc.wait()

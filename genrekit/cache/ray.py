@@ -178,7 +178,7 @@ def _connect(ray, address: str | None, todo: list[Track]) -> bool:
             ray.init(address=address, **kwargs)
     except KeyboardInterrupt:
         ray.shutdown()
-        _stop_ray_processes_since(since)
+        _stop_ray_processes_since(since, Path(ray.__file__).parent)
         raise
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
@@ -187,14 +187,14 @@ def _connect(ray, address: str | None, todo: list[Track]) -> bool:
     return True
 
 
-def _stop_ray_processes_since(since: float, grace: float = 3.0) -> list[int]:
+def _stop_ray_processes_since(since: float, ray_dir: Path, grace: float = 3.0) -> list[int]:
     """Stop the Ray processes started since ``since`` in this process group; returns their pids.
 
     Ctrl-C while ``ray.init`` starts a local Ray stops the raylet (it is in the terminal's
     process group) before Ray knows what it started, and ``ray.shutdown()`` then finds nothing:
     its dashboard and runtime-env agents, orphaned, run on for about a minute. They are found by
-    name (``ray::…`` or Ray's own binaries), process group and start time, so a program in the
-    same pipeline (``genrekit prepare … | tee log``) is never touched.
+    name (``ray::…``, or a program under ``ray_dir``, the ray package), process group and start
+    time, so a program in the same pipeline (``genrekit prepare … | tee log``) is never touched.
     """
     import psutil
 
@@ -203,7 +203,7 @@ def _stop_ray_processes_since(since: float, grace: float = 3.0) -> list[int]:
         try:
             command = " ".join(proc.info["cmdline"] or [])
             if (proc.pid != os.getpid() and proc.info["create_time"] >= since - 1 and os.getpgid(proc.pid) == group
-                    and (command.startswith("ray::") or f"{os.sep}ray{os.sep}" in command)):
+                    and (command.startswith("ray::") or str(ray_dir) in command)):
                 mine.append(proc)
         except (psutil.Error, OSError):
             continue
