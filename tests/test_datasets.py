@@ -637,3 +637,21 @@ def test_kfold_assign_keeps_artists_together_and_balances_folds():
     assert kfold_assign(tracks, 5, seed=1) == folds and kfold_assign(tracks, 5, seed=2) != folds
     with pytest.raises(DatasetError):
         kfold_assign(tracks[:3], 5)
+
+
+def test_fma_without_pandas_says_which_extra_in_one_line(tmp_path, monkeypatch, capsys):
+    """The light install has no pandas: `prepare fma:` said so with a traceback."""
+    import sys
+
+    from genrekit.cli import main
+
+    metadata = tmp_path / "labels.csv"
+    metadata.write_text("track_id,genre_top,split\n2,Hip-Hop,training\n", encoding="utf-8")
+    (tmp_path / "fma_small" / "000").mkdir(parents=True)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas -> ImportError
+    code = main(["prepare", f"fma:{tmp_path / 'fma_small'}", "--metadata", str(metadata),
+                 "--out", str(tmp_path / "cache"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert "FMA's metadata" in err and "pip install 'genrekit[train]'" in err
+    assert len(err.strip().splitlines()) == 1, err

@@ -36,8 +36,11 @@ def load_fma_metadata(path, subset: str = "small"):
     """Read FMA metadata into a DataFrame with ``genre_top, split, subset, artist_id``, indexed by track id.
 
     ``subset`` keeps tracks of that subset and the smaller ones (small ⊂ medium ⊂ large).
+    Needs pandas (the ``[train]`` extra); without it, :class:`~genrekit.errors.MissingExtraError`.
     """
-    import pandas as pd
+    from ..extras import require
+
+    pd = require("pandas", "train", "FMA's metadata (fma: data sets)")
 
     path = Path(path)
     if not path.is_file():
