@@ -78,6 +78,10 @@ def counts(outcomes: Counter) -> str:
     return " ".join(f"{k}:{v}" for k, v in sorted(outcomes.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def genres_of(outcomes: Counter) -> Counter:
+    return Counter({k: v for k, v in outcomes.items() if k not in ("not_music", "uncertain", "failed")})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, default=Path("/tmp/gm2/x"), help="where the packages were extracted")
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
         said = Counter(outcome(r) for r in results)
         total.update(said)
         audio_seconds += sum(getattr(r, "duration", None) or 0.0 for r in results)
-        genres = Counter({k: v for k, v in said.items() if k not in ("not_music", "uncertain", "failed")})
+        genres = genres_of(said)
         print(f"{name}: {len(results)} tracks, {said['failed']} failed, {said['not_music']} not music, "
               f"{said['uncertain']} uncertain; genres {counts(genres) or '-'}", flush=True)
         per_package.append(f"{name}:{len(results)}/{said['failed']}/{said['not_music']}/{said['uncertain']}"
@@ -116,14 +120,15 @@ def main(argv=None) -> int:
             shown = f"{name}/{Path(r.path).relative_to(chosen[name])}"
             if outcome(r) in ("not_music", "uncertain"):
                 music = getattr(r, "music_probability", None)
-                odd.append(f"{shown}:{outcome(r)}:{'-' if music is None else f'{music:.3f}'}")
-                print(f"    {outcome(r)}: {shown} (music probability {'-' if music is None else f'{music:.3f}'}, "
+                music = "-" if music is None else f"{music:.3f}"
+                odd.append(f"{shown}:{outcome(r)}:{music}")
+                print(f"    {outcome(r)}: {shown} (music probability {music}, "
                       f"best guess {getattr(r, 'best_guess', None) or '-'})")
             elif outcome(r) == "failed":
                 failed.append(f"{shown}:{r.error}")
                 print(f"    FAILED: {shown}: {r.error}")
     tracks = sum(len(v) for v in files.values())
-    genres = Counter({k: v for k, v in total.items() if k not in ("not_music", "uncertain", "failed")})
+    genres = genres_of(total)
     print(f"all: {tracks} tracks ({audio_seconds / 3600:.2f} h of audio) in {seconds:.0f} s, {total['failed']} failed, "
           f"{total['not_music']} not music, {total['uncertain']} uncertain; genres {counts(genres)}")
     if not args.no_csv:

@@ -370,9 +370,9 @@ class _SoundfileReader:
 
         # Bytes: soundfile encodes a str strictly, failing on names that are not valid UTF-8.
         self._sf = sf.SoundFile(os.fsencode(path) if os.name == "posix" else str(path))
+        self._path = path
         self.samplerate = self._sf.samplerate
         self.channels = self._sf.channels
-        self.format = self._sf.format
         held = self._sf.frames
         self._held = held if 0 <= held < 2**62 else None  # what libsndfile can decode
         self.frames = self._held or None
@@ -391,7 +391,19 @@ class _SoundfileReader:
         self.unsized = held == 0 or self._held is None
 
     def blocks(self, start: int, count: int | None, block_frames: int):
-        """Yield ``(n, channels)`` float32 blocks of frames ``[start, start + count)``."""
+        """Yield ``(n, channels)`` float32 blocks of frames ``[start, start + count)``; in an Ogg
+        file, FFmpeg goes on where libsndfile fails (:meth:`_ffmpeg_from`)."""
+        got = 0
+        try:
+            for block in self._libsndfile_blocks(start, count, block_frames):
+                got += len(block)
+                yield block
+        except RuntimeError as e:  # libsndfile's errors
+            if self._sf.format != "OGG":
+                raise
+            yield from self._ffmpeg_from(start + got, None if count is None else count - got, block_frames, e)
+
+    def _libsndfile_blocks(self, start: int, count: int | None, block_frames: int):
         if start:
             if self._held is not None and start >= self._held:
                 return
@@ -407,6 +419,26 @@ class _SoundfileReader:
             if remaining is not None:
                 remaining -= len(block)
             yield block
+
+    def _ffmpeg_from(self, start: int, count: int | None, block_frames: int, error: Exception):
+        """FFmpeg's blocks from frame ``start`` on, where libsndfile failed in an Ogg file (``error``
+        again if FFmpeg cannot open it).
+
+        libsndfile refuses, mid-file, an Opus stream whose page granule positions do not match the
+        samples its packets hold ("file is malformed"): ``ffmpeg -i track.ogg track.opus`` writes
+        such pages where the source's timestamps have a gap (a Vorbis file from Debian's
+        extremetuxracer-data, 5.5 s in). FFmpeg and players decode the packets and ignore the
+        positions. FFmpeg decodes from the start and counts frames, so that the audio goes on
+        exactly where libsndfile stopped (a seek would land by the same positions).
+        """
+        try:
+            rest = _PyAVReader(self._path)
+        except Exception:
+            raise error from None
+        try:
+            yield from rest.blocks(start, count, block_frames, seek=False)
+        finally:
+            rest.close()
 
     def close(self):
         self._sf.close()
@@ -691,49 +723,23 @@ def _decoded_blocks(path: Path, reader, plan: _Plan, frames_per_block: int, mete
     """The reader's blocks as mono float32, with decoder failures as CorruptAudioError;
     ``meter.channel_peak`` follows the peak before the downmix."""
     blocks = reader.blocks(plan.start, plan.count, frames_per_block)
-    got, resumed = 0, None
-    try:
-        while True:
-            try:
-                block = next(blocks)
-            except StopIteration:
-                break
-            except AudioError:
-                raise
-            except Exception as e:
-                if resumed is not None or (resumed := _ffmpeg_after_ogg_failure(path, reader)) is None:
-                    raise CorruptAudioError(path, f"decoding failed: {e}") from None
-                count = None if plan.count is None else plan.count - got
-                blocks = resumed.blocks(plan.start + got, count, frames_per_block, seek=False)
-                continue
-            got += len(block)
-            if not np.isfinite(block).all():
-                raise NonFiniteAudioError(path)
-            if block.shape[1] > 1 and meter.channel_peak < SILENCE_PEAK:
-                meter.channel_peak = float(np.abs(block).max(initial=0.0))
-            yield _downmix(block)
-    finally:
-        if resumed is not None:
-            resumed.close()
+    got = 0
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            break
+        except AudioError:
+            raise
+        except Exception as e:
+            raise CorruptAudioError(path, f"decoding failed: {e}") from None
+        got += len(block)
+        if not np.isfinite(block).all():
+            raise NonFiniteAudioError(path)
+        if block.shape[1] > 1 and meter.channel_peak < SILENCE_PEAK:
+            meter.channel_peak = float(np.abs(block).max(initial=0.0))
+        yield _downmix(block)
     _check_complete(path, reader, plan, got)
-
-
-def _ffmpeg_after_ogg_failure(path: Path, reader):
-    """FFmpeg, to go on where libsndfile failed in an Ogg file (None: not Ogg, or FFmpeg cannot open it).
-
-    libsndfile refuses, mid-file, an Opus stream whose page granule positions do not match the
-    samples its packets hold ("file is malformed"): ``ffmpeg -i track.ogg track.opus`` writes
-    such pages where the source's timestamps have a gap (a Vorbis file from Debian's
-    extremetuxracer-data, 5.5 s in). FFmpeg and players decode the packets and ignore the
-    positions. It decodes from the start and counts frames, so that the audio goes on
-    exactly where libsndfile stopped (a seek would land by the same positions).
-    """
-    if not isinstance(reader, _SoundfileReader) or reader.format != "OGG":
-        return None
-    try:
-        return _PyAVReader(path)
-    except Exception:
-        return None
 
 
 def _downmix(block: np.ndarray) -> np.ndarray:

@@ -74,6 +74,20 @@ def tone(seconds: float, sr: int = 22050, freq: float = 440.0, amplitude: float 
 TINY_LABELS = ["hiphop", "rock"]
 
 
+def shift_ogg_page(src: Path, dst: Path, index: int | None, shift: int) -> Path:
+    """A copy of the Ogg file ``src`` at ``dst`` with page ``index``'s granule position (None: the
+    middle page's) moved by ``shift`` samples (mutagen's ``OggPage.write`` recomputes the CRC)."""
+    from mutagen.ogg import OggPage
+
+    with open(src, "rb") as f:
+        pages = []
+        while f.peek(1):
+            pages.append(OggPage(f))
+    pages[len(pages) // 2 if index is None else index].position += shift
+    dst.write_bytes(b"".join(p.write() for p in pages))
+    return dst
+
+
 def synthetic_track(label: str, seed: int, seconds: float = 30.0, sr: int = 22050) -> np.ndarray:
     """A stand-in for a track of ``label``: "hiphop" is a slow kick-and-bass groove in noise,
     "rock" a bright sawtooth chord with a fast hi-hat. Two classes a small CNN can tell apart."""

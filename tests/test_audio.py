@@ -45,7 +45,7 @@ from genrekit.errors import (
     TooShortError,
     UnsupportedAudioError,
 )
-from tests.conftest import tone
+from tests.conftest import shift_ogg_page, tone
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 22050
@@ -652,14 +652,9 @@ def test_an_ogg_whose_last_page_counts_more_than_it_holds_decodes(tmp_path):
 
     full = tmp_path / "full.ogg"
     sf.write(full, noisy_tone(6.0, SR), SR, format="OGG", subtype="VORBIS")
-    with open(full, "rb") as f:
-        pages = []
-        while f.peek(1):
-            pages.append(OggPage(f))
-    assert pages[-1].last
-    pages[-1].position += 3000  # granule position; OggPage.write recomputes the CRC
-    path = tmp_path / "overcounted.ogg"
-    path.write_bytes(b"".join(p.write() for p in pages))
+    path = shift_ogg_page(full, tmp_path / "overcounted.ogg", -1, 3000)  # the last page
+    with open(path, "rb") as f:
+        assert OggPage.find_last(f, OggPage(f).serial).last  # still ends with its end-of-stream page
     assert sf.info(str(path)).frames > len(sf.read(str(path))[0]) + 2000  # libsndfile falls short
     whole, y = load_audio(full, sr=SR), load_audio(path, sr=SR)
     assert len(y) >= len(whole)  # the last page is no longer trimmed to the count: a few samples more
@@ -673,18 +668,10 @@ def test_an_opus_file_whose_page_positions_jump_decodes_to_its_end(tmp_path, shi
     the source's timestamps have a gap. libsndfile fails there ("file is malformed", 5.5 s into a
     60 s file, which genrekit called corrupt); FFmpeg and players decode it. genrekit goes on with
     FFmpeg from where libsndfile stopped."""
-    from mutagen.ogg import OggPage
-
     sr = 48000
     full = tmp_path / "full.opus"
     sf.write(full, noisy_tone(6.0, sr), sr, format="OGG", subtype="OPUS")
-    with open(full, "rb") as f:
-        pages = []
-        while f.peek(1):
-            pages.append(OggPage(f))
-    pages[len(pages) // 2].position += shift  # OggPage.write recomputes the CRC
-    path = tmp_path / "jump.opus"
-    path.write_bytes(b"".join(p.write() for p in pages))
+    path = shift_ogg_page(full, tmp_path / "jump.opus", None, shift)
     with pytest.raises(RuntimeError, match="malformed"):
         sf.read(str(path))  # libsndfile gives up in the middle
     whole, y = load_audio(full, sr=sr), load_audio(path, sr=sr)
@@ -709,7 +696,15 @@ def test_a_corrupt_ogg_that_ffmpeg_cannot_decode_either_is_corrupt(tmp_path, mon
         yield np.zeros((sr, 1), np.float32)
         raise RuntimeError("bad packet")
 
-    monkeypatch.setattr(audio._SoundfileReader, "blocks", failing)
+    reads = []
+
+    def read_then_fail(self, *args, **kwargs):  # libsndfile: one good block, then an error mid-file
+        reads.append(1)
+        if len(reads) > 1:
+            raise RuntimeError("bad packet")
+        return np.zeros((sr, 1), np.float32)
+
+    monkeypatch.setattr(sf.SoundFile, "read", read_then_fail)
     monkeypatch.setattr(audio._PyAVReader, "blocks", failing)
     with pytest.raises(CorruptAudioError) as e:
         load_audio(path, sr=sr)

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from genrekit.cli import main
+from tests.conftest import shift_ogg_page
 
 SR = 48000
 
@@ -22,19 +23,11 @@ SR = 48000
 def jumping_opus(path, seconds: float = 8.0):
     """An Opus file with one page's granule position 488 samples ahead of its packets, as
     ``ffmpeg -i race1-jt.ogg race1-jt.opus`` writes it: libsndfile stops there ("malformed")."""
-    from mutagen.ogg import OggPage
-
     t = np.arange(int(seconds * SR)) / SR
     rng = np.random.default_rng(0)
     y = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2 + 0.02 * rng.standard_normal(len(t))
     sf.write(path, y.astype(np.float32), SR, format="OGG", subtype="OPUS")
-    with open(path, "rb") as f:
-        pages = []
-        while f.peek(1):
-            pages.append(OggPage(f))
-    pages[len(pages) // 2].position += 488
-    path.write_bytes(b"".join(p.write() for p in pages))
-    return path
+    return shift_ogg_page(path, path, None, 488)
 
 
 MIDI = (b"MThd" + struct.pack(">IHHH", 6, 0, 1, 96) + b"MTrk" + struct.pack(">I", 12)
