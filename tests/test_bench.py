@@ -306,3 +306,29 @@ def test_results_csv_widens_for_a_new_column_without_shifting_old_values(tmp_pat
     assert [(r["date"], r["value"], r["extra"]) for r in rows] == [
         ("d1", "1", ""), ("d2", "2", ""), ("d3", "3", "x"), ("d4", "4", "")]
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_c_grid_chooses_the_prior_scale_whose_inner_cv_scores_best(monkeypatch):
+    import numpy as np
+
+    from genrekit.training import transfer
+
+    bench = _bench("c_grid")
+    labels = ["blues", "jazz", "rock"]
+    y = np.array([0, 1, 2, 0, 1, 2])
+    right, wrong = np.eye(3)[y] * 5, np.eye(3)[(y + 1) % 3] * 5
+    inner = {0.5: (0.01, right), 1.0: (0.1, wrong), 2.0: (1.0, right * 0.2)}  # 0.5 and 2 tie; 0.5 is surer
+
+    def scripted_choose_C(spec, train, extra, labels_, seed):
+        C, logits = inner[spec.prior_scale]
+        return C, logits, y
+
+    monkeypatch.setattr(bench.transfer, "choose_C", scripted_choose_C)
+    specs = bench.specs_of(transfer.HeadSpec(inputs=["MSD_musicnn/tags"], prior="msd"),
+                           bench.Row("test", (0.01, 0.1, 1.0), (1.0, 2.0, 0.5)))
+    spec, C = bench.choose(specs, [], [], labels, 0)
+    assert (spec.prior_scale, C) == (0.5, 0.01) and spec is specs[2]
+    assert [s.C for s in specs] == [[0.01, 0.1, 1.0]] * 3
+    names = [r.name for r in bench.rows_to_try()]
+    assert len(names) == len(set(names)) and any("(shipped)" in n for n in names)
+    assert bench.SHIPPED_SCALE == transfer.TransferConfig.from_file(REPO / "configs" / "default_model.yaml").head.prior_scale

@@ -248,6 +248,24 @@ def test_strong_penalty_keeps_the_prior():
     assert all(labels[head.predict_proba(f).argmax()] == g for f, g in zip(feats, y))
 
 
+def test_the_recipes_prior_scale_multiplies_the_prior_the_head_keeps():
+    from genrekit.training.transfer import HeadSpec, LabeledTrack, fit_head
+
+    rng = np.random.default_rng(0)
+    tracks = [LabeledTrack(str(i), f"{i}.wav", g, f"artist {i}", "cv", "folder", {
+        MSD_TAGS: tag_matrix("MSD_musicnn", {g: 0.6, "jazz" if g != "jazz" else "rock": rng.uniform(0.1, 0.5)},
+                             segments=4)}) for i, g in enumerate(["blues", "jazz", "rock"] * 4)]
+    labels = ["blues", "jazz", "rock"]
+    spec = HeadSpec(inputs=[MSD_TAGS], prior="msd")
+    plain, scaled = (fit_head(dataclasses.replace(spec, prior_scale=s), tracks, labels, 1e-6) for s in (1.0, 0.5))
+    features = tracks[0].features
+    assert np.allclose(scaled.prior.segment_logits(features), 0.5 * plain.prior.segment_logits(features))
+    # with the residual held at nothing, the track's logits are the scaled prior's (up to the bias)
+    halved = scaled.logits(features) - scaled.bias
+    assert np.allclose(halved, 0.5 * (plain.logits(features) - plain.bias), atol=1e-4)
+    assert TrackHead.from_dict(json.loads(json.dumps(scaled.to_dict()))).prior.scale == 0.5
+
+
 def test_genre_without_training_tracks():
     tracks, y = synthetic_tracks(key=MSD_TAGS)
     head = fit_track_head(tracks, y, ["blues", "jazz", "pop", "rock"], [MSD_TAGS], C=0.1)

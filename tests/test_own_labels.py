@@ -62,7 +62,11 @@ def test_a_label_without_tracks_is_kept_when_the_prior_names_it(own_folder, no_f
 
 @pytest.mark.parametrize("changes, message", [
     ({"head": {"C": 0.1}}, "head.C must be a list of positive numbers"),
+    ({"head": {"prior_scale": 0}}, "head.prior_scale must be a positive number, not 0"),
+    ({"head": {"prior_scale": "0.7"}}, "head.prior_scale must be a positive number, not '0.7'"),
+    ({"head": {"prior_scale": True}}, "head.prior_scale must be a positive number, not True"),
     ({"folds": "three"}, "folds must be an integer >= 2, not 'three'"),
+    ({"cv_repeats": 0}, "cv_repeats must be an integer >= 1, not 0"),
     ({"min_confidence": "0.2"}, "min_confidence must be in"),
     ({"labels": ["chill", "chill"]}, r"labels name a label twice: \['chill'\]"),
     ({"labels": "chill"}, "labels must be a list"),
@@ -111,15 +115,26 @@ def test_train_prints_the_C_each_fold_chose(tmp_path, monkeypatch, capsys):
 
     report = {"balanced_accuracy": 0.9, "balanced_accuracy_ci": [0.8, 1.0], "macro_f1": 0.9, "accuracy": 0.9,
               "per_class": {"chill": {"recall": 1.0}, "loud": {"recall": 0.8}}, "C_per_fold": [0.1, 0.3, 0.3],
-              "calibration": {"ece_before": 0.1, "ece_after": 0.05}}
+              "calibration": {"ece_before": 0.1, "ece_after": 0.05},
+              "repeated": {"splits": 2, "balanced_accuracy_mean": 0.85, "balanced_accuracy_sd": 0.05,
+                           "balanced_accuracy_per_split": [0.9, 0.8], "macro_f1_mean": 0.8,
+                           "per_class": {"chill": {"recall": 0.75}, "loud": {"recall": 0.95}},
+                           "C_chosen": {"0.1": 2, "0.3": 4}}}
     fake = transfer.TransferResult(tmp_path / "m.onnx", report, None,
                                    {"cv_metrics": {"cv_tracks": 9}, "head": {"meta": {"C": 0.3}}})
     monkeypatch.setattr(transfer, "train_transfer", lambda config, progress: fake)
     (tmp_path / "r.yaml").write_text(f"kind: transfer\nsources: [{{spec: 'folder:{tmp_path}'}}]\nfolds: 3\n"
                                      "head: {C: [0.1, 0.3]}\n")
     assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "C chosen by inner CV in the 6 folds of 2 splits: 0.1 ×2, 0.3 ×4; the model's head: C 0.3 (from [0.1, 0.3])" \
+        in out
+    del report["repeated"]
+    assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 0
     assert "C chosen by inner CV in each fold: 0.1, 0.3, 0.3; the model's head: C 0.3 (from [0.1, 0.3])" in \
         capsys.readouterr().out
+    assert ("over 2 fold splits: balanced accuracy 0.850 (SD 0.050; 0.900 0.800), macro-F1 0.800; per-genre recall "
+            "pooled: chill 0.75, loud 0.95") in out
 
 
 def test_an_existing_model_file_is_replaced_only_with_overwrite(tmp_path, monkeypatch, capsys):

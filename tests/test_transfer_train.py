@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
             sf.write(root / "music" / genre / f"{genre}{i}.wav", synthetic_track(genre, i, 6.0, SR), SR)
     made = nonmusic.generate_nonmusic(root / "nonmusic", 4, kinds=["noise", "tone", "click"], progress=False)
     config = TransferConfig(
-        name="tiny", out=str(root / "tiny.onnx"), features_cache=str(root / "cache"), folds=2,
+        name="tiny", out=str(root / "tiny.onnx"), features_cache=str(root / "cache"), folds=2, cv_repeats=3,
         sources=[{"spec": f"folder:{root / 'music'}"}],
         head={"inputs": ["MSD_musicnn/penultimate"], "prior": None, "C": [0.1]},
         detector={"nonmusic": f"manifest:{made.manifest}", "classes": "families", "C": 0.3,
@@ -49,6 +49,21 @@ def test_family_detector_is_written_with_its_training_data(trained):
     music = model.predict_file(root / "music" / "rock" / "rock0.wav").music_probability
     noise = model.predict_file(root / "nonmusic" / "noise" / "noise_0000.wav").music_probability
     assert 0.0 <= noise < music <= 1.0 and np.isfinite(model.not_music_threshold)
+
+
+def test_cv_repeats_report_every_split_and_the_first_keeps_its_cis(trained):
+    _, result = trained
+    cv = result.metadata["cv_metrics"]
+    rep = cv["repeated"]
+    assert cv["cv_repeats"] == rep["splits"] == 3 and rep["seeds"] == [0, 1, 2]
+    assert len(rep["balanced_accuracy_per_split"]) == len(rep["macro_f1_per_split"]) == 3
+    assert rep["balanced_accuracy_per_split"][0] == pytest.approx(cv["balanced_accuracy"], abs=1e-4)
+    assert rep["balanced_accuracy_mean"] == pytest.approx(np.mean(rep["balanced_accuracy_per_split"]), abs=1e-4)
+    assert rep["balanced_accuracy_sd"] == pytest.approx(np.std(rep["balanced_accuracy_per_split"]), abs=1e-4)
+    assert sum(rep["C_chosen"].values()) == 3 * 2  # every fold of every split
+    assert set(rep["per_class"]) == {"hiphop", "rock"} and rep["per_class"]["rock"]["support"] == 10
+    recall = np.mean([m["recall"] for m in rep["per_class"].values()])
+    assert recall == pytest.approx(rep["balanced_accuracy_mean"], abs=1e-4)  # same tracks in every split
 
 
 def test_short_files_get_the_per_patch_detector(trained):

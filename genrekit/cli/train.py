@@ -123,9 +123,20 @@ def _run_transfer(args) -> int:
           f"{cv['balanced_accuracy_ci'][1]:.2f}], macro-F1 {cv['macro_f1']:.3f}, accuracy {cv['accuracy']:.3f}")
     print("per-genre recall: " + ", ".join(f"{g} {m['recall']:.2f}" for g, m in cv["per_class"].items()
                                           if m["recall"] is not None))
+    if "repeated" in cv:
+        r = cv["repeated"]
+        print(f"over {r['splits']} fold splits: balanced accuracy {r['balanced_accuracy_mean']:.3f} "
+              f"(SD {r['balanced_accuracy_sd']:.3f}; {' '.join(f'{v:.3f}' for v in r['balanced_accuracy_per_split'])}), "
+              f"macro-F1 {r['macro_f1_mean']:.3f}; per-genre recall pooled: "
+              + ", ".join(f"{g} {m['recall']:.2f}" for g, m in r["per_class"].items() if m["recall"] is not None))
     print(f"calibration: ECE {cv['calibration']['ece_before']:.3f} before, {cv['calibration']['ece_after']:.3f} after")
-    print(f"C chosen by inner CV in each fold: {', '.join(f'{c:g}' for c in cv['C_per_fold'])}; "
-          f"the model's head: C {result.metadata['head']['meta']['C']:g} (from {list(config.head.C)})")
+    if "repeated" in cv:
+        chosen = ", ".join(f"{c} ×{n}" for c, n in cv["repeated"]["C_chosen"].items())
+        print(f"C chosen by inner CV in the {sum(cv['repeated']['C_chosen'].values())} folds of "
+              f"{cv['repeated']['splits']} splits: {chosen}; ", end="")
+    else:
+        print(f"C chosen by inner CV in each fold: {', '.join(f'{c:g}' for c in cv['C_per_fold'])}; ", end="")
+    print(f"the model's head: C {result.metadata['head']['meta']['C']:g} (from {list(config.head.C)})")
     if result.detector:
         d = result.detector
         print(f"not music: CV detects {d['not_music_detected']:.3f} of {d['n_not_music']} generated clips, "

@@ -16,8 +16,11 @@ The recipe behind the shipped model (``genrekit train --config configs/default_m
    held-out predictions give balanced accuracy, macro-F1 and per-genre recall with
    bootstrap CIs. Temperature: fold k's T is fitted on that inner CV's held-out logits
    (never on the fold it scores), and ECE is reported before and after.
-4. **The shipped head** is fitted on all tracks with the C chosen most often, its T
-   fitted on all outer held-out logits.
+   With ``cv_repeats: R`` this runs on R different fold splits: the first split's figures
+   keep their CIs, and each split's figures, their mean and SD, and per-genre recall and
+   precision pooled over the splits are reported too (:func:`repeated_report`).
+4. **The shipped head** is fitted on all tracks with the C chosen most often (over all
+   splits' folds), its T fitted on all outer held-out logits.
 5. **Not music.** A binary head (music / not music) on the same features, fitted on
    the music tracks and a generated non-music set (:mod:`genrekit.datasets.nonmusic`),
    per 3 s segment; its threshold keeps CV false alarms on music at or below
@@ -86,7 +89,7 @@ PRIORS = {"msd": ("MSD_musicnn",), "msd_proxy": ("MSD_musicnn",), "msd_fill": ("
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """The genre head: inputs (``<network>/<kind>``), pooling, tag prior, C grid, class balance."""
+    """The genre head: inputs (``<network>/<kind>``), pooling, tag prior and its scale, C grid, class balance."""
 
     inputs: list = field(default_factory=lambda: ["MSD_musicnn/penultimate", "MSD_musicnn/tags"])
     pooling: str = "mean"
@@ -94,11 +97,15 @@ class HeadSpec:
     C: list = field(default_factory=lambda: [0.01, 0.1, 1.0])
     class_balance: str = "weight"        # weight, artist or none (genrekit.heads.class_weights)
     patch_strides: dict = field(default_factory=dict)  # network -> k: run it on every k-th patch only
+    prior_scale: float = 1.0  # multiplies the prior's logits (its tag log-odds) before the residual is fitted
 
     def __post_init__(self):
         check_inputs(self.inputs, "head.inputs", allow_empty=True)  # [] : the tag prior alone
         if self.prior is not None and self.prior not in PRIORS:
             raise ConfigError(f"head.prior must be one of {', '.join(PRIORS)} or null, not {self.prior!r}")
+        if (not isinstance(self.prior_scale, (int, float)) or isinstance(self.prior_scale, bool)
+                or not 0 < self.prior_scale < float("inf")):
+            raise ConfigError(f"head.prior_scale must be a positive number, not {self.prior_scale!r}")
         if not isinstance(self.C, (list, tuple)) or not self.C or any(
                 not isinstance(c, (int, float)) or isinstance(c, bool) or c <= 0 for c in self.C):
             raise ConfigError(f"head.C must be a list of positive numbers (the grid CV chooses from), not {self.C!r}")
@@ -181,6 +188,7 @@ class TransferConfig:
     detector: DetectorSpec = field(default_factory=DetectorSpec)
     min_confidence: float = 0.25
     folds: int = 5
+    cv_repeats: int = 1          # fold splits (seeds seed, seed + 1, ...): one split's figures are noisy
     seed: int = 0
     n_boot: int = 2000
     features_cache: str = "runs/transfer/features"
@@ -201,6 +209,8 @@ class TransferConfig:
             raise ConfigError(f"min_confidence must be in [0, 1), not {self.min_confidence!r}")
         if not isinstance(self.folds, int) or isinstance(self.folds, bool) or self.folds < 2:
             raise ConfigError(f"folds must be an integer >= 2, not {self.folds!r}")
+        if not isinstance(self.cv_repeats, int) or isinstance(self.cv_repeats, bool) or self.cv_repeats < 1:
+            raise ConfigError(f"cv_repeats must be an integer >= 1, not {self.cv_repeats!r}")
         self.feature_config()  # checks the overrides
         if self.detector.classes not in DETECTOR_CLASSES:
             raise ConfigError(f"detector.classes must be one of {DETECTOR_CLASSES}, not {self.detector.classes!r}")
@@ -374,10 +384,11 @@ def _network_outputs(path, networks: list[str], iter_patches, load_tagger) -> di
 # ---------------------------------------------------------------- heads and folds
 
 
-def make_prior(kind: str | None, labels: list[str]):
+def make_prior(kind: str | None, labels: list[str], scale: float = 1.0):
     """The tag-name prior (:data:`genrekit.heads.GENRE_TAGS`) restricted to the taggers of ``kind``
     (:data:`PRIORS`); ``msd_proxy`` also gives genres without a tag their :data:`~genrekit.heads.PROXY_TAGS`;
-    ``msd_fill`` uses MTT's tags only for genres that no MSD tag names (classical); ``msd_proxy_fill`` both."""
+    ``msd_fill`` uses MTT's tags only for genres that no MSD tag names (classical); ``msd_proxy_fill`` both.
+    ``scale`` multiplies its logits (:class:`~genrekit.heads.TagPrior`)."""
     from ..heads import GENRE_TAGS, PROXY_TAGS, TagPrior
 
     if kind is None:
@@ -391,14 +402,14 @@ def make_prior(kind: str | None, labels: list[str]):
     if kind.endswith("_fill"):
         mapping = {g: {"MSD_musicnn": per["MSD_musicnn"]} if per.get("MSD_musicnn") else per
                    for g, per in mapping.items()}
-    return TagPrior(labels, mapping)
+    return TagPrior(labels, mapping, scale=scale)
 
 
 def fit_head(spec: HeadSpec, tracks: list, labels: list[str], C: float):
     from ..heads import fit_track_head
 
     return fit_track_head([t.features for t in tracks], [t.label for t in tracks], labels, spec.inputs,
-                          spec.pooling, C, spec.class_balance, make_prior(spec.prior, labels),
+                          spec.pooling, C, spec.class_balance, make_prior(spec.prior, labels, spec.prior_scale),
                           groups=[group_of(t) for t in tracks], patch_strides=spec.patch_strides)
 
 
@@ -508,6 +519,28 @@ def cv_report(cv: dict, labels: list[str], n_boot: int, seed: int, min_confidenc
                             if confident.any() else None}
     report["C_per_fold"] = cv["C"]
     return report
+
+
+def repeated_report(cvs: list[dict], labels: list[str], seed: int) -> dict:
+    """Figures over several fold splits: balanced accuracy, macro-F1 and accuracy of each split with their
+    mean and SD, and per-genre recall and precision pooled over the splits' held-out predictions."""
+    from ..metrics import balanced_accuracy, macro_f1
+
+    k = len(labels)
+    preds = [cv["logits"].argmax(1) for cv in cvs]
+    per_split = {"balanced_accuracy": [balanced_accuracy(cv["y"], p, k) for cv, p in zip(cvs, preds)],
+                 "macro_f1": [macro_f1(cv["y"], p, k) for cv, p in zip(cvs, preds)],
+                 "accuracy": [float((cv["y"] == p).mean()) for cv, p in zip(cvs, preds)]}
+    y, p = np.concatenate([cv["y"] for cv in cvs]), np.concatenate(preds)
+    per_class = {g: {"recall": float((p[y == i] == i).mean()) if (y == i).any() else None,
+                     "precision": float((y[p == i] == i).mean()) if (p == i).any() else None,
+                     "support": int((cvs[0]["y"] == i).sum())} for i, g in enumerate(labels)}
+    return {"splits": len(cvs), "seeds": [seed + r for r in range(len(cvs))],
+            **{f"{name}_per_split": [round(float(v), 4) for v in values] for name, values in per_split.items()},
+            **{f"{name}_mean": float(np.mean(values)) for name, values in per_split.items()},
+            **{f"{name}_sd": float(np.std(values)) for name, values in per_split.items()},
+            "per_class": per_class,
+            "C_chosen": {f"{c:g}": n for c, n in sorted(Counter(c for cv in cvs for c in cv["C"]).items())}}
 
 
 # ---------------------------------------------------------------- the music / not-music detector
@@ -637,10 +670,14 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
     cv_tracks = [t for t in tracks if t.role == "cv"]
     extra = [t for t in tracks if t.role == "train"]
     _check_folds(cv_tracks, config.folds)
-    cv = cross_validate(config.head, cv_tracks, extra, labels, config.folds, config.seed)
-    report = cv_report(cv, labels, config.n_boot, config.seed, config.min_confidence)
-    C = Counter(cv["C"]).most_common(1)[0][0]
-    head = with_temperature(fit_head(config.head, tracks, labels, C), fit_temperature(cv["logits"], cv["y"]))
+    cvs = [cross_validate(config.head, cv_tracks, extra, labels, config.folds, config.seed + r)
+           for r in range(config.cv_repeats)]
+    report = cv_report(cvs[0], labels, config.n_boot, config.seed, config.min_confidence)
+    if len(cvs) > 1:
+        report["repeated"] = repeated_report(cvs, labels, config.seed)
+    C = Counter(c for cv in cvs for c in cv["C"]).most_common(1)[0][0]
+    T = fit_temperature(np.concatenate([cv["logits"] for cv in cvs]), np.concatenate([cv["y"] for cv in cvs]))
+    head = with_temperature(fit_head(config.head, tracks, labels, C), T)
     detector, detector_summary, threshold, short_detector = _detector(config, tracks, progress)
     metadata = {
         "kind": "track_head", "name": config.name, "genrekit_version": __version__,
@@ -652,13 +689,18 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
         "training_data": _training_data(tracks, notes, failures, labels, config.feature_config().sr),
         "cv_metrics": {k: v for k, v in report.items() if k != "confusion_matrix"} | {
             "design": f"{'+'.join(config.head.inputs)}, {config.head.pooling} pooling, prior "
-                      f"{config.head.prior}, C chosen per fold from {config.head.C}",
-            "folds": config.folds, "cv_tracks": len(cv_tracks), "training_only_tracks": len(extra),
+                      f"{config.head.prior}{_scale_note(config.head)}, C chosen per fold from {config.head.C}",
+            "folds": config.folds, "cv_repeats": config.cv_repeats, "cv_tracks": len(cv_tracks),
+            "training_only_tracks": len(extra),
             "confusion_matrix": report["confusion_matrix"]},
         "detector_metrics": detector_summary, "train_seconds": round(time.time() - started, 1),
     }
     out = _write_model(config, metadata)
     return TransferResult(out, report, detector_summary, metadata)
+
+
+def _scale_note(spec: HeadSpec) -> str:
+    return f" scaled by {spec.prior_scale:g}" if spec.prior is not None and spec.prior_scale != 1 else ""
 
 
 def check_labels(config: TransferConfig, tracks: list, labels: list[str]) -> None:
