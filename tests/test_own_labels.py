@@ -65,6 +65,7 @@ def test_a_label_without_tracks_is_kept_when_the_prior_names_it(own_folder, no_f
     ({"head": {"prior_scale": 0}}, "head.prior_scale must be a positive number, not 0"),
     ({"head": {"prior_scale": "0.7"}}, "head.prior_scale must be a positive number, not '0.7'"),
     ({"head": {"prior_scale": True}}, "head.prior_scale must be a positive number, not True"),
+    ({"head": {"prior": None, "prior_scale": 0.7}}, "head.prior_scale 0.7 scales the tag prior, and head.prior is null"),
     ({"folds": "three"}, "folds must be an integer >= 2, not 'three'"),
     ({"cv_repeats": 0}, "cv_repeats must be an integer >= 1, not 0"),
     ({"min_confidence": "0.2"}, "min_confidence must be in"),

@@ -106,6 +106,8 @@ class HeadSpec:
         if (not isinstance(self.prior_scale, (int, float)) or isinstance(self.prior_scale, bool)
                 or not 0 < self.prior_scale < float("inf")):
             raise ConfigError(f"head.prior_scale must be a positive number, not {self.prior_scale!r}")
+        if self.prior is None and self.prior_scale != 1:
+            raise ConfigError(f"head.prior_scale {self.prior_scale} scales the tag prior, and head.prior is null")
         if not isinstance(self.C, (list, tuple)) or not self.C or any(
                 not isinstance(c, (int, float)) or isinstance(c, bool) or c <= 0 for c in self.C):
             raise ConfigError(f"head.C must be a list of positive numbers (the grid CV chooses from), not {self.C!r}")
