@@ -128,6 +128,7 @@ def test_train_prints_the_C_each_fold_chose(tmp_path, monkeypatch, capsys):
                                      "head: {C: [0.1, 0.3]}\n")
     assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 0
     out = capsys.readouterr().out
+    assert "CV (9 tracks, 3 artist-grouped folds, first of 2 fold splits): balanced accuracy 0.900" in out
     assert "C chosen by inner CV in the 6 folds of 2 splits: 0.1 ×2, 0.3 ×4; the model's head: C 0.3 (from [0.1, 0.3])" \
         in out
     del report["repeated"]

@@ -118,7 +118,8 @@ def _run_transfer(args) -> int:
         raise ConfigError(f"{config.out} exists: give --overwrite to replace that model file, or another --out")
     result = train_transfer(config, progress=not args.quiet)
     cv = result.cv
-    print(f"CV ({result.metadata['cv_metrics']['cv_tracks']} tracks, {config.folds} artist-grouped folds): "
+    first = f", first of {cv['repeated']['splits']} fold splits" if "repeated" in cv else ""
+    print(f"CV ({result.metadata['cv_metrics']['cv_tracks']} tracks, {config.folds} artist-grouped folds{first}): "
           f"balanced accuracy {cv['balanced_accuracy']:.3f} [{cv['balanced_accuracy_ci'][0]:.2f}-"
           f"{cv['balanced_accuracy_ci'][1]:.2f}], macro-F1 {cv['macro_f1']:.3f}, accuracy {cv['accuracy']:.3f}")
     print("per-genre recall: " + ", ".join(f"{g} {m['recall']:.2f}" for g, m in cv["per_class"].items()
