@@ -11,6 +11,8 @@ changes only what C and the scale may be:
 
 - ``C from <values>``: the inner CV picks C from these values (nested, an honest estimate);
 - ``prior scale from <values>``: the inner CV picks the scale too, jointly with C (nested);
+- ``average of every head``: nothing is chosen; the logits of the heads at every C and scale
+  are averaged (the average of linear heads on the same inputs is one linear head);
 - ``fixed``: one value for every fold. Chosen by looking at these rows, a fixed value would be
   tuned on the very folds it is scored on; these rows show the landscape, not a design.
 
@@ -50,6 +52,7 @@ class Row:
     name: str
     C: tuple
     scales: tuple = (1.0,)
+    average: bool = False  # average the logits of every (C, scale) head instead of choosing one
 
 
 def rows_to_try() -> list[Row]:
@@ -59,7 +62,10 @@ def rows_to_try() -> list[Row]:
              Row(f"{fine}, prior scale from 0.5 0.7 0.85 1", FINE_GRID, (0.5, 0.7, 0.85, 1.0)),
              Row("C from " + " ".join(map(str, OLD_GRID)) + ", prior scale 1", OLD_GRID)]
             + [Row(f"{fine}, fixed prior scale {s:g}", FINE_GRID, (s,)) for s in (0.5, 0.6, 0.85, 1.5)]
-            + [Row(f"fixed C 0.015, fixed prior scale {s:g}", (0.015,), (s,)) for s in (1.0, SHIPPED_SCALE)])
+            + [Row(f"fixed C 0.015, fixed prior scale {s:g}", (0.015,), (s,)) for s in (1.0, SHIPPED_SCALE)]
+            + [Row(f"average of every head: {fine}, prior scale 1", FINE_GRID, (1.0,), average=True),
+               Row(f"average of every head: {fine}, prior scale 0.5 0.7 0.85 1", FINE_GRID, (0.5, 0.7, 0.85, 1.0),
+                   average=True)])
 
 
 def specs_of(head, row: Row) -> list:
@@ -80,16 +86,21 @@ def choose(specs: list, train: list, extra: list, labels: list[str], seed: int):
 
 
 def fold_predictions(specs: list, cv_tracks: list, extra: list, labels: list[str], fold: np.ndarray,
-                     seed: int, subset=lambda train: train):
-    """Held-out genre of every CV track, and the (C, scale) each fold chose."""
+                     seed: int, subset=lambda train: train, average: bool = False):
+    """Held-out genre of every CV track, and the (C, scale) each fold chose (none when ``average``:
+    the logits of every spec's head at every C of its grid are averaged)."""
     pred, chosen = np.zeros(len(cv_tracks), dtype=int), []
     for k in range(fold.max() + 1):
         test = [t for t, f in zip(cv_tracks, fold) if f == k]
         train = subset([t for t, f in zip(cv_tracks, fold) if f != k])
-        spec, C = choose(specs, train, extra, labels, seed)
-        chosen.append((C, spec.prior_scale))
-        head = transfer.fit_head(spec, train + transfer.extra_for(extra, test), labels, C)
-        pred[fold == k] = transfer.logits_of(head, test).argmax(1)
+        fit_on = train + transfer.extra_for(extra, test)
+        if average:
+            heads = [transfer.fit_head(spec, fit_on, labels, C) for spec in specs for C in spec.C]
+        else:
+            spec, C = choose(specs, train, extra, labels, seed)
+            chosen.append((C, spec.prior_scale))
+            heads = [transfer.fit_head(spec, fit_on, labels, C)]
+        pred[fold == k] = np.mean([transfer.logits_of(head, test) for head in heads], axis=0).argmax(1)
     return pred, chosen
 
 
@@ -97,13 +108,15 @@ def outer_folds(cv_tracks: list, n_folds: int, seed: int) -> np.ndarray:
     return transfer.group_folds([t.label for t in cv_tracks], [transfer.group_of(t) for t in cv_tracks], n_folds, seed)
 
 
-def plain_cv(specs: list, cv_tracks: list, extra: list, labels: list[str], splits: int, folds: int) -> dict:
+def plain_cv(specs: list, cv_tracks: list, extra: list, labels: list[str], splits: int, folds: int,
+             average: bool = False) -> dict:
     from genrekit.metrics import balanced_accuracy, macro_f1
 
     y = np.array([labels.index(t.label) for t in cv_tracks])
     scores, f1s, preds, chosen = [], [], [], Counter()
     for seed in range(splits):
-        pred, picked = fold_predictions(specs, cv_tracks, extra, labels, outer_folds(cv_tracks, folds, seed), seed)
+        pred, picked = fold_predictions(specs, cv_tracks, extra, labels, outer_folds(cv_tracks, folds, seed), seed,
+                                        average=average)
         scores.append(balanced_accuracy(y, pred, len(labels)))
         f1s.append(macro_f1(y, pred, len(labels)))
         preds.append(pred)
@@ -113,7 +126,8 @@ def plain_cv(specs: list, cv_tracks: list, extra: list, labels: list[str], split
             "recall": {g: float((p[ys == k] == k).mean()) for k, g in enumerate(labels)}}
 
 
-def scarce(specs: list, cv_tracks: list, extra: list, labels: list[str], repeats: int, folds: int) -> dict:
+def scarce(specs: list, cv_tracks: list, extra: list, labels: list[str], repeats: int, folds: int,
+           average: bool = False) -> dict:
     """Recall and precision of a genre kept to 2 training tracks, averaged over the probe genres."""
     y = np.array([labels.index(t.label) for t in cv_tracks])
     recalls, precisions = [], []
@@ -122,7 +136,7 @@ def scarce(specs: list, cv_tracks: list, extra: list, labels: list[str], repeats
         others = [t for t in extra if t.label != genre]
         keep_two = partial(scarce_subset, genre=genre, shots=2, rng=rng)
         preds = [fold_predictions(specs, cv_tracks, others, labels, outer_folds(cv_tracks, folds, seed), seed,
-                                  keep_two)[0] for seed in range(repeats)]
+                                  keep_two, average)[0] for seed in range(repeats)]
         ys, p = np.tile(y, repeats), np.concatenate(preds)
         recalls.append((p[ys == g] == g).mean())
         precisions.append((ys[p == g] == g).mean() if (p == g).any() else np.nan)
@@ -139,7 +153,7 @@ def markdown(rows: list[dict], labels: list[str], command: str, splits: int, mac
              "them too; the honest figure for choosing a scale is the row where the inner CV picks it.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        chosen = ", ".join(f"{c:g}, {s:g}: {n}" for (c, s), n in sorted(r["chosen"].items()))
+        chosen = ", ".join(f"{c:g}, {s:g}: {n}" for (c, s), n in sorted(r["chosen"].items())) or "none (averaged)"
         lines.append("| " + " | ".join([r["name"], f"{r['mean']:.3f} ({r['sd']:.3f})", r["paired"],
                                         f"{r['macro_f1']:.3f}"] + [f"{r['recall'][g]:.2f}" for g in labels]
                                        + [f"{r['held_out']:.3f}", f"{r['scarce_recall']:.3f}",
@@ -160,10 +174,10 @@ def main():
     rows, first = [], None
     for row in rows_to_try():
         specs, name = specs_of(config.head, row), row.name
-        r = plain_cv(specs, cv_tracks, extra, config.labels, args.fold_splits, config.folds)
+        r = plain_cv(specs, cv_tracks, extra, config.labels, args.fold_splits, config.folds, row.average)
         first = r["scores"] if first is None else first
         diff = r["scores"] - first
-        s = scarce(specs, cv_tracks, extra, config.labels, args.scarce_repeats, config.folds)
+        s = scarce(specs, cv_tracks, extra, config.labels, args.scarce_repeats, config.folds, row.average)
         row = {"name": name, "mean": float(r["scores"].mean()), "sd": float(r["scores"].std()),
                "paired": f"{diff.mean():+.3f} ({int((diff > 0).sum())}/{int((diff < 0).sum())})",
                "macro_f1": r["macro_f1"], "recall": r["recall"], "held_out": held_out_estimate(r["recall"]),

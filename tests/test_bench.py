@@ -332,3 +332,33 @@ def test_c_grid_chooses_the_prior_scale_whose_inner_cv_scores_best(monkeypatch):
     names = [r.name for r in bench.rows_to_try()]
     assert len(names) == len(set(names)) and any("(shipped)" in n for n in names)
     assert bench.SHIPPED_SCALE == transfer.TransferConfig.from_file(REPO / "configs" / "default_model.yaml").head.prior_scale
+
+
+def test_c_grid_average_rows_average_every_heads_logits_and_choose_nothing(monkeypatch):
+    import numpy as np
+    import pytest
+
+    from genrekit.training import transfer
+
+    bench = _bench("c_grid")
+    tracks = _synthetic_tracks(n_per_genre=4)
+    labels = ["blues", "jazz", "rock"]
+    fitted = []
+
+    def scripted_fit(spec, train, labels_, C):
+        fitted.append((spec.prior_scale, C))
+        return (spec.prior_scale, C)
+
+    def scripted_logits(head, test):  # each head favours one genre; only the average favours rock
+        favourite = {(1.0, 0.1): 0, (1.0, 1.0): 1, (0.5, 0.1): 2, (0.5, 1.0): 2}[head]
+        return np.tile(np.eye(3)[favourite] * (3 if favourite < 2 else 2), (len(test), 1))
+
+    monkeypatch.setattr(bench.transfer, "fit_head", scripted_fit)
+    monkeypatch.setattr(bench.transfer, "logits_of", scripted_logits)
+    monkeypatch.setattr(bench, "choose", lambda *a: pytest.fail("an average row chooses nothing"))
+    specs = bench.specs_of(transfer.HeadSpec(inputs=["MSD_musicnn/tags"], prior="msd"),
+                           bench.Row("avg", (0.1, 1.0), (1.0, 0.5), average=True))
+    fold = np.arange(len(tracks)) % 2
+    pred, chosen = bench.fold_predictions(specs, tracks, [], labels, fold, 0, average=True)
+    assert chosen == [] and (pred == 2).all()
+    assert sorted(set(fitted)) == [(0.5, 0.1), (0.5, 1.0), (1.0, 0.1), (1.0, 1.0)] and len(fitted) == 8
