@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fewshot_cv import scarce_subset  # noqa: E402
 from scarce_ideas import bench_parser, bench_setup, held_out_estimate, transfer  # noqa: E402
+from transfer_cv import outer_folds  # noqa: E402
 
 OLD_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)  # shipped until 2026-12-03
 FINE_GRID = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05)
@@ -74,14 +75,12 @@ def specs_of(head, row: Row) -> list:
 
 def choose(specs: list, train: list, extra: list, labels: list[str], seed: int):
     """The spec (prior scale) and C whose inner CV scores best, as :func:`transfer.choose_C` does for C alone."""
-    from genrekit.metrics import balanced_accuracy, nll_logits
-
     best = None
     for spec in specs:
         C, inner, y = transfer.choose_C(spec, train, extra, labels, seed)
-        key = (round(balanced_accuracy(y, inner.argmax(1), len(labels)), 6), -nll_logits(inner, y))
-        if best is None or key > best[0]:
-            best = (key, spec, C)
+        rank = transfer.inner_cv_rank(inner, y)
+        if best is None or rank > best[0]:
+            best = (rank, spec, C)
     return best[1], best[2]
 
 
@@ -102,10 +101,6 @@ def fold_predictions(specs: list, cv_tracks: list, extra: list, labels: list[str
             heads = [transfer.fit_head(spec, fit_on, labels, C)]
         pred[fold == k] = np.mean([transfer.logits_of(head, test) for head in heads], axis=0).argmax(1)
     return pred, chosen
-
-
-def outer_folds(cv_tracks: list, n_folds: int, seed: int) -> np.ndarray:
-    return transfer.group_folds([t.label for t in cv_tracks], [transfer.group_of(t) for t in cv_tracks], n_folds, seed)
 
 
 def plain_cv(specs: list, cv_tracks: list, extra: list, labels: list[str], splits: int, folds: int,

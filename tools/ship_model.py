@@ -29,10 +29,6 @@ def _ci(report: dict, key: str) -> str:
     return f"{report[key]:.3f} (95 % CI {lo:.2f}–{hi:.2f})"
 
 
-def _recall(scores: dict) -> str:
-    return _score(scores, "recall")
-
-
 def _score(scores: dict, key: str) -> str:
     return "–" if scores.get(key) is None else f"{scores[key]:.2f}"
 
@@ -258,7 +254,7 @@ def card(meta: dict) -> str:
     rep = cv.get("repeated")
     pooled = (lambda g: f" {_score(rep['per_class'][g], 'recall')} | {_score(rep['per_class'][g], 'precision')} |"
               ) if rep else (lambda g: "")
-    rows = "\n".join(f"| {g} | {data['per_label'].get(g, 0)} | {m['support']} |{pooled(g)} {_recall(m)} | "
+    rows = "\n".join(f"| {g} | {data['per_label'].get(g, 0)} | {m['support']} |{pooled(g)} {_score(m, 'recall')} | "
                      f"{m['precision']:.2f} | {m['f1']:.2f} |" for g, m in cv["per_class"].items())
     nm = _latest(REPO / "bench" / "results" / "not_music.csv")
     nm_line = (f"On {nm['nonmusic_clips']} generated clips held out from the detector's training (other seeds, "

@@ -460,7 +460,7 @@ def extra_for(extra: list, test: list) -> list:
 def choose_C(spec: HeadSpec, train: list, extra: list, labels: list[str], seed: int, n_folds: int = 4):
     """C from ``spec.C`` by an inner artist-grouped CV of ``train`` (balanced accuracy, then NLL);
     returns ``(C, inner held-out logits at that C, their labels)``."""
-    from ..metrics import balanced_accuracy, encode, nll_logits
+    from ..metrics import encode
 
     y = encode([t.label for t in train], labels)
     groups = [group_of(t) for t in train]
@@ -478,9 +478,15 @@ def choose_C(spec: HeadSpec, train: list, extra: list, labels: list[str], seed: 
         fit_on = [t for t, f in zip(train, fold) if f != k] + extra_for(extra, test)
         for c in spec.C:
             inner[c][fold == k] = logits_of(fit_head(spec, fit_on, labels, c), test)
-    best = max(spec.C, key=lambda c: (round(balanced_accuracy(y, inner[c].argmax(1), len(labels)), 6),
-                                      -nll_logits(inner[c], y)))
+    best = max(spec.C, key=lambda c: inner_cv_rank(inner[c], y))
     return best, inner[best], y
+
+
+def inner_cv_rank(logits: np.ndarray, y: np.ndarray) -> tuple:
+    """How an inner CV's held-out logits rank against another setting's: balanced accuracy, then NLL."""
+    from ..metrics import balanced_accuracy, nll_logits
+
+    return round(balanced_accuracy(y, logits.argmax(1), logits.shape[1]), 6), -nll_logits(logits, y)
 
 
 def cross_validate(spec: HeadSpec, tracks: list, extra: list, labels: list[str], n_folds: int, seed: int) -> dict:
@@ -526,17 +532,16 @@ def cv_report(cv: dict, labels: list[str], n_boot: int, seed: int, min_confidenc
 def repeated_report(cvs: list[dict], labels: list[str], seed: int) -> dict:
     """Figures over several fold splits: balanced accuracy, macro-F1 and accuracy of each split with their
     mean and SD, and per-genre recall and precision pooled over the splits' held-out predictions."""
-    from ..metrics import balanced_accuracy, macro_f1
+    from ..metrics import accuracy, balanced_accuracy, macro_f1, per_class_scores
 
     k = len(labels)
     preds = [cv["logits"].argmax(1) for cv in cvs]
-    per_split = {"balanced_accuracy": [balanced_accuracy(cv["y"], p, k) for cv, p in zip(cvs, preds)],
-                 "macro_f1": [macro_f1(cv["y"], p, k) for cv, p in zip(cvs, preds)],
-                 "accuracy": [float((cv["y"] == p).mean()) for cv, p in zip(cvs, preds)]}
-    y, p = np.concatenate([cv["y"] for cv in cvs]), np.concatenate(preds)
-    per_class = {g: {"recall": float((p[y == i] == i).mean()) if (y == i).any() else None,
-                     "precision": float((y[p == i] == i).mean()) if (p == i).any() else None,
-                     "support": int((cvs[0]["y"] == i).sum())} for i, g in enumerate(labels)}
+    per_split = {name: [metric(cv["y"], p, k) for cv, p in zip(cvs, preds)] for name, metric in
+                 (("balanced_accuracy", balanced_accuracy), ("macro_f1", macro_f1), ("accuracy", accuracy))}
+    pooled = per_class_scores(np.concatenate([cv["y"] for cv in cvs]), np.concatenate(preds), k)
+    per_class = {g: {"recall": float(pooled["recall"][i]) if pooled["support"][i] else None,
+                     "precision": float(pooled["precision"][i]), "support": int(pooled["support"][i]) // len(cvs)}
+                 for i, g in enumerate(labels)}
     return {"splits": len(cvs), "seeds": [seed + r for r in range(len(cvs))],
             **{f"{name}_per_split": [round(float(v), 4) for v in values] for name, values in per_split.items()},
             **{f"{name}_mean": float(np.mean(values)) for name, values in per_split.items()},
