@@ -26,8 +26,10 @@ variability, and the track logits are again exactly the mean of the votes.
 
 **Zero-shot prior.** :data:`GENRE_TAGS` maps each GTZAN genre to the musicnn tags that
 name it or one of its sub-genres (chosen from the tag names alone, before looking at any
-result). For each segment and network the genre's score is the log-odds of the largest
-probability among its tags; networks are averaged; the track prior is the mean over
+result); any other label reads the tags named like it, case and punctuation ignored
+(:func:`named_tags`: FMA's "Folk" → "folk"), and a recipe's ``head.prior_tags`` maps the rest.
+For each segment and network the genre's score is the log-odds of the largest probability
+among its tags; networks are averaged; the track prior is the mean over
 segments (so the mean-of-segments property above holds). Genres with no tag get the
 constant ``untagged_logit``: **reggae** has no tag in either network, and **disco** none
 either (MSD has no "disco"; MTT's "dance" also covers techno and electronic dance music),
@@ -106,6 +108,49 @@ PROXY_TAGS: dict[str, dict[str, list[str]]] = {
 """Optional stand-ins for genres without a tag of their own (reggae has none at all)."""
 
 
+def label_key(name: str) -> str:
+    """How a label is matched to a genre or tag name: case and punctuation ignored.
+
+    >>> label_key("Hip-Hop"), label_key("hip hop"), label_key("Old-Time / Historic")
+    ('hiphop', 'hiphop', 'oldtimehistoric')
+    """
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def _entry(table: Mapping[str, dict], label: str) -> dict[str, list[str]] | None:
+    """``table``'s entry for ``label`` under any spelling (a copy), or None."""
+    for key, per in table.items():
+        if label_key(key) == label_key(label):
+            return {network: list(tags) for network, tags in per.items()}
+    return None
+
+
+def named_tags(label: str, networks: Sequence[str] = NETWORKS) -> dict[str, list[str]]:
+    """The tags of ``networks`` that name ``label``: the zero-shot prior's mapping for it.
+
+    A GTZAN genre under any spelling ("Hip-Hop", "hip hop") takes its :data:`GENRE_TAGS` entry,
+    which adds sub-genres ("rock" → "classic rock", "hard rock", ...). Any other label takes each
+    network's tags whose name is the label's, case and punctuation ignored: FMA's "Folk" → MSD's
+    "folk", "Electronic" → "electronic" in both networks. A recipe's ``head.prior_tags`` maps the rest.
+
+    >>> named_tags("Hip-Hop")
+    {'MSD_musicnn': ['Hip-Hop']}
+    >>> named_tags("Electronic")
+    {'MSD_musicnn': ['electronic'], 'MTT_musicnn': ['electronic']}
+    >>> named_tags("International")
+    {}
+    """
+    curated = _entry(GENRE_TAGS, label)
+    if curated is None:
+        curated = {n: [t for t in musicnn_tags(n) if label_key(t) == label_key(label)] for n in NETWORKS}
+    return {n: tags for n, tags in curated.items() if n in networks and tags}
+
+
+def proxy_tags(label: str) -> dict[str, list[str]]:
+    """:data:`PROXY_TAGS`' stand-ins for ``label`` under any spelling ("Disco" → disco's)."""
+    return _entry(PROXY_TAGS, label) or {}
+
+
 def musicnn_tags(network: str) -> list[str]:
     """The 50 tag names of a shipped musicnn network, read without importing torch."""
     if network not in NETWORKS:
@@ -155,7 +200,8 @@ class TagPrior:
     labels : list of str
         The head's genres, in output order.
     genre_tags : dict
-        genre → network → tag names. Genres of ``labels`` missing here are untagged.
+        genre → network → tag names. Genres of ``labels`` missing here are untagged. Default:
+        :func:`named_tags` of each label.
     tags : dict
         network → that network's 50 tag names in output order (default: the shipped lists).
     untagged_logit : float
@@ -167,7 +213,7 @@ class TagPrior:
     def __init__(self, labels: Sequence[str], genre_tags: Mapping | None = None, tags: Mapping | None = None,
                  untagged_logit: float = UNTAGGED_LOGIT, scale: float = 1.0):
         self.labels = list(labels)
-        genre_tags = GENRE_TAGS if genre_tags is None else genre_tags
+        genre_tags = {g: named_tags(g) for g in labels} if genre_tags is None else genre_tags
         self.genre_tags = {g: {n: list(t) for n, t in genre_tags.get(g, {}).items() if t} for g in self.labels}
         networks = sorted({n for per in self.genre_tags.values() for n in per})
         self.tags = {n: list(tags[n]) if tags and n in tags else musicnn_tags(n) for n in networks}
@@ -180,12 +226,8 @@ class TagPrior:
 
     @classmethod
     def with_proxies(cls, labels: Sequence[str], **kwargs) -> TagPrior:
-        """:data:`GENRE_TAGS` plus :data:`PROXY_TAGS` for genres that have no tag."""
-        merged = {g: dict(GENRE_TAGS.get(g, {})) for g in labels}
-        for g, per in PROXY_TAGS.items():
-            if g in merged and not merged[g]:
-                merged[g] = dict(per)
-        return cls(labels, merged, **kwargs)
+        """:func:`named_tags` plus :data:`PROXY_TAGS` for genres that have no tag."""
+        return cls(labels, {g: named_tags(g) or proxy_tags(g) for g in labels}, **kwargs)
 
     @property
     def inputs(self) -> list[str]:

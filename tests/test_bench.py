@@ -362,3 +362,51 @@ def test_c_grid_average_rows_average_every_heads_logits_and_choose_nothing(monke
     pred, chosen = bench.fold_predictions(specs, tracks, [], labels, fold, 0, average=True)
     assert chosen == [] and (pred == 2).all()
     assert sorted(set(fitted)) == [(0.5, 0.1), (0.5, 1.0), (1.0, 0.1), (1.0, 1.0)] and len(fitted) == 8
+
+
+def test_c_grid_first_seed_scores_other_fold_splits_and_says_they_were_not_chosen_on(monkeypatch):
+    import numpy as np
+
+    bench = _bench("c_grid")
+    tracks = _synthetic_tracks(n_per_genre=4)
+    labels = ["blues", "jazz", "rock"]
+    seen = []
+
+    def scripted_predictions(specs, cv_tracks, extra, labels_, fold, seed, subset=None, average=False):
+        seen.append(seed)
+        return np.array([labels.index(t.label) for t in cv_tracks]), []
+
+    monkeypatch.setattr(bench, "fold_predictions", scripted_predictions)
+    monkeypatch.setattr(bench, "outer_folds", lambda tracks_, folds, seed: np.zeros(len(tracks_), dtype=int))
+    bench.plain_cv([], tracks, [], labels, splits=3, folds=2, first_seed=10)
+    assert seen == [10, 11, 12]
+    fresh, chosen_on, overlapping = range(10, 20), range(0, 10), range(5, 15)
+    assert bench.results_name(fresh) == "c_grid_seeds10-19" and bench.results_name(chosen_on) == "c_grid"
+    assert "not flattered" in bench.caveat(fresh) and "10-19" in bench.caveat(fresh)
+    assert "landscape" in bench.caveat(chosen_on) and "landscape" in bench.caveat(overlapping)
+
+
+def test_fma_prior_scores_the_recipes_name_prior_against_none_on_the_labels_with_tracks(tmp_path):
+    import numpy as np
+
+    from genrekit.heads import musicnn_tags
+    from genrekit.training.transfer import LabeledTrack, TransferConfig
+
+    bench = _bench("fma_prior")
+    names, rng, tracks = musicnn_tags("MSD_musicnn"), np.random.default_rng(0), []
+    for g, tag in (("Folk", "folk"), ("Hip-Hop", "Hip-Hop"), ("Pop", "pop")):
+        for i in range(6):  # only the tag named like the genre tells them apart
+            tags = rng.uniform(0.01, 0.2, (3, 50))
+            tags[:, names.index(tag)] = 0.9
+            tracks.append(LabeledTrack(f"{g}{i}", f"{g}{i}.mp3", g, f"{g} artist {i}", "cv", "fma",
+                                       {"MSD_musicnn/tags": tags.astype(np.float32)}))
+    config = TransferConfig(labels=["Electronic", "Folk", "Hip-Hop", "Pop"], sources=[{"spec": f"folder:{tmp_path}"}],
+                            head={"inputs": [], "prior": "msd", "C": [0.1]}, folds=3)
+    labels, reports = bench.compare(config, tracks, splits=2)
+    assert labels == ["Folk", "Hip-Hop", "Pop"]  # Electronic has no tracks: CV cannot score it
+    (named, prior), (none_name, none) = reports.items()
+    assert "Folk ← folk" in named and "Hip-Hop ← Hip-Hop" in named and none_name == "no prior"
+    assert prior["splits"] == none["splits"] == 2 and prior["balanced_accuracy_mean"] == 1.0
+    assert none["balanced_accuracy_mean"] < 0.5  # no prior and no inputs: biases only
+    table = bench.markdown(labels, reports, "cmd", "machine", {"Folk": 6, "Hip-Hop": 6, "Pop": 6})
+    assert "| no prior | " in table and "-0." in table and "(0/2)" in table

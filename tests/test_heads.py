@@ -519,3 +519,43 @@ def test_recipe_detector_classes_are_checked():
     assert TransferConfig(**recipe, detector={"classes": "families"}).detector.classes == "families"
     with pytest.raises(ConfigError, match="detector.classes must be one of"):
         TransferConfig(**recipe, detector={"classes": "kinds"})
+
+
+def test_labels_named_like_a_tag_get_it_and_gtzan_genres_keep_their_curated_tags_in_any_spelling():
+    from genrekit.training.transfer import make_prior
+
+    fma = ["Electronic", "Experimental", "Folk", "Hip-Hop", "International", "Pop", "Rock"]
+    msd, both = make_prior("msd", fma), make_prior("both", fma)
+    assert msd.genre_tags == {"Electronic": {"MSD_musicnn": ["electronic"]},
+                              "Experimental": {"MSD_musicnn": ["experimental"]},
+                              "Folk": {"MSD_musicnn": ["folk"]}, "Hip-Hop": {"MSD_musicnn": ["Hip-Hop"]},
+                              "International": {}, "Pop": {"MSD_musicnn": ["pop", "indie pop"]},
+                              "Rock": {"MSD_musicnn": GENRE_TAGS["rock"]["MSD_musicnn"]}}
+    assert both.genre_tags["Electronic"] == {"MSD_musicnn": ["electronic"], "MTT_musicnn": ["electronic"]}
+    assert make_prior("msd_proxy", ["Disco", "hip hop"]).genre_tags == {
+        "Disco": {"MSD_musicnn": ["dance", "funk"]}, "hip hop": {"MSD_musicnn": ["Hip-Hop"]}}
+    assert make_prior("msd_fill", ["Classical"]).genre_tags["Classical"] == {"MTT_musicnn": ["classical", "classic"]}
+    folky = {MSD_TAGS: tag_matrix("MSD_musicnn", {"folk": 0.8, "rock": 0.1})}
+    assert fma[np.argmax(msd.segment_logits(folky)[0])] == "Folk"
+
+
+def test_prior_tags_map_the_labels_no_tag_names_and_are_checked():
+    from genrekit.training.transfer import HeadSpec, make_prior
+
+    labels = ["Folk", "International", "Soul-RnB"]
+    tags = {"Soul-RnB": {"MSD_musicnn": ["soul", "rnb"]}, "Folk": {"MSD_musicnn": ["acoustic"]}}
+    prior = make_prior("msd", labels, tags=tags)
+    assert prior.genre_tags == {"Folk": {"MSD_musicnn": ["acoustic"]}, "International": {},
+                                "Soul-RnB": {"MSD_musicnn": ["soul", "rnb"]}}
+    soulful = {MSD_TAGS: tag_matrix("MSD_musicnn", {"rnb": 0.7, "folk": 0.2})}
+    assert labels[np.argmax(prior.segment_logits(soulful)[0])] == "Soul-RnB"
+    assert TagPrior.from_dict(prior.to_dict(), labels).genre_tags == prior.genre_tags
+    with pytest.raises(ConfigError, match=r"genre 'Folk' maps to \['folks'\] which MSD_musicnn does not have"):
+        make_prior("msd", labels, tags={"Folk": {"MSD_musicnn": ["folks"]}})
+    with pytest.raises(ConfigError, match=r"head.prior_tags\['Folk'\] names \['MTT_musicnn'\]; prior msd reads"):
+        HeadSpec(prior="msd", prior_tags={"Folk": {"MTT_musicnn": ["guitar"]}})
+    with pytest.raises(ConfigError, match=r"head.prior_tags\['Folk'\] must map networks to lists of tag names"):
+        HeadSpec(prior="msd", prior_tags={"Folk": {"MSD_musicnn": "folk"}})
+    with pytest.raises(ConfigError, match="head.prior_tags maps labels to tags for the tag prior, and head.prior "
+                                          "is null"):
+        HeadSpec(prior=None, prior_tags=tags)

@@ -14,8 +14,8 @@ TAGS = "MSD_musicnn/tags"
 
 @pytest.fixture
 def own_folder(tmp_path):
-    """chill/, groove/, loud/ with 3 placeholder files each (the checks run before any audio is read)."""
-    for label in ("chill", "groove", "loud"):
+    """calm/, groove/, noisy/ with 3 placeholder files each (the checks run before any audio is read)."""
+    for label in ("calm", "groove", "noisy"):
         (tmp_path / "music" / label).mkdir(parents=True)
         for i in range(3):
             (tmp_path / "music" / label / f"{label}{i}.wav").write_bytes(b"")
@@ -24,7 +24,7 @@ def own_folder(tmp_path):
 
 def recipe(root, **changes) -> TransferConfig:
     settings = {"out": str(root / "m.onnx"), "features_cache": str(root / "cache"), "folds": 3,
-                "labels": ["chill", "groove", "loud"], "sources": [{"spec": f"folder:{root / 'music'}"}],
+                "labels": ["calm", "groove", "noisy"], "sources": [{"spec": f"folder:{root / 'music'}"}],
                 "head": {"inputs": [TAGS], "prior": None, "C": [0.1, 1.0]}}
     return TransferConfig(**(settings | changes))
 
@@ -38,10 +38,13 @@ def no_features(monkeypatch):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"labels": ["chill", "groove", "loud", "ambient"]}, r"labels \['ambient'\] have no tracks"),
+    ({"labels": ["calm", "groove", "noisy", "ambient"]}, r"labels \['ambient'\] have no tracks"),
     ({"head": {"inputs": [TAGS], "prior": "msd_proxy_fill"}}, "head.prior msd_proxy_fill: .*name none of the labels"),
-    ({"head": {"inputs": [TAGS], "prior": "msd"}}, "head.prior msd: .*set head.prior: null"),
-    ({"display_names": {"chill": "Chill", "jazz": "Jazz"}}, r"display_names names \['jazz'\]"),
+    ({"head": {"inputs": [TAGS], "prior": "msd"}}, "head.prior msd: .*map them to tags in head.prior_tags or set "
+                                                    "head.prior: null"),
+    ({"head": {"inputs": [TAGS], "prior": "msd", "prior_tags": {"jazzy": {"MSD_musicnn": ["jazz"]}}}},
+     r"head.prior_tags names \['jazzy'\], which are not among the labels"),
+    ({"display_names": {"calm": "Calm", "jazz": "Jazz"}}, r"display_names names \['jazz'\]"),
     ({"folds": 4}, "folds 4: too few CV tracks .*at most 3 tracks of a label"),
     ({"sources": [{"spec": "folder:MUSIC", "role": "train"}]}, "no CV tracks: at least one source needs role: cv"),
 ])
@@ -52,9 +55,21 @@ def test_a_recipe_its_labels_cannot_follow_is_refused_before_features(own_folder
         train_transfer(recipe(own_folder, **changes), progress=False)
 
 
+def test_a_label_without_tracks_is_kept_when_prior_tags_map_it(own_folder, no_features):
+    config = recipe(own_folder, labels=["calm", "groove", "noisy", "spacey"],
+                    head={"inputs": [TAGS], "prior": "msd", "C": [0.1],
+                          "prior_tags": {"spacey": {"MSD_musicnn": ["ambient"]}}})
+    with pytest.raises(AssertionError, match="before reading any audio"):
+        train_transfer(config, progress=False)
+    config = recipe(own_folder, labels=["calm", "groove", "noisy", "spacey"],
+                    head={"inputs": [TAGS], "prior": "msd", "prior_tags": {"calm": {"MSD_musicnn": ["chill"]}}})
+    with pytest.raises(ConfigError, match=r"labels \['spacey'\] have no tracks"):
+        train_transfer(config, progress=False)
+
+
 def test_a_label_without_tracks_is_kept_when_the_prior_names_it(own_folder, no_features):
     # the shipped recipe's way: a genre musicnn's tags name can be zero-shot (here: refused only for lack of audio)
-    config = recipe(own_folder, labels=["chill", "groove", "jazz", "loud"],
+    config = recipe(own_folder, labels=["calm", "groove", "jazz", "noisy"],
                     head={"inputs": [TAGS], "prior": "msd", "C": [0.1]})
     with pytest.raises(AssertionError, match="before reading any audio"):
         train_transfer(config, progress=False)
@@ -69,8 +84,8 @@ def test_a_label_without_tracks_is_kept_when_the_prior_names_it(own_folder, no_f
     ({"folds": "three"}, "folds must be an integer >= 2, not 'three'"),
     ({"cv_repeats": 0}, "cv_repeats must be an integer >= 1, not 0"),
     ({"min_confidence": "0.2"}, "min_confidence must be in"),
-    ({"labels": ["chill", "chill"]}, r"labels name a label twice: \['chill'\]"),
-    ({"labels": "chill"}, "labels must be a list"),
+    ({"labels": ["calm", "calm"]}, r"labels name a label twice: \['calm'\]"),
+    ({"labels": "calm"}, "labels must be a list"),
     ({"head": {"inputs": ["MSD_musicnn/max_pool"]}}, "head.inputs: unknown input 'MSD_musicnn/max_pool'"),
     ({"head": {"inputs": "MSD_musicnn/tags"}}, "head.inputs must be a list"),
     ({"detector": {"C": [0.3]}}, r"detector.C must be a positive number, not \[0.3\]"),
@@ -78,6 +93,8 @@ def test_a_label_without_tracks_is_kept_when_the_prior_names_it(own_folder, no_f
     ({"detector": {"inputs": ["MSD_musicnn/tag"]}}, "detector.inputs: unknown input"),
     ({"detector": {"music": "folder:x"}}, "detector.music must be a list of sources"),
     ({"detector": {"music": [{"spec": "folder:x", "role": "test"}]}}, "source role must be"),
+    ({"sources": [{"spec": "folder:x", "splits": ["tset"]}]}, "source folder:x: splits: unknown split 'tset'"),
+    ({"sources": [{"spec": "folder:x", "splits": "train"}]}, "source folder:x: splits must be a list"),
 ])
 def test_recipe_values_of_the_wrong_kind_name_their_key(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
@@ -99,8 +116,8 @@ def tracks_of(counts: dict[str, int]) -> list[LabeledTrack]:
 def test_labels_with_one_or_two_tracks_get_fewer_inner_folds():
     # 12 tracks in 3 outer folds leave about 3 of the largest label to each inner CV: 4 inner folds cannot be
     # stratified (scikit-learn raised ValueError: n_splits=4 cannot be greater than the number of members ...)
-    tracks = tracks_of({"chill": 5, "duo": 2, "loud": 4, "sparkle": 1})
-    labels = ["chill", "duo", "loud", "sparkle"]
+    tracks = tracks_of({"calm": 5, "duo": 2, "noisy": 4, "sparkle": 1})
+    labels = ["calm", "duo", "noisy", "sparkle"]
     spec = transfer.HeadSpec(inputs=[TAGS], prior=None, C=[0.1, 1.0])
     cv = transfer.cross_validate(spec, tracks, [], labels, n_folds=3, seed=0)
     assert cv["logits"].shape == (12, 4) and np.isfinite(cv["logits"]).all() and len(cv["C"]) == 3
@@ -115,14 +132,16 @@ def test_train_prints_the_C_each_fold_chose(tmp_path, monkeypatch, capsys):
     from genrekit.cli import main
 
     report = {"balanced_accuracy": 0.9, "balanced_accuracy_ci": [0.8, 1.0], "macro_f1": 0.9, "accuracy": 0.9,
-              "per_class": {"chill": {"recall": 1.0}, "loud": {"recall": 0.8}}, "C_per_fold": [0.1, 0.3, 0.3],
+              "per_class": {"calm": {"recall": 1.0}, "noisy": {"recall": 0.8}}, "C_per_fold": [0.1, 0.3, 0.3],
               "calibration": {"ece_before": 0.1, "ece_after": 0.05},
               "repeated": {"splits": 2, "balanced_accuracy_mean": 0.85, "balanced_accuracy_sd": 0.05,
                            "balanced_accuracy_per_split": [0.9, 0.8], "macro_f1_mean": 0.8,
-                           "per_class": {"chill": {"recall": 0.75}, "loud": {"recall": 0.95}},
+                           "per_class": {"calm": {"recall": 0.75}, "noisy": {"recall": 0.95}},
                            "C_chosen": {"0.1": 2, "0.3": 4}}}
     fake = transfer.TransferResult(tmp_path / "m.onnx", report, None,
-                                   {"cv_metrics": {"cv_tracks": 9}, "head": {"meta": {"C": 0.3}}})
+                                   {"cv_metrics": {"cv_tracks": 9}, "head": {"meta": {"C": 0.3}, "prior": {
+                                       "genre_tags": {"calm": {"MSD_musicnn": ["chill", "Mellow"],
+                                                               "MTT_musicnn": ["soft", "chill"]}, "noisy": {}}}}})
     monkeypatch.setattr(transfer, "train_transfer", lambda config, progress: fake)
     (tmp_path / "r.yaml").write_text(f"kind: transfer\nsources: [{{spec: 'folder:{tmp_path}'}}]\nfolds: 3\n"
                                      "head: {C: [0.1, 0.3]}\n")
@@ -130,9 +149,10 @@ def test_train_prints_the_C_each_fold_chose(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "CV (9 tracks, 3 artist-grouped folds, first of 2 fold splits): balanced accuracy 0.900" in out
     assert ("over 2 fold splits: balanced accuracy 0.850 (SD 0.050; 0.900 0.800), macro-F1 0.800; per-genre recall "
-            "pooled: chill 0.75, loud 0.95") in out
+            "pooled: calm 0.75, noisy 0.95") in out
     assert "C chosen by inner CV in the 6 folds of 2 splits: 0.1 ×2, 0.3 ×4; the model's head: C 0.3 (from [0.1, 0.3])" \
         in out
+    assert "tag prior: calm ← chill/Mellow/soft; no tag for noisy (head.prior_tags can map one)" in out
     del report["repeated"]
     assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 0
     assert "C chosen by inner CV in each fold: 0.1, 0.3, 0.3; the model's head: C 0.3 (from [0.1, 0.3])" in \
@@ -174,3 +194,10 @@ def test_a_detector_section_with_only_its_data_gets_the_shipped_detector(tmp_pat
                      head={"inputs": ["MSD_musicnn/tags"], "prior": "msd_fill", "C": [0.1],
                            "patch_strides": {"MTT_musicnn": 2}})
     assert strided.detector_inputs() == ["MSD_musicnn/penultimate"]
+
+
+def test_a_sources_splits_may_use_fmas_names(tmp_path):
+    # FMA's tracks.csv says "training" / "validation"; the tracks carry genrekit's names, so before this
+    # a recipe with splits: [training] silently kept no track at all
+    config = recipe(tmp_path, sources=[{"spec": "folder:x", "splits": ["training", "Validation", "test"]}])
+    assert config.sources[0].splits == ["train", "valid", "test"]

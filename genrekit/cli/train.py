@@ -101,6 +101,15 @@ def _is_transfer_recipe(path) -> bool:
     return isinstance(data, dict) and data.get("kind") == "transfer"
 
 
+def _prior_line(genre_tags: dict) -> str:
+    """Which musicnn tags the zero-shot prior reads for each label, and which labels it cannot read."""
+    named = [f"{g} ← {'/'.join(dict.fromkeys(t for tags in per.values() for t in tags))}"
+             for g, per in genre_tags.items() if per]
+    untagged = [g for g, per in genre_tags.items() if not per]
+    return (f"tag prior: {', '.join(named)}"
+            + (f"; no tag for {', '.join(untagged)} (head.prior_tags can map one)" if untagged else ""))
+
+
 def _run_transfer(args) -> int:
     from pathlib import Path
 
@@ -138,6 +147,8 @@ def _run_transfer(args) -> int:
     else:
         print(f"C chosen by inner CV in each fold: {', '.join(f'{c:g}' for c in cv['C_per_fold'])}; ", end="")
     print(f"the model's head: C {result.metadata['head']['meta']['C']:g} (from {list(config.head.C)})")
+    if result.metadata["head"].get("prior"):
+        print(_prior_line(result.metadata["head"]["prior"]["genre_tags"]))
     if result.detector:
         d = result.detector
         print(f"not music: CV detects {d['not_music_detected']:.3f} of {d['n_not_music']} generated clips, "

@@ -79,12 +79,45 @@ class Source:
     def __post_init__(self):
         if self.role not in ("cv", "train"):
             raise ConfigError(f"source role must be 'cv' or 'train', not {self.role!r}")
+        if self.splits is not None:
+            object.__setattr__(self, "splits", _check_splits(self.splits, self.spec))  # frozen
+
+
+def _check_splits(splits, spec: str) -> list[str]:
+    """A source's ``splits`` in genrekit's names (FMA's ``training`` → ``train``); unknown names refused."""
+    from ..datasets.base import check_split
+    from ..errors import DatasetError
+
+    if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
+        raise ConfigError(f"source {spec}: splits must be a list of split names, not {splits!r}")
+    try:
+        return [check_split(s, f"source {spec}: splits") for s in splits]
+    except DatasetError as e:
+        raise ConfigError(str(e)) from None
 
 
 # prior kind -> the taggers whose tag names it uses; "_proxy" adds genrekit.heads.PROXY_TAGS;
 # "_fill" takes MSD's tags where MSD names the genre and MTT's only for the others (classical)
 PRIORS = {"msd": ("MSD_musicnn",), "msd_proxy": ("MSD_musicnn",), "msd_fill": ("MSD_musicnn", "MTT_musicnn"),
           "msd_proxy_fill": ("MSD_musicnn", "MTT_musicnn"), "both": ("MSD_musicnn", "MTT_musicnn")}
+
+
+def _check_prior_tags(prior_tags, prior: str | None) -> None:
+    """``head.prior_tags``: label → network → a list of tag names, of networks the prior reads."""
+    if not prior_tags:
+        return
+    if prior is None:
+        raise ConfigError("head.prior_tags maps labels to tags for the tag prior, and head.prior is null")
+    if not isinstance(prior_tags, dict):
+        raise ConfigError(f"head.prior_tags must map labels to {{network: [tags]}}, not {prior_tags!r}")
+    for label, per in prior_tags.items():
+        if not isinstance(per, dict) or not all(
+                isinstance(tags, list) and all(isinstance(t, str) for t in tags) for tags in per.values()):
+            raise ConfigError(f"head.prior_tags[{label!r}] must map networks to lists of tag names, not {per!r}")
+        other = sorted(set(per) - set(PRIORS[prior]))
+        if other:
+            raise ConfigError(f"head.prior_tags[{label!r}] names {other}; prior {prior} reads "
+                              f"{', '.join(PRIORS[prior])}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +131,7 @@ class HeadSpec:
     class_balance: str = "weight"        # weight, artist or none (genrekit.heads.class_weights)
     patch_strides: dict = field(default_factory=dict)  # network -> k: run it on every k-th patch only
     prior_scale: float = 1.0  # multiplies the prior's logits (its tag log-odds) before the residual is fitted
+    prior_tags: dict = field(default_factory=dict)  # label -> network -> tags, where a label's name is no tag's
 
     def __post_init__(self):
         check_inputs(self.inputs, "head.inputs", allow_empty=True)  # [] : the tag prior alone
@@ -108,6 +142,7 @@ class HeadSpec:
             raise ConfigError(f"head.prior_scale must be a positive number, not {self.prior_scale!r}")
         if self.prior is None and self.prior_scale != 1:
             raise ConfigError(f"head.prior_scale {self.prior_scale} scales the tag prior, and head.prior is null")
+        _check_prior_tags(self.prior_tags, self.prior)
         if not isinstance(self.C, (list, tuple)) or not self.C or any(
                 not isinstance(c, (int, float)) or isinstance(c, bool) or c <= 0 for c in self.C):
             raise ConfigError(f"head.C must be a list of positive numbers (the grid CV chooses from), not {self.C!r}")
@@ -386,24 +421,27 @@ def _network_outputs(path, networks: list[str], iter_patches, load_tagger) -> di
 # ---------------------------------------------------------------- heads and folds
 
 
-def make_prior(kind: str | None, labels: list[str], scale: float = 1.0):
-    """The tag-name prior (:data:`genrekit.heads.GENRE_TAGS`) restricted to the taggers of ``kind``
-    (:data:`PRIORS`); ``msd_proxy`` also gives genres without a tag their :data:`~genrekit.heads.PROXY_TAGS`;
-    ``msd_fill`` uses MTT's tags only for genres that no MSD tag names (classical); ``msd_proxy_fill`` both.
+def make_prior(kind: str | None, labels: list[str], scale: float = 1.0, tags: dict | None = None):
+    """The tag-name prior (:func:`genrekit.heads.named_tags`: a GTZAN genre's tags under any spelling,
+    else the tags named like the label) restricted to the taggers of ``kind`` (:data:`PRIORS`);
+    ``msd_proxy`` also gives genres without a tag their :data:`~genrekit.heads.PROXY_TAGS`; ``msd_fill``
+    uses MTT's tags only for genres that no MSD tag names (classical); ``msd_proxy_fill`` both.
+    ``tags`` (label → network → tags, the recipe's ``head.prior_tags``) replaces a label's mapping.
     ``scale`` multiplies its logits (:class:`~genrekit.heads.TagPrior`)."""
-    from ..heads import GENRE_TAGS, PROXY_TAGS, TagPrior
+    from ..heads import TagPrior, named_tags, proxy_tags
 
     if kind is None:
         return None
     networks = PRIORS[kind]
-    mapping = {g: {n: t for n, t in GENRE_TAGS.get(g, {}).items() if n in networks} for g in labels}
+    mapping = {g: named_tags(g, networks) for g in labels}
     if "_proxy" in kind:
         for g in labels:
-            if not any(mapping[g].values()):
-                mapping[g] = {n: t for n, t in PROXY_TAGS.get(g, {}).items() if n in networks}
+            if not mapping[g]:
+                mapping[g] = {n: t for n, t in proxy_tags(g).items() if n in networks}
     if kind.endswith("_fill"):
         mapping = {g: {"MSD_musicnn": per["MSD_musicnn"]} if per.get("MSD_musicnn") else per
                    for g, per in mapping.items()}
+    mapping |= {g: {n: list(t) for n, t in per.items()} for g, per in (tags or {}).items()}
     return TagPrior(labels, mapping, scale=scale)
 
 
@@ -411,7 +449,7 @@ def fit_head(spec: HeadSpec, tracks: list, labels: list[str], C: float):
     from ..heads import fit_track_head
 
     return fit_track_head([t.features for t in tracks], [t.label for t in tracks], labels, spec.inputs,
-                          spec.pooling, C, spec.class_balance, make_prior(spec.prior, labels, spec.prior_scale),
+                          spec.pooling, C, spec.class_balance, make_prior(spec.prior, labels, spec.prior_scale, spec.prior_tags),
                           groups=[group_of(t) for t in tracks], patch_strides=spec.patch_strides)
 
 
@@ -714,11 +752,15 @@ def check_labels(config: TransferConfig, tracks: list, labels: list[str]) -> Non
     """Refuse labels the recipe could not learn: a label without tracks that the tag prior does not name
     either (never predicted), a ``head.prior`` that names none of the labels (it would only add a network),
     ``display_names`` of other labels, and CV tracks too few for ``folds``."""
-    prior = make_prior(config.head.prior, labels)
+    unknown = sorted(set(config.head.prior_tags) - set(labels))
+    if unknown:
+        raise ConfigError(f"head.prior_tags names {unknown}, which are not among the labels {labels}")
+    prior = make_prior(config.head.prior, labels, tags=config.head.prior_tags)
     tagged = {g for g, per in prior.genre_tags.items() if per} if prior is not None else set()
     if prior is not None and not tagged:
         raise ConfigError(f"head.prior {config.head.prior}: musicnn's tags name none of the labels {labels}, "
-                          f"so the prior cannot apply to them; set head.prior: null")
+                          f"so the prior cannot apply to them; map them to tags in head.prior_tags "
+                          f"or set head.prior: null")
     empty = [g for g in labels if g not in {t.label for t in tracks} and g not in tagged]
     if empty:
         raise ConfigError(f"labels {empty} have no tracks in the sources"
