@@ -149,6 +149,10 @@ def _run_transfer(args) -> int:
     print(f"the model's head: C {result.metadata['head']['meta']['C']:g} (from {list(config.head.C)})")
     if result.metadata["head"].get("prior"):
         print(_prior_line(result.metadata["head"]["prior"]["genre_tags"]))
+    zero_shot = result.metadata["head"]["meta"].get("genres_without_tracks")
+    if zero_shot:
+        print(f"no tracks for {', '.join(zero_shot)}: the prior alone decides them, CV cannot score them, and where "
+              f"their tags run high they take other labels' tracks")
     if result.detector:
         d = result.detector
         print(f"not music: CV detects {d['not_music_detected']:.3f} of {d['n_not_music']} generated clips, "
