@@ -47,6 +47,7 @@ from transfer_cv import outer_folds  # noqa: E402
 OLD_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)  # shipped until 2026-12-03
 FINE_GRID = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05)
 SHIPPED_SCALE = 0.7  # since 2026-12-03 (second change that day); 1 before
+SHIPPED_C = 0.01  # fixed since 2026-12-03 (third change that day); chosen per fold from FINE_GRID before
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,14 @@ class Row:
 def rows_to_try() -> list[Row]:
     fine = "C from " + " ".join(map(str, FINE_GRID))
     return ([Row(f"{fine}, prior scale 1 (shipped until 2026-12-03)", FINE_GRID),
-             Row(f"{fine}, prior scale {SHIPPED_SCALE} (shipped)", FINE_GRID, (SHIPPED_SCALE,)),
+             Row(f"{fine}, prior scale {SHIPPED_SCALE} (shipped 2026-12-03 until the fixed C)", FINE_GRID,
+                 (SHIPPED_SCALE,)),
              Row(f"{fine}, prior scale from 0.5 0.7 0.85 1", FINE_GRID, (0.5, 0.7, 0.85, 1.0)),
              Row("C from " + " ".join(map(str, OLD_GRID)) + ", prior scale 1", OLD_GRID)]
             + [Row(f"{fine}, fixed prior scale {s:g}", FINE_GRID, (s,)) for s in (0.5, 0.6, 0.85, 1.5)]
             + [Row(f"fixed C 0.015, fixed prior scale {s:g}", (0.015,), (s,)) for s in (1.0, SHIPPED_SCALE)]
+            + [Row(f"fixed C {SHIPPED_C:g}, fixed prior scale 1", (SHIPPED_C,)),
+               Row(f"fixed C {SHIPPED_C:g}, fixed prior scale {SHIPPED_SCALE} (shipped)", (SHIPPED_C,), (SHIPPED_SCALE,))]
             + [Row(f"average of every head: {fine}, prior scale 1", FINE_GRID, (1.0,), average=True),
                Row(f"average of every head: {fine}, prior scale 0.5 0.7 0.85 1", FINE_GRID, (0.5, 0.7, 0.85, 1.0),
                    average=True)])

@@ -260,7 +260,14 @@ class GenreClassifier:
                 "display_names": self.display_names, "runtime": self.runtime, "abstention": self.abstention,
                 **{k: v for k, v in public_card(self.payload).items() if k not in ("labels", "display_names")},
                 "min_confidence": self.min_confidence,  # the one in force (a caller may override the model's)
-                "feature_config": self.feature_config.to_dict()}
+                "feature_config": self.feature_config.to_dict(), **self._head_card()}
+
+    def _head_card(self) -> dict:
+        """A track head's zero-shot tag prior (which tags each label reads) and its labels without tracks."""
+        if self.head is None or self.head.prior is None:
+            return {}
+        return {"tag_prior": {"genre_tags": self.head.prior.genre_tags, "scale": self.head.prior.scale},
+                "labels_without_tracks": list(self.head.meta.get("genres_without_tracks") or [])}
 
     # ------------------------------------------------------------ segments
 

@@ -331,7 +331,8 @@ def test_c_grid_chooses_the_prior_scale_whose_inner_cv_scores_best(monkeypatch):
     assert [s.C for s in specs] == [[0.01, 0.1, 1.0]] * 3
     names = [r.name for r in bench.rows_to_try()]
     assert len(names) == len(set(names)) and any("(shipped)" in n for n in names)
-    assert bench.SHIPPED_SCALE == transfer.TransferConfig.from_file(REPO / "configs" / "default_model.yaml").head.prior_scale
+    shipped = transfer.TransferConfig.from_file(REPO / "configs" / "default_model.yaml").head
+    assert bench.SHIPPED_SCALE == shipped.prior_scale and [bench.SHIPPED_C] == shipped.C
 
 
 def test_c_grid_average_rows_average_every_heads_logits_and_choose_nothing(monkeypatch):

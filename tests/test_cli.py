@@ -238,6 +238,9 @@ def test_card_shows_the_shipped_model_and_a_checkpoint(tiny_checkpoint, capsys):
     assert f"balanced accuracy {cv['balanced_accuracy']:.3f}" in text and "hiphop (Hip-Hop)" in text
     assert f"reggae {cv['per_class']['reggae']['recall']:.2f} ({cv['per_class']['reggae']['support']})" in text
     assert "not music, CV: detects" in text
+    assert "tag prior: blues ← blues, classical ← classical/classic," in text and "; no tag for reggae; log-odds " \
+        f"times {card['tag_prior']['scale']:g}" in text and card["labels_without_tracks"] == []
+    assert card["tag_prior"]["genre_tags"]["disco"] == {"MSD_musicnn": ["dance", "funk"]}
     assert main(["card", "--format", "json"]) == 0
     shown = capsys.readouterr().out
     assert json.loads(shown) == json.loads(json.dumps(card, default=str))
@@ -245,4 +248,4 @@ def test_card_shows_the_shipped_model_and_a_checkpoint(tiny_checkpoint, capsys):
     assert not re.search(r"[0-9a-f]{64}", shown)  # no content hash of a training file
     assert main(["card", str(tiny_checkpoint)]) == 0  # a checkpoint without CV figures or detector
     out = capsys.readouterr().out
-    assert "no not-music detector" in out and "CV (" not in out
+    assert "no not-music detector" in out and "CV (" not in out and "tag prior" not in out

@@ -157,6 +157,11 @@ def test_train_prints_the_C_each_fold_chose(tmp_path, monkeypatch, capsys):
     assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 0
     assert "C chosen by inner CV in each fold: 0.1, 0.3, 0.3; the model's head: C 0.3 (from [0.1, 0.3])" in \
         capsys.readouterr().out
+    (tmp_path / "r.yaml").write_text(f"kind: transfer\nsources: [{{spec: 'folder:{tmp_path}'}}]\nfolds: 3\n"
+                                     "head: {C: [0.3]}\n")
+    assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "C fixed by the recipe: 0.3\n" in out and "chosen by inner CV" not in out
 
 
 def test_an_existing_model_file_is_replaced_only_with_overwrite(tmp_path, monkeypatch, capsys):

@@ -80,3 +80,20 @@ def feature_config_from_args(args):
     if "image_size" in changes:
         changes["image_size"] = tuple(changes["image_size"])
     return dataclasses.replace(feature_preset(args.features), **changes)
+
+
+def prior_line(genre_tags: dict, hint: bool = True) -> str:
+    """Which musicnn tags a zero-shot tag prior reads for each label, and which labels it cannot read
+    (``hint``: and how a recipe maps them)."""
+    named = [f"{g} ← {'/'.join(dict.fromkeys(t for tags in per.values() for t in tags))}"
+             for g, per in genre_tags.items() if per]
+    untagged = [g for g, per in genre_tags.items() if not per]
+    return (f"tag prior: {', '.join(named)}"
+            + (f"; no tag for {', '.join(untagged)}" if untagged else "")
+            + (" (head.prior_tags can map one)" if untagged and hint else ""))
+
+
+def zero_shot_line(labels: list[str]) -> str:
+    """What a label without training tracks means for a track head."""
+    return (f"no tracks for {', '.join(labels)}: the prior alone decides them, CV cannot score them, and where "
+            f"their tags run high they take other labels' tracks")

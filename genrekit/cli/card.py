@@ -41,6 +41,16 @@ def card_lines(card: dict) -> list[str]:
         lines.append("CV recall (tracks): " + ", ".join(
             f"{g} {m['recall']:.2f} ({m['support']})" for g, m in cv.get("per_class", {}).items()
             if m.get("recall") is not None))
+    prior = card.get("tag_prior")
+    if prior:
+        from ._common import prior_line
+
+        lines.append(prior_line(prior["genre_tags"], hint=False) + (f"; log-odds times {prior['scale']:g}" if prior["scale"] != 1
+                                                        else ""))
+    if card.get("labels_without_tracks"):
+        from ._common import zero_shot_line
+
+        lines.append(zero_shot_line(card["labels_without_tracks"]))
     detector = card.get("detector_metrics") or {}
     if detector.get("not_music_detected") is not None:
         lines.append(f"not music, CV: detects {detector['not_music_detected']:.3f} of {detector['n_not_music']} "

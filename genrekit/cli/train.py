@@ -101,20 +101,12 @@ def _is_transfer_recipe(path) -> bool:
     return isinstance(data, dict) and data.get("kind") == "transfer"
 
 
-def _prior_line(genre_tags: dict) -> str:
-    """Which musicnn tags the zero-shot prior reads for each label, and which labels it cannot read."""
-    named = [f"{g} ← {'/'.join(dict.fromkeys(t for tags in per.values() for t in tags))}"
-             for g, per in genre_tags.items() if per]
-    untagged = [g for g, per in genre_tags.items() if not per]
-    return (f"tag prior: {', '.join(named)}"
-            + (f"; no tag for {', '.join(untagged)} (head.prior_tags can map one)" if untagged else ""))
-
-
 def _run_transfer(args) -> int:
     from pathlib import Path
 
     from ..errors import ConfigError
     from ..training.transfer import TransferConfig, train_transfer
+    from ._common import prior_line, zero_shot_line
 
     ignored = [name for name in ("cache", "backbone", "epochs", "batch_size", "lr", "optimizer", "folds", "fold",
                                  "device", "resume") if getattr(args, name, None)]
@@ -140,19 +132,20 @@ def _run_transfer(args) -> int:
               f"macro-F1 {r['macro_f1_mean']:.3f}; per-genre recall pooled: "
               + ", ".join(f"{g} {m['recall']:.2f}" for g, m in r["per_class"].items() if m["recall"] is not None))
     print(f"calibration: ECE {cv['calibration']['ece_before']:.3f} before, {cv['calibration']['ece_after']:.3f} after")
-    if "repeated" in cv:
+    if len(config.head.C) == 1:
+        print(f"C fixed by the recipe: {config.head.C[0]:g}")
+    elif "repeated" in cv:
         chosen = ", ".join(f"{c} ×{n}" for c, n in cv["repeated"]["C_chosen"].items())
         print(f"C chosen by inner CV in the {sum(cv['repeated']['C_chosen'].values())} folds of "
               f"{cv['repeated']['splits']} splits: {chosen}; ", end="")
     else:
         print(f"C chosen by inner CV in each fold: {', '.join(f'{c:g}' for c in cv['C_per_fold'])}; ", end="")
-    print(f"the model's head: C {result.metadata['head']['meta']['C']:g} (from {list(config.head.C)})")
+    if len(config.head.C) > 1:
+        print(f"the model's head: C {result.metadata['head']['meta']['C']:g} (from {list(config.head.C)})")
     if result.metadata["head"].get("prior"):
-        print(_prior_line(result.metadata["head"]["prior"]["genre_tags"]))
-    zero_shot = result.metadata["head"]["meta"].get("genres_without_tracks")
-    if zero_shot:
-        print(f"no tracks for {', '.join(zero_shot)}: the prior alone decides them, CV cannot score them, and where "
-              f"their tags run high they take other labels' tracks")
+        print(prior_line(result.metadata["head"]["prior"]["genre_tags"]))
+    if result.metadata["head"]["meta"].get("genres_without_tracks"):
+        print(zero_shot_line(result.metadata["head"]["meta"]["genres_without_tracks"]))
     if result.detector:
         d = result.detector
         print(f"not music: CV detects {d['not_music_detected']:.3f} of {d['n_not_music']} generated clips, "
