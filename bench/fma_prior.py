@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from genrekit.heads import describe_tags  # noqa: E402
 from genrekit.training import transfer  # noqa: E402
 
 
@@ -48,9 +49,7 @@ def compare(config, tracks: list, splits: int) -> tuple[list[str], dict]:
     extra = [t for t in tracks if t.role == "train"]
     seeds = range(config.seed, config.seed + splits)
     named = transfer.make_prior(config.head.prior, labels, tags=config.head.prior_tags)
-    tags = "; ".join(f"{g} ← {'/'.join(t for ts in per.values() for t in ts)}"
-                     for g, per in named.genre_tags.items() if per)
-    rows = {f"prior {config.head.prior} ({tags})": config.head,
+    rows = {f"prior {config.head.prior} ({describe_tags(named.genre_tags)})": config.head,
             "no prior": replace(config.head, prior=None, prior_scale=1.0, prior_tags={})}
     return labels, {name: scored(spec, cv_tracks, extra, labels, config.folds, seeds) for name, spec in rows.items()}
 

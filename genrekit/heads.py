@@ -69,6 +69,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -155,10 +156,28 @@ def musicnn_tags(network: str) -> list[str]:
     """The 50 tag names of a shipped musicnn network, read without importing torch."""
     if network not in NETWORKS:
         raise ConfigError(f"unknown musicnn network {network!r}; choose one of {', '.join(NETWORKS)}")
+    return list(_read_tags(network))
+
+
+@cache
+def _read_tags(network: str) -> tuple[str, ...]:
+    # read once: every head fitted in a CV builds its prior from these lists
     path = TAGS_DIR / f"{network}.tags.txt"
     if not path.is_file():
         raise CheckpointError(f"{path}: musicnn tag list not found")
-    return path.read_text(encoding="utf-8").splitlines()
+    return tuple(path.read_text(encoding="utf-8").splitlines())
+
+
+def describe_tags(genre_tags: Mapping[str, Mapping[str, list]]) -> str:
+    """A prior's mapping in one line: the tags each label reads, then the labels it cannot read.
+
+    >>> describe_tags({"Folk": {"MSD_musicnn": ["folk"]}, "International": {}})
+    'Folk ← folk; no tag for International'
+    """
+    named = [f"{g} ← {'/'.join(dict.fromkeys(t for tags in per.values() for t in tags))}"
+             for g, per in genre_tags.items() if per]
+    untagged = [g for g, per in genre_tags.items() if not per]
+    return ", ".join(named) + (f"; no tag for {', '.join(untagged)}" if untagged else "")
 
 
 def feature_key(network: str, kind: str) -> str:

@@ -82,15 +82,14 @@ def feature_config_from_args(args):
     return dataclasses.replace(feature_preset(args.features), **changes)
 
 
-def prior_line(genre_tags: dict, hint: bool = True) -> str:
-    """Which musicnn tags a zero-shot tag prior reads for each label, and which labels it cannot read
-    (``hint``: and how a recipe maps them)."""
-    named = [f"{g} ← {'/'.join(dict.fromkeys(t for tags in per.values() for t in tags))}"
-             for g, per in genre_tags.items() if per]
-    untagged = [g for g, per in genre_tags.items() if not per]
-    return (f"tag prior: {', '.join(named)}"
-            + (f"; no tag for {', '.join(untagged)}" if untagged else "")
-            + (" (head.prior_tags can map one)" if untagged and hint else ""))
+def prior_line(genre_tags: dict, scale: float = 1.0, hint: bool = True) -> str:
+    """Which musicnn tags a zero-shot tag prior reads for each label, which labels it cannot read
+    (``hint``: and how a recipe maps them), and its scale."""
+    from ..heads import describe_tags
+
+    untagged = any(not per for per in genre_tags.values())
+    return (f"tag prior: {describe_tags(genre_tags)}" + (" (head.prior_tags can map one)" if untagged and hint else "")
+            + (f"; log-odds times {scale:g}" if scale != 1 else ""))
 
 
 def zero_shot_line(labels: list[str]) -> str:

@@ -1,5 +1,7 @@
 """genrekit card: what a model is (labels, features, training data, CV figures, abstention)."""
 
+from ._common import prior_line, zero_shot_line
+
 HELP = "show a model's card: labels, features, what it was trained on, its CV figures (shipped model by default)"
 
 
@@ -43,13 +45,8 @@ def card_lines(card: dict) -> list[str]:
             if m.get("recall") is not None))
     prior = card.get("tag_prior")
     if prior:
-        from ._common import prior_line
-
-        lines.append(prior_line(prior["genre_tags"], hint=False) + (f"; log-odds times {prior['scale']:g}" if prior["scale"] != 1
-                                                        else ""))
+        lines.append(prior_line(prior["genre_tags"], prior["scale"], hint=False))
     if card.get("labels_without_tracks"):
-        from ._common import zero_shot_line
-
         lines.append(zero_shot_line(card["labels_without_tracks"]))
     detector = card.get("detector_metrics") or {}
     if detector.get("not_music_detected") is not None:

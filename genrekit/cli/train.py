@@ -101,6 +101,19 @@ def _is_transfer_recipe(path) -> bool:
     return isinstance(data, dict) and data.get("kind") == "transfer"
 
 
+def _C_line(grid: list, cv: dict, head_C: float) -> str:
+    """The recipe's fixed C, or what the inner CV chose in each fold and the C of the model's head."""
+    if len(grid) == 1:
+        return f"C fixed by the recipe: {grid[0]:g}"
+    if "repeated" in cv:
+        counts = cv["repeated"]["C_chosen"]
+        chosen = (f"in the {sum(counts.values())} folds of {cv['repeated']['splits']} splits: "
+                  + ", ".join(f"{c} ×{n}" for c, n in counts.items()))
+    else:
+        chosen = "in each fold: " + ", ".join(f"{c:g}" for c in cv["C_per_fold"])
+    return f"C chosen by inner CV {chosen}; the model's head: C {head_C:g} (from {list(grid)})"
+
+
 def _run_transfer(args) -> int:
     from pathlib import Path
 
@@ -132,16 +145,7 @@ def _run_transfer(args) -> int:
               f"macro-F1 {r['macro_f1_mean']:.3f}; per-genre recall pooled: "
               + ", ".join(f"{g} {m['recall']:.2f}" for g, m in r["per_class"].items() if m["recall"] is not None))
     print(f"calibration: ECE {cv['calibration']['ece_before']:.3f} before, {cv['calibration']['ece_after']:.3f} after")
-    if len(config.head.C) == 1:
-        print(f"C fixed by the recipe: {config.head.C[0]:g}")
-    elif "repeated" in cv:
-        chosen = ", ".join(f"{c} ×{n}" for c, n in cv["repeated"]["C_chosen"].items())
-        print(f"C chosen by inner CV in the {sum(cv['repeated']['C_chosen'].values())} folds of "
-              f"{cv['repeated']['splits']} splits: {chosen}; ", end="")
-    else:
-        print(f"C chosen by inner CV in each fold: {', '.join(f'{c:g}' for c in cv['C_per_fold'])}; ", end="")
-    if len(config.head.C) > 1:
-        print(f"the model's head: C {result.metadata['head']['meta']['C']:g} (from {list(config.head.C)})")
+    print(_C_line(config.head.C, cv, result.metadata["head"]["meta"]["C"]))
     if result.metadata["head"].get("prior"):
         print(prior_line(result.metadata["head"]["prior"]["genre_tags"]))
     if result.metadata["head"]["meta"].get("genres_without_tracks"):

@@ -449,7 +449,8 @@ def fit_head(spec: HeadSpec, tracks: list, labels: list[str], C: float):
     from ..heads import fit_track_head
 
     return fit_track_head([t.features for t in tracks], [t.label for t in tracks], labels, spec.inputs,
-                          spec.pooling, C, spec.class_balance, make_prior(spec.prior, labels, spec.prior_scale, spec.prior_tags),
+                          spec.pooling, C, spec.class_balance,
+                          make_prior(spec.prior, labels, spec.prior_scale, spec.prior_tags),
                           groups=[group_of(t) for t in tracks], patch_strides=spec.patch_strides)
 
 
@@ -734,7 +735,7 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
         "training_data": _training_data(tracks, notes, failures, labels, config.feature_config().sr),
         "cv_metrics": {k: v for k, v in report.items() if k != "confusion_matrix"} | {
             "design": f"{'+'.join(config.head.inputs)}, {config.head.pooling} pooling, prior "
-                      f"{config.head.prior}{_scale_note(config.head)}, C chosen per fold from {config.head.C}",
+                      f"{config.head.prior}{_scale_note(config.head)}, {_C_note(config.head.C)}",
             "folds": config.folds, "cv_repeats": config.cv_repeats, "cv_tracks": len(cv_tracks),
             "training_only_tracks": len(extra),
             "confusion_matrix": report["confusion_matrix"]},
@@ -742,6 +743,10 @@ def train_transfer(config: TransferConfig, progress: bool = True) -> TransferRes
     }
     out = _write_model(config, metadata)
     return TransferResult(out, report, detector_summary, metadata)
+
+
+def _C_note(grid: list) -> str:
+    return f"C fixed at {grid[0]:g}" if len(grid) == 1 else f"C chosen per fold from {grid}"
 
 
 def _scale_note(spec: HeadSpec) -> str:
