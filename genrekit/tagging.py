@@ -417,13 +417,47 @@ def _apev2_genres(path: Path) -> list[str]:
     return [str(g) for g in value] if value is not None and value.kind == 0 else []
 
 
-def _riff_info_genres(path: Path) -> list[str]:
-    """The ``IGNR`` text of a WAV's ``LIST``/``INFO`` chunk, as libsndfile reads it."""
-    import soundfile as sf
+_MAX_INFO_BYTES = 1 << 20  # an INFO list holds a few short texts; a larger LIST chunk is something else
 
-    with sf.SoundFile(os.fsencode(path)) as f:  # bytes: names that are not valid UTF-8 open too
-        genre = f.genre
-    return [genre] if genre.strip() else []
+
+def _riff_info_genres(path: Path) -> list[str]:
+    """The ``IGNR`` texts of a WAV's ``LIST``/``INFO`` chunks. RIFF INFO has no encoding field:
+    UTF-8 where the bytes are valid UTF-8, else Windows-1252 (what Windows programs wrote),
+    else Latin-1, so that ``Música`` written by either reads back as written."""
+    genres = []
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return []
+        while len(chunk := f.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"LIST" and 4 <= size <= _MAX_INFO_BYTES:
+                body = f.read(size)
+                if body[:4] == b"INFO":
+                    genres += _info_texts(body[4:], b"IGNR")
+                f.seek(size & 1, os.SEEK_CUR)
+            else:
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    return [g for g in genres if g.strip()]
+
+
+def _info_texts(body: bytes, key: bytes) -> list[str]:
+    texts, at = [], 0
+    while at + 8 <= len(body):
+        size = int.from_bytes(body[at + 4: at + 8], "little")
+        if body[at: at + 4] == key:
+            texts.append(_riff_text(body[at + 8: at + 8 + size].split(b"\0", 1)[0]))
+        at += 8 + size + (size & 1)
+    return texts
+
+
+def _riff_text(raw: bytes) -> str:
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("latin-1")
 
 
 def _id3v1_with_genre(block: bytes | None, genre: str) -> bytes | None:

@@ -1099,6 +1099,28 @@ def test_genre_in_apev2_or_riff_info_is_kept(tmp_path):
     assert all(p.read_bytes() == raw for p, raw in before.items())
 
 
+def _with_info_chunk(path: Path, items: list[tuple[bytes, bytes]]) -> None:
+    """Append a ``LIST``/``INFO`` chunk holding ``items`` (id, raw text) to a WAV, as Windows writes it."""
+    body = b"INFO"
+    for key, raw in items:
+        text = raw + b"\0"
+        body += key + len(text).to_bytes(4, "little") + text + b"\0" * (len(text) & 1)
+    data = bytearray(path.read_bytes()) + b"LIST" + len(body).to_bytes(4, "little") + body
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("raw, genre", [(b"M\xfasica", "Música"), ("Música".encode(), "Música"),
+                                        (b"Electr\xf3nica \x96 Dub", "Electrónica – Dub"),
+                                        (b"Jazz\x81", "Jazz\x81")])
+def test_riff_info_genre_reads_as_written_in_any_code_page(tmp_path, raw, genre):
+    """RIFF INFO has no encoding field: Windows programs wrote their code page, newer ones UTF-8."""
+    wav = tmp_path / "song.wav"
+    sf.write(wav, _tone(), 22050, subtype="PCM_16")
+    _with_info_chunk(wav, [(b"INAM", b"A Title"), (b"IGNR", raw)])
+    assert read_tags(wav).genres == [genre]
+
+
 def test_a_name_with_a_newline_stays_on_one_line(tmp_path):
     path = make_file(tmp_path / "lib", "mp3", "two\nlines")
     s = tag([path], FakeModel(genre="jazz"), tmp_path / "db.sqlite")
