@@ -386,11 +386,11 @@ def _put_id3v1(path: Path, block: bytes | None) -> None:
 
 
 def _id3v1_genres(block: bytes | None) -> list[str]:
-    from mutagen._constants import GENRES
+    from mutagen.id3 import TCON
 
-    if block is None or len(block) != 128 or block[127] >= len(GENRES):
+    if block is None or len(block) != 128 or block[127] >= len(TCON.GENRES):
         return []
-    return [GENRES[block[127]]]
+    return [TCON.GENRES[block[127]]]
 
 
 def _other_genres(path: Path, audio) -> list[str]:
@@ -462,11 +462,11 @@ def _riff_text(raw: bytes) -> str:
 
 def _id3v1_with_genre(block: bytes | None, genre: str) -> bytes | None:
     """``block`` with its genre byte set to ``genre`` (255, "none", if ID3v1 lacks it)."""
-    from mutagen._constants import GENRES
+    from mutagen.id3 import TCON
 
     if block is None or len(block) != 128:
         return block
-    number = next((i for i, g in enumerate(GENRES) if g.lower() == genre.lower()), 255)
+    number = next((i for i, g in enumerate(TCON.GENRES) if g.lower() == genre.lower()), 255)
     return block[:127] + bytes([number])
 
 
