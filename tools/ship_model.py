@@ -339,7 +339,7 @@ Not music: in CV (music grouped by artist, generated clips by recipe) {_detector
   blues tracks are Stevie Ray Vaughan (2) and Buckwheat Zydeco. Classical and disco have 2 tracks each. The
   shipped model sees all of them, but its figures for these genres are estimates from one or two artists.
   The other way round, trained on Marley, the Burning Spear track is called reggae in 9 of 10 splits
-  (`python bench/reggae_ideas.py`, which also shows two ideas for reggae that did not help): one track,
+  (`python bench/reggae_ideas.py`, which also shows three ideas for reggae that did not help): one track,
   but the case the shipped model meets, trained on all of DEV's reggae and heard on other artists.
 - The targets of the accuracy issue (CV balanced accuracy ≥ 0.80, no genre below 0.5 recall) are **not met**:
   reggae is far below 0.5. The balanced accuracy's mean over splits 0-9 is flattered by the prior's scale and
