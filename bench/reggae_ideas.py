@@ -90,8 +90,8 @@ def add_rhythm(tracks: list) -> int:
         value = rhythm(t.path)
         t.features[RHYTHM] = np.tile(value, (len(t.features["MSD_musicnn/tags"]), 1))
         if sys.stderr.isatty():
-            print(f"\rrhythm {i + 1}/{len(tracks)}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+            print(f"\rrhythm {i + 1}/{len(tracks)}", end="\n" if i + 1 == len(tracks) else "", file=sys.stderr,
+                  flush=True)
     size = len(value)
     plain_dim = heads._input_dim
     heads._input_dim = lambda key: size if key == RHYTHM else plain_dim(key)
