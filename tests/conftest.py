@@ -25,6 +25,17 @@ def has_shared_data() -> bool:
     return (SHARED_DATA / "gtzan_labels.csv").is_file()
 
 
+STAND_IN_FIXTURES = frozenset({"fma_mp3", "gtzan_wav"})
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``standin`` the tests that read a real file or its synthetic stand-in: CI runs them once
+    more with the data hidden (``GENREKIT_SHARED_DATA``), so that a bare clone's tests pass too."""
+    for item in items:
+        if STAND_IN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.standin)
+
+
 @pytest.fixture(scope="session")
 def fma_mp3(tmp_path_factory) -> Path:
     """A 30 s stereo 44.1 kHz MP3: FMA's 000002.mp3, or a synthetic stand-in of the same format and length
@@ -42,14 +53,17 @@ def fma_mp3(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def gtzan_wav(tmp_path_factory) -> Path:
-    """A 30 s mono 22.05 kHz 16-bit WAV: GTZAN's rock.00001, or a synthetic stand-in where the data is absent."""
+    """A 30 s mono 22.05 kHz 16-bit WAV: GTZAN's rock.00001, or a synthetic stand-in of its format, length and
+    level where the data is absent."""
     real = SHARED_DATA / "gtzan" / "rock" / "rock.00001.wav"
     if has_shared_data():
         return real
     import soundfile as sf
 
     path = tmp_path_factory.mktemp("standin") / "rock.00001.wav"
-    sf.write(path, synthetic_track("hiphop", 3, 30.013, 22050), 22050, subtype="PCM_16")
+    # +6 dB: about -14 dBFS per 3 s segment, as the real file, so 12 dB softer stays within the shipped
+    # model's level step (at most 15 dB of gain); peaks at 0.998
+    sf.write(path, synthetic_track("hiphop", 3, 30.013, 22050) * 10 ** (6 / 20), 22050, subtype="PCM_16")
     return path
 
 

@@ -203,6 +203,7 @@ def test_shipped_model_predicts_offline(fma_mp3, capsys):
     from genrekit.cli import main
     from genrekit.datasets import GTZAN_GENRES
     from genrekit.prediction import load_model
+    from tests.conftest import has_shared_data
 
     model = load_model()
     assert model.labels == list(GTZAN_GENRES)
@@ -213,7 +214,10 @@ def test_shipped_model_predicts_offline(fma_mp3, capsys):
     assert card["patch_strides"] == card["recipe"]["head"]["patch_strides"] == {"MTT_musicnn": 2}
     assert main(["predict", str(fma_mp3), "--format", "json"]) == 0
     [result] = json.loads(capsys.readouterr().out)
-    assert result["genre"] in GTZAN_GENRES
+    if has_shared_data():
+        assert result["genre"] in GTZAN_GENRES
+    else:  # the synthetic stand-in (tones and clicks) may rightly be called not music
+        assert result["genre"] in GTZAN_GENRES or (result["genre"] is None and result["abstain"] == "not_music")
 
 
 def test_shipped_model_does_not_hear_the_volume(gtzan_wav, tmp_path):
