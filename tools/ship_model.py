@@ -63,6 +63,7 @@ def _latest(path: Path) -> dict | None:
 
 STRIDES = REPO / "bench" / "results" / "patch_stride.csv"
 EXTERNAL_NOISE = REPO / "bench" / "results" / "external_noise.csv"
+IMPACT_SOUNDS = REPO / "bench" / "results" / "impact_sounds.csv"
 
 
 def _detector_classes(meta: dict) -> str:
@@ -112,21 +113,32 @@ def _detector_cv_line(det: dict) -> str:
             f"{share(short, 'cut_music_false_alarms')} cut to one patch (the per-patch head).")
 
 
-def _external_noise_line() -> str:
-    """The latest row of bench/external_noise.py for the shipped file (same SHA-256), in words."""
+def _latest_row(results: Path) -> dict | None:
+    """The latest row of a bench's CSV for the shipped file (same SHA-256)."""
     from genrekit.cache.featurize import file_sha256
 
     rows = []
-    if EXTERNAL_NOISE.is_file() and TARGET.is_file():
+    if results.is_file() and TARGET.is_file():
         sha = file_sha256(TARGET)[:12]
-        with open(EXTERNAL_NOISE, newline="") as f:
+        with open(results, newline="") as f:
             rows = [r for r in csv.DictReader(f) if r.get("model_sha256") == sha]
-    if not rows:
-        return "Noise made by other programs: not yet measured for this model (`python bench/external_noise.py`)."
-    r = rows[-1]
-    return (f"Noise made by other programs (ffmpeg and sox: 9 colours, each as made, low-passed, high-passed "
-            f"with a bell, and as MP3; `{r['command']}`, {r['date']}, {r['machine']}): **{r['not_music']} of "
-            f"{r['files']}** answered not music ({r['per_treatment']}). Missed, with the genre given: {r['missed']}.")
+    return rows[-1] if rows else None
+
+
+def _external_noise_line() -> str:
+    """bench/external_noise.py's and bench/impact_sounds.py's latest rows for the shipped file, in words."""
+    r = _latest_row(EXTERNAL_NOISE)
+    noise = ("Noise made by other programs: not yet measured for this model (`python bench/external_noise.py`)."
+             if r is None else
+             f"Noise made by other programs (ffmpeg and sox: 9 colours, each as made, low-passed, high-passed "
+             f"with a bell, and as MP3; `{r['command']}`, {r['date']}, {r['machine']}): **{r['not_music']} of "
+             f"{r['files']}** answered not music ({r['per_treatment']}). Missed, with the genre given: {r['missed']}.")
+    r = _latest_row(IMPACT_SOUNDS)
+    if r is None:
+        return noise + " Sound effects with hits: not yet measured for this model (`python bench/impact_sounds.py`)."
+    return (noise + f" Sound effects with hits (sox: explosions, shots, thuds, barrages, crackling explosions, strings "
+            f"of noise bursts; `{r['command']}`, {r['date']}): **{r['not_music']} of {r['files']}** answered not "
+            f"music ({r['per_kind']}). Missed: {r['missed']}.")
 
 
 def _level(meta: dict) -> str:
