@@ -125,7 +125,7 @@ def _latest_row(results: Path) -> dict | None:
     return rows[-1] if rows else None
 
 
-def _external_noise_line() -> str:
+def _noise_from_programs() -> str:
     """bench/external_noise.py's and bench/impact_sounds.py's latest rows for the shipped file, in words."""
     r = _latest_row(EXTERNAL_NOISE)
     noise = ("Noise made by other programs: not yet measured for this model (`python bench/external_noise.py`)."
@@ -343,7 +343,7 @@ the CV answers "uncertain" for {cv['abstention']['uncertain_share']:.3f} of the 
 
 Not music: in CV (music grouped by artist, generated clips by recipe) {_detector_cv_line(det)} {nm_line}
 
-{_external_noise_line()}
+{_noise_from_programs()}
 
 ## Limits
 - **Genres below 0.5 recall in CV**: {_weak_genres(cv)}. 16 of the 17 reggae tracks are Bob Marley, so
