@@ -86,6 +86,47 @@ def treat(source: Path, treatment: str, out: Path) -> Path:
     return target
 
 
+def answers_of(models: list[str], groups: dict[str, list[Path]]) -> dict:
+    """model → group → each file's result, every model loaded once."""
+    from genrekit.prediction import load_model
+
+    answers = {}
+    for m in models:
+        model = load_model(m)
+        answers[m] = {g: [model.predict_file(f) for f in paths] for g, paths in groups.items()}
+    return answers
+
+
+def detected(results: list) -> int:
+    return sum(r.abstain == "not_music" for r in results)
+
+
+def print_side_by_side(column: str, groups: dict[str, list[Path]], answers: dict) -> None:
+    """One row per group, one column per model: files answered not music / files."""
+    width = 30
+    print(f"{column:>24}  " + "  ".join(f"{Path(m).name[:width]:>{width}}" for m in answers))
+    for g, paths in groups.items():
+        print(f"{g:>24}  " + "  ".join(f"{detected(a[g])}/{len(paths)}".rjust(width) for a in answers.values()))
+
+
+def model_rows(answers: dict, command: str, slug=lambda g: g) -> list[dict]:
+    """Per model: its totals, printed, and a CSV row (per group ``<slug>:<detected>/<files>``)."""
+    from results_csv import machine
+
+    from genrekit.cache.featurize import file_sha256
+
+    rows = []
+    for m, per_group in answers.items():
+        results = [r for group in per_group.values() for r in group]
+        missed = [f"{Path(r.path).stem}:{r.best_guess}" for r in results if r.abstain != "not_music"]
+        print(f"{Path(m).name}: {detected(results)}/{len(results)} not music; missed: {' '.join(missed) or 'none'}")
+        rows.append({"date": time.strftime("%Y-%m-%d"), "machine": machine(), "command": command, "model": _shown(m),
+                     "model_sha256": file_sha256(m)[:12], "files": len(results), "not_music": detected(results),
+                     "per_group": " ".join(f"{slug(g)}:{detected(v)}/{len(v)}" for g, v in per_group.items()),
+                     "missed": " ".join(missed)})
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", nargs="+", default=[str(REPO / "genrekit" / "weights" / "genrekit-gtzan.onnx")])
@@ -96,39 +137,22 @@ def main():
     missing = [tool for tool in ("ffmpeg", "sox") if shutil.which(tool) is None]
     if missing:
         sys.exit(f"external_noise: needs {' and '.join(missing)} (apt-get install ffmpeg sox)")
-    from results_csv import append_rows, machine
-
-    from genrekit.cache.featurize import file_sha256
-    from genrekit.prediction import load_model
+    from results_csv import append_rows
 
     with tempfile.TemporaryDirectory() as tmp:
         sources = make_sources(Path(tmp), args.seconds)
         files = {t: [treat(s, t, Path(tmp)) for s in sources] for t in TREATMENTS}
-        answers = {}
-        for m in args.model:
-            model = load_model(m)
-            answers[m] = {t: [model.predict_file(f) for f in paths] for t, paths in files.items()}
-    n = len(sources)
-    width = 30
-    print(f"{n} noises (ffmpeg: {', '.join(FFMPEG_COLOURS)}; sox: {', '.join(SOX_COLOURS)}), 44.1 kHz stereo, "
-          f"{args.seconds:g} s, peak {PEAK_DB:g} dBFS; answered not music / {n}")
-    print(f"{'treatment':>24}  " + "  ".join(f"{Path(m).name[:width]:>{width}}" for m in args.model))
-    for t in TREATMENTS:
-        cells = [f"{sum(r.abstain == 'not_music' for r in answers[m][t])}/{n}".rjust(width) for m in args.model]
-        print(f"{t:>24}  " + "  ".join(cells))
-    rows = []
-    for m in args.model:
-        results = [r for t in TREATMENTS for r in answers[m][t]]
-        detected = sum(r.abstain == "not_music" for r in results)
-        missed = [f"{Path(r.path).stem}:{r.best_guess}" for r in results if r.abstain != "not_music"]
-        print(f"{Path(m).name}: {detected}/{len(results)} not music; missed: {' '.join(missed) or 'none'}")
-        if args.probabilities:
-            print("  P(not music): " + " ".join(f"{Path(r.path).stem}:{1 - r.music_probability:.3f}" for r in results))
-        rows.append({"date": time.strftime("%Y-%m-%d"), "machine": machine(),
-                     "command": "python bench/external_noise.py", "model": _shown(m),
-                     "model_sha256": file_sha256(m)[:12], "files": len(results), "not_music": detected,
-                     "per_treatment": " ".join(f"{TREATMENTS[t][0]}:{sum(r.abstain == 'not_music' for r in answers[m][t])}/{n}"
-                                               for t in TREATMENTS), "missed": " ".join(missed)})
+        answers = answers_of(args.model, files)
+    print(f"{len(sources)} noises (ffmpeg: {', '.join(FFMPEG_COLOURS)}; sox: {', '.join(SOX_COLOURS)}), 44.1 kHz "
+          f"stereo, {args.seconds:g} s, peak {PEAK_DB:g} dBFS; answered not music / {len(sources)}")
+    print_side_by_side("treatment", files, answers)
+    rows = model_rows(answers, "python bench/external_noise.py", slug=lambda t: TREATMENTS[t][0])
+    for row in rows:
+        row["per_treatment"] = row.pop("per_group")
+    if args.probabilities:
+        for m, per_group in answers.items():
+            print(f"{Path(m).name} P(not music): " + " ".join(
+                f"{Path(r.path).stem}:{1 - r.music_probability:.3f}" for g in per_group.values() for r in g))
     if not args.no_csv:
         append_rows(REPO / "bench" / "results" / "external_noise.csv", rows)
 

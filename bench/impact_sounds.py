@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,7 +55,7 @@ def event(path: Path, colour: str, seconds: float, filt: list, gap: float = 0.0)
 
 
 def string_of(path: Path, parts: list[Path], seconds: float) -> Path:
-    """``parts`` one after another, repeated up to ``seconds``, peak-normalised."""
+    """``parts`` one after another, repeated up to ``seconds``."""
     joined = path.with_suffix(".joined.wav")
     sox(*parts, joined)
     sox(joined, path, "repeat", "-", "trim", 0, seconds)
@@ -64,7 +63,9 @@ def string_of(path: Path, parts: list[Path], seconds: float) -> Path:
 
 
 def normalised(path: Path) -> Path:
-    target = path.with_name(path.stem + "-norm.wav")
+    """A copy peak-normalised to PEAK_DB, of the same name, in a folder of its own."""
+    target = path.parent / "normalised" / path.name
+    target.parent.mkdir(exist_ok=True)
     sox(f"--norm={PEAK_DB}", path, target)
     return target
 
@@ -104,38 +105,17 @@ def main():
     args = p.parse_args()
     if shutil.which("sox") is None:
         sys.exit("impact_sounds: needs sox (apt-get install sox)")
-    from external_noise import _shown
-    from results_csv import append_rows, machine
-
-    from genrekit.cache.featurize import file_sha256
-    from genrekit.prediction import load_model
+    from external_noise import answers_of, model_rows, print_side_by_side
+    from results_csv import append_rows
 
     with tempfile.TemporaryDirectory() as tmp:
         effects = make_effects(Path(tmp))
-        answers = {}
-        for m in args.model:
-            model = load_model(m)
-            answers[m] = {k: [model.predict_file(f) for f in paths] for k, paths in effects.items()}
-    width = 30
+        answers = answers_of(args.model, effects)
     print(f"sound effects made by sox, 44.1 kHz stereo, peak {PEAK_DB:g} dBFS; answered not music / files")
-    print(f"{'kind':>10}  " + "  ".join(f"{Path(m).name[:width]:>{width}}" for m in args.model))
-    for kind, paths in effects.items():
-        cells = [f"{sum(r.abstain == 'not_music' for r in answers[m][kind])}/{len(paths)}".rjust(width)
-                 for m in args.model]
-        print(f"{kind:>10}  " + "  ".join(cells))
-    rows = []
-    for m in args.model:
-        results = [r for kind in effects for r in answers[m][kind]]
-        detected = sum(r.abstain == "not_music" for r in results)
-        missed = [f"{Path(r.path).stem.removesuffix('-norm')}:{r.best_guess}" for r in results
-                  if r.abstain != "not_music"]
-        print(f"{Path(m).name}: {detected}/{len(results)} not music; missed: {' '.join(missed) or 'none'}")
-        rows.append({"date": time.strftime("%Y-%m-%d"), "machine": machine(), "command": "python bench/impact_sounds.py",
-                     "model": _shown(m), "model_sha256": file_sha256(m)[:12], "files": len(results),
-                     "not_music": detected,
-                     "per_kind": " ".join(f"{k}:{sum(r.abstain == 'not_music' for r in answers[m][k])}/{len(v)}"
-                                          for k, v in effects.items()),
-                     "missed": " ".join(missed)})
+    print_side_by_side("kind", effects, answers)
+    rows = model_rows(answers, "python bench/impact_sounds.py")
+    for row in rows:
+        row["per_kind"] = row.pop("per_group")
     if not args.no_csv:
         append_rows(REPO / "bench" / "results" / "impact_sounds.csv", rows)
 

@@ -138,7 +138,8 @@ def test_train_prints_the_C_each_fold_chose(tmp_path, monkeypatch, capsys):
                            "balanced_accuracy_per_split": [0.9, 0.8], "macro_f1_mean": 0.8,
                            "per_class": {"calm": {"recall": 0.75}, "noisy": {"recall": 0.95}},
                            "C_chosen": {"0.1": 2, "0.3": 4}}}
-    prior = {"genre_tags": {"calm": {"MSD_musicnn": ["chill", "Mellow"], "MTT_musicnn": ["soft", "chill"]}, "noisy": {}}}
+    prior = {"genre_tags": {"calm": {"MSD_musicnn": ["chill", "Mellow"], "MTT_musicnn": ["soft", "chill"]}, "noisy": {}},
+             "scale": 0.7}
     head = {"meta": {"C": 0.3, "genres_without_tracks": ["spacey"]}, "prior": prior}
     fake = transfer.TransferResult(tmp_path / "m.onnx", report, None, {"cv_metrics": {"cv_tracks": 9}, "head": head})
     monkeypatch.setattr(transfer, "train_transfer", lambda config, progress: fake)
@@ -151,7 +152,8 @@ def test_train_prints_the_C_each_fold_chose(tmp_path, monkeypatch, capsys):
             "pooled: calm 0.75, noisy 0.95") in out
     assert "C chosen by inner CV in the 6 folds of 2 splits: 0.1 ×2, 0.3 ×4; the model's head: C 0.3 (from [0.1, 0.3])" \
         in out
-    assert "tag prior: calm ← chill/Mellow/soft; no tag for noisy (head.prior_tags can map one)" in out
+    assert ("tag prior: calm ← chill/Mellow/soft; no tag for noisy (head.prior_tags can map one); "
+            "log-odds times 0.7") in out
     assert "no tracks for spacey: the prior alone decides them, CV cannot score them" in out
     del report["repeated"]
     assert main(["train", "--config", str(tmp_path / "r.yaml"), "--quiet"]) == 0

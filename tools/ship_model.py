@@ -53,11 +53,17 @@ def _pooled_head(cv: dict) -> str:
     return f" recall, {n} splits | precision, {n} splits | first split:" if n else ""
 
 
-def _latest(path: Path) -> dict | None:
+def _latest(path: Path, shipped_file_only: bool = False) -> dict | None:
+    """A bench CSV's latest row; ``shipped_file_only``: among the rows for the shipped file (same SHA-256)."""
     if not path.is_file():
         return None
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
+    if shipped_file_only:
+        from genrekit.cache.featurize import file_sha256
+
+        sha = file_sha256(TARGET)[:12] if TARGET.is_file() else None
+        rows = [r for r in rows if r.get("model_sha256") == sha]
     return rows[-1] if rows else None
 
 
@@ -113,27 +119,15 @@ def _detector_cv_line(det: dict) -> str:
             f"{share(short, 'cut_music_false_alarms')} cut to one patch (the per-patch head).")
 
 
-def _latest_row(results: Path) -> dict | None:
-    """The latest row of a bench's CSV for the shipped file (same SHA-256)."""
-    from genrekit.cache.featurize import file_sha256
-
-    rows = []
-    if results.is_file() and TARGET.is_file():
-        sha = file_sha256(TARGET)[:12]
-        with open(results, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("model_sha256") == sha]
-    return rows[-1] if rows else None
-
-
 def _noise_from_programs() -> str:
     """bench/external_noise.py's and bench/impact_sounds.py's latest rows for the shipped file, in words."""
-    r = _latest_row(EXTERNAL_NOISE)
+    r = _latest(EXTERNAL_NOISE, shipped_file_only=True)
     noise = ("Noise made by other programs: not yet measured for this model (`python bench/external_noise.py`)."
              if r is None else
              f"Noise made by other programs (ffmpeg and sox: 9 colours, each as made, low-passed, high-passed "
              f"with a bell, and as MP3; `{r['command']}`, {r['date']}, {r['machine']}): **{r['not_music']} of "
              f"{r['files']}** answered not music ({r['per_treatment']}). Missed, with the genre given: {r['missed']}.")
-    r = _latest_row(IMPACT_SOUNDS)
+    r = _latest(IMPACT_SOUNDS, shipped_file_only=True)
     if r is None:
         return noise + " Sound effects with hits: not yet measured for this model (`python bench/impact_sounds.py`)."
     return (noise + f" Sound effects with hits (sox: explosions, shots, thuds, barrages, crackling explosions, strings "

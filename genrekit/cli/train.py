@@ -147,7 +147,8 @@ def _run_transfer(args) -> int:
     print(f"calibration: ECE {cv['calibration']['ece_before']:.3f} before, {cv['calibration']['ece_after']:.3f} after")
     print(_C_line(config.head.C, cv, result.metadata["head"]["meta"]["C"]))
     if result.metadata["head"].get("prior"):
-        print(prior_line(result.metadata["head"]["prior"]["genre_tags"]))
+        prior = result.metadata["head"]["prior"]
+        print(prior_line(prior["genre_tags"], prior["scale"]))
     if result.metadata["head"]["meta"].get("genres_without_tracks"):
         print(zero_shot_line(result.metadata["head"]["meta"]["genres_without_tracks"]))
     if result.detector:
